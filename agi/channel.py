@@ -1,0 +1,129 @@
+"""One FastAGI conversation: send a command, read its reply, with a timeout."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from agi.protocol import (
+    AgiCommandError,
+    AgiHangup,
+    AgiProtocolError,
+    AgiResult,
+    AgiTimeout,
+    format_command,
+    parse_result,
+)
+
+MAX_LINE = 8192
+
+
+class AgiChannel:
+    """The call as the route sees it: AGI commands with typed results."""
+
+    def __init__(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        log: logging.LoggerAdapter[logging.Logger],
+        read_timeout: float = 10.0,
+    ) -> None:
+        self._reader = reader
+        self._writer = writer
+        self.log = log
+        self.read_timeout = read_timeout
+        self.hung_up = False
+
+    async def command(self, *words: str | int, timeout: float | None = None) -> AgiResult:
+        """Send one command; ``timeout`` adds to the read timeout (for prompts)."""
+        if self.hung_up:
+            raise AgiHangup("channel already hung up")
+        line = format_command(*words)
+        self.log.debug("agi > %s", line.decode().rstrip())
+        try:
+            self._writer.write(line)
+            await self._writer.drain()
+        except (ConnectionError, RuntimeError) as exc:
+            self.hung_up = True
+            raise AgiHangup(f"connection lost: {exc}") from exc
+        wait = self.read_timeout + (timeout or 0.0)
+        reply = await self._read_reply(wait)
+        self.log.debug("agi < %s", reply)
+        try:
+            return parse_result(reply)
+        except AgiHangup:
+            self.hung_up = True
+            raise
+
+    async def _read_reply(self, wait: float) -> str:
+        while True:
+            reply = await self.read_line(wait)
+            if reply == "HANGUP":
+                # Asterisk says so once, then still answers the pending command.
+                self.hung_up = True
+                continue
+            if reply.startswith("520-"):
+                usage = [reply[4:]]
+                while not (line := await self.read_line(wait)).startswith("520 "):
+                    usage.append(line)
+                raise AgiCommandError(520, " ".join(usage))
+            if self.hung_up and not reply.startswith("200"):
+                raise AgiHangup(reply)
+            return reply
+
+    async def read_line(self, wait: float) -> str:
+        """One line without its end; EOF means the call is gone."""
+        try:
+            raw = await asyncio.wait_for(self._reader.readline(), wait)
+        except asyncio.TimeoutError as exc:
+            raise AgiTimeout(f"no reply from Asterisk in {wait:.1f} s") from exc
+        except (ConnectionError, asyncio.LimitOverrunError, ValueError) as exc:
+            raise AgiProtocolError(f"bad line from Asterisk: {exc}") from exc
+        if not raw:
+            self.hung_up = True
+            raise AgiHangup("connection closed by Asterisk")
+        if len(raw) > MAX_LINE:
+            raise AgiProtocolError("AGI line too long")
+        try:
+            return raw.decode("utf-8").rstrip("\r\n")
+        except UnicodeDecodeError as exc:
+            raise AgiProtocolError("AGI line is not UTF-8") from exc
+
+    # Convenience commands used by routes ---------------------------------
+
+    async def answer(self) -> None:
+        await self.command("ANSWER")
+
+    async def set_variable(self, name: str, value: str | int) -> None:
+        await self.command("SET VARIABLE", name, value)
+
+    async def get_variable(self, name: str) -> str | None:
+        result = await self.command("GET VARIABLE", name)
+        return result.data if result.result == 1 else None
+
+    async def stream_file(self, name: str, escape_digits: str = "") -> str:
+        """Play a prompt; return the digit that interrupted it, or ''."""
+        result = await self.command("STREAM FILE", name, escape_digits, timeout=120)
+        return chr(result.result) if result.result > 0 else ""
+
+    async def get_data(self, prompt: str, timeout_ms: int, max_digits: int) -> tuple[str, bool]:
+        """Play ``prompt`` and collect digits until ``#``, ``max_digits`` or timeout.
+
+        Returns the digits and whether entry timed out (no ``#``).
+        """
+        result = await self.command(
+            "GET DATA", prompt, timeout_ms, max_digits, timeout=120 + timeout_ms / 1000
+        )
+        return result.text, result.data == "timeout"
+
+    async def exec(self, application: str, options: str = "") -> int:
+        result = await self.command("EXEC", application, options, timeout=3600)
+        return result.result
+
+    async def verbose(self, message: str, level: int = 1) -> None:
+        await self.command("VERBOSE", message, level)
+
+    async def hangup(self) -> None:
+        if not self.hung_up:
+            await self.command("HANGUP")
+            self.hung_up = True

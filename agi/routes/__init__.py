@@ -1,0 +1,1 @@
+"""The FastAGI routes: one module, one coroutine, named alike."""

@@ -1,0 +1,127 @@
+"""The asyncio FastAGI server: accept Asterisk's connections, run routes."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+
+from agi.channel import AgiChannel
+from agi.protocol import AgiEnvironment, AgiError, AgiHangup, AgiTimeout, parse_environment
+
+log = logging.getLogger(__name__)
+
+Route = Callable[[AgiChannel, AgiEnvironment], Awaitable[None]]
+
+MAX_ENV_LINES = 200
+
+
+class CallLog(logging.LoggerAdapter[logging.Logger]):
+    """A logger that puts the call's uniqueid on every line."""
+
+    def process(self, msg: object, kwargs: object) -> tuple[object, object]:
+        extra = self.extra or {}
+        return f"[{extra.get('uniqueid', '-')}] {msg}", kwargs
+
+
+class AgiServer:
+    """Serve ``routes`` (script name -> coroutine) over FastAGI."""
+
+    def __init__(
+        self,
+        routes: Mapping[str, Route],
+        host: str = "127.0.0.1",
+        port: int = 4573,
+        read_timeout: float = 10.0,
+    ) -> None:
+        self.routes = dict(routes)
+        self.host = host
+        self.port = port
+        self.read_timeout = read_timeout
+        self._server: asyncio.Server | None = None
+        self._calls: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(
+            self._accept, self.host, self.port, limit=16384, reuse_address=True
+        )
+        sock = self._server.sockets[0].getsockname()
+        self.port = sock[1]
+        log.info("FastAGI listening on %s:%s (routes: %s)", sock[0], sock[1], ", ".join(sorted(self.routes)))
+
+    async def stop(self, grace: float = 5.0) -> None:
+        """Stop accepting, let calls in progress finish for ``grace`` s, then cancel."""
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+        pending = set(self._calls)
+        if pending:
+            log.info("waiting for %d call(s) to finish", len(pending))
+            _, late = await asyncio.wait(pending, timeout=grace)
+            for task in late:
+                task.cancel()
+            if late:
+                await asyncio.wait(late, timeout=1.0)
+        log.info("FastAGI stopped")
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._calls.add(task)
+        try:
+            await self._serve(reader, writer)
+        finally:
+            self._calls.discard(task)
+            writer.close()
+            try:
+                await writer.wait_closed()
+            except (ConnectionError, OSError):
+                pass
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        call_log = CallLog(log, {"uniqueid": "-"})
+        channel = AgiChannel(reader, writer, call_log, self.read_timeout)
+        try:
+            env = await self._read_environment(channel)
+        except AgiError as exc:
+            call_log.warning("bad FastAGI connection: %s", exc)
+            return
+        call_log.extra = {"uniqueid": env.uniqueid}
+        route = self.routes.get(env.script)
+        if route is None:
+            call_log.error("unknown route %r: call refused", env.script)
+            await _say_failure(channel, f"Kinline: unknown AGI route {env.script}")
+            return
+        call_log.info("route %s for %s", env.script, env.channel)
+        try:
+            await route(channel, env)
+        except AgiHangup as exc:
+            call_log.info("caller hung up during %s (%s)", env.script, exc)
+        except AgiTimeout as exc:
+            call_log.error("route %s: Asterisk stopped answering: %s", env.script, exc)
+        except asyncio.CancelledError:
+            call_log.warning("route %s cancelled at shutdown", env.script)
+            raise
+        except Exception:
+            call_log.exception("route %s failed: call refused", env.script)
+            await _say_failure(channel, f"Kinline: route {env.script} failed")
+        else:
+            call_log.info("route %s done", env.script)
+
+    async def _read_environment(self, channel: AgiChannel) -> AgiEnvironment:
+        lines: list[str] = []
+        while True:
+            line = await channel.read_line(self.read_timeout)
+            if line == "":
+                return parse_environment(lines)
+            lines.append(line)
+            if len(lines) > MAX_ENV_LINES:
+                raise AgiError("AGI environment too long")
+
+
+async def _say_failure(channel: AgiChannel, message: str) -> None:
+    """Tell Asterisk's log; the dial plan plays the apology (it is fail-closed)."""
+    try:
+        await channel.verbose(message, 1)
+    except AgiError:
+        pass

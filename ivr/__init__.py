@@ -1,0 +1,1 @@
+"""Kinline domain: numbering, tariffs, billing, schedules, PINs, words."""

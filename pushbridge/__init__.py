@@ -1,0 +1,1 @@
+"""Push bridge: wakes the mobile app and waits for its SIP registration (later issue)."""

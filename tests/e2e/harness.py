@@ -1,0 +1,123 @@
+"""Helpers for end-to-end tests: SIP agents as subprocesses, AMI event waits."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ami.client import AmiClient
+from ami.protocol import AmiMessage
+
+AGENT = Path(__file__).resolve().parent.parent / "agents" / "sipagent.py"
+
+Event = dict[str, Any]
+
+
+class SipAgent:
+    """A pjsua2 user agent in its own process, driven by lines on stdin."""
+
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        self.proc = proc
+        self.events: list[Event] = []
+        self._new = asyncio.Condition()
+        self._reader = asyncio.create_task(self._read())
+
+    @classmethod
+    async def start(cls, *args: str) -> SipAgent:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, str(AGENT), *args,
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.DEVNULL,
+        )
+        agent = cls(proc)
+        await agent.wait_for("ready", timeout=10)
+        return agent
+
+    async def _read(self) -> None:
+        assert self.proc.stdout is not None
+        async for raw in self.proc.stdout:
+            try:
+                event = json.loads(raw)
+            except ValueError:
+                continue  # PJSIP's own log lines
+            async with self._new:
+                self.events.append(event)
+                self._new.notify_all()
+
+    async def wait_for(
+        self, name: str, where: Callable[[Event], bool] = lambda e: True, timeout: float = 15
+    ) -> Event:
+        async def find() -> Event:
+            async with self._new:
+                while True:
+                    for event in self.events:
+                        if event["event"] == name and where(event):
+                            return event
+                    await self._new.wait()
+        return await asyncio.wait_for(find(), timeout)
+
+    async def send(self, line: str) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(line.encode() + b"\n")
+        await self.proc.stdin.drain()
+
+    async def ended(self, timeout: float = 15) -> Event:
+        return await self.wait_for("state", lambda e: e["state"] == "DISCONNECTED", timeout)
+
+    async def close(self) -> None:
+        if self.proc.returncode is None:
+            try:
+                await self.send("quit")
+                await asyncio.wait_for(self.proc.wait(), 10)
+            except (asyncio.TimeoutError, ConnectionError):
+                self.proc.kill()
+                await self.proc.wait()
+        self._reader.cancel()
+
+
+class AmiWatch:
+    """Every AMI event since the watch started, with waits on them."""
+
+    def __init__(self, client: AmiClient) -> None:
+        self.client = client
+        self.queue = client.subscribe()
+        self.events: list[AmiMessage] = []
+
+    async def wait_for(
+        self, name: str, where: Callable[[AmiMessage], bool] = lambda m: True, timeout: float = 15
+    ) -> AmiMessage:
+        for message in self.events:
+            if message.event == name and where(message):
+                return message
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                seen = sorted({m.event for m in self.events})
+                raise AssertionError(f"no AMI {name} event in {timeout} s; saw {seen}")
+            try:
+                message = await asyncio.wait_for(self.queue.get(), left)
+            except asyncio.TimeoutError:
+                continue
+            self.events.append(message)
+            if message.event == name and where(message):
+                return message
+
+    async def drain(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                self.events.append(await asyncio.wait_for(self.queue.get(), left))
+            except asyncio.TimeoutError:
+                break
+
+    def of(self, uniqueid: str) -> list[str]:
+        return [m.event for m in self.events if m.get("Uniqueid") == uniqueid]
+
+    def close(self) -> None:
+        self.client.unsubscribe(self.queue)

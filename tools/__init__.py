@@ -1,0 +1,1 @@
+"""Build, run and provision the Kinline stack."""

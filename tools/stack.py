@@ -1,0 +1,269 @@
+"""Start and stop the stack (Redis, FastAGI server, chrooted Asterisk) as local processes.
+
+    python -m tools.stack up|down|status|run [--config config/dev.toml]
+
+Pid files in <state>/run, logs in <state>/logs. Asterisk runs in its own mount
+namespace (unshare) so its bind mounts vanish with it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tools.asterisk_conf import write_generated
+from tools.config import REPO, StackConfig, load_config, load_secrets
+from tools.prompts import generate as generate_prompts
+
+SERVICES = ("redis", "agi", "asterisk")
+
+
+class StackError(Exception):
+    """The stack could not be started or stopped."""
+
+
+def _out(message: str) -> None:
+    sys.stdout.write(message + "\n")
+    sys.stdout.flush()
+
+
+def prepare(config: StackConfig) -> None:
+    """Folders, secrets, generated Asterisk config and prompts."""
+    for sub in ("run", "logs/asterisk", "redis", "spool", "recordings", "astdb",
+                "run/asterisk", "prompts", "generated"):
+        config.path(sub).mkdir(parents=True, exist_ok=True)
+    secrets = load_secrets(config)
+    write_generated(config, secrets)
+    generate_prompts(config.path("prompts"))
+
+
+def _pid(config: StackConfig, name: str) -> int | None:
+    path = config.path("run", f"{name}.pid")
+    try:
+        pid = int(path.read_text())
+    except (OSError, ValueError):
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    return pid
+
+
+def _spawn(config: StackConfig, name: str, argv: list[str]) -> int:
+    if (pid := _pid(config, name)) is not None:
+        _out(f"{name}: already running (pid {pid})")
+        return pid
+    log = config.path("logs", f"{name}.log").open("ab")
+    env = dict(os.environ, PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                            start_new_session=True, cwd=REPO, env=env)
+    config.path("run", f"{name}.pid").write_text(str(proc.pid))
+    _out(f"{name}: started (pid {proc.pid})")
+    return proc.pid
+
+
+def redis_argv(config: StackConfig) -> list[str]:
+    return [
+        "redis-server", "--bind", config.host, "--port", str(config.redis_port),
+        "--dir", str(config.path("redis")), "--appendonly", "yes",
+        "--appendfsync", config.appendfsync, "--save", "", "--daemonize", "no",
+        "--protected-mode", "yes", "--logfile", "",
+    ]
+
+
+def agi_argv(config: StackConfig) -> list[str]:
+    return [sys.executable, "-m", "agi.main", "--host", config.host,
+            "--port", str(config.agi_port), "--redis-url", config.redis_url]
+
+
+def asterisk_mounts(config: StackConfig) -> list[tuple[Path, str, bool]]:
+    """(host path, path inside the root, read-only)."""
+    return [
+        (REPO / "asterisk" / "conf", "/etc/asterisk", True),
+        (REPO / "dialplan", "/usr/share/kinline/dialplan", True),
+        (config.path("generated"), "/etc/kinline", True),
+        (config.path("generated", "hosts"), "/etc/hosts", True),
+        (config.path("prompts"), "/usr/share/asterisk/sounds/kinline", True),
+        (config.path("spool"), "/var/spool/asterisk", False),
+        (config.path("recordings"), "/var/lib/kinline/recordings", False),
+        (config.path("logs", "asterisk"), "/var/log/asterisk", False),
+        (config.path("run", "asterisk"), "/var/lib/kinline/run", False),
+        (config.path("astdb"), "/var/lib/kinline/db", False),
+    ]
+
+
+def asterisk_argv(config: StackConfig) -> list[str]:
+    root = config.asterisk_root
+    script = ["set -e"]
+    for src, dest, ro in asterisk_mounts(config):
+        inside = root / dest.lstrip("/")
+        # A symlink on the way would point the mount at the host's own files.
+        if any(p.is_symlink() for p in [inside, *inside.parents] if root in p.parents or p == root):
+            raise StackError(f"mount point {dest} in the Asterisk root is (under) a symlink")
+        if not inside.exists():
+            raise StackError(f"mount point {dest} missing in the Asterisk root: rebuild it")
+        target = shlex.quote(f"{root}{dest}")
+        script.append(f"mount --bind {shlex.quote(str(src))} {target}")
+        if ro:
+            script.append(f"mount -o remount,bind,ro {target}")
+    script.append(f"exec chroot {shlex.quote(str(root))} /usr/sbin/asterisk -f -n -C /etc/asterisk/asterisk.conf")
+    return ["unshare", "--mount", "--propagation", "private", "--", "/bin/sh", "-c", "\n".join(script)]
+
+
+def _port_busy(host: str, port: int, kind: int) -> bool:
+    with socket.socket(socket.AF_INET, kind) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
+def _check_ports_free(config: StackConfig) -> None:
+    """Refuse to start next to another stack on the same ports."""
+    wanted = [("redis", config.redis_port, socket.SOCK_STREAM), ("agi", config.agi_port, socket.SOCK_STREAM),
+              ("asterisk", config.ami_port, socket.SOCK_STREAM), ("asterisk", config.sip_port, socket.SOCK_DGRAM)]
+    for name, port, kind in wanted:
+        if _pid(config, name) is None and _port_busy(config.host, port, kind):
+            raise StackError(f"port {config.host}:{port} for {name} is taken (another stack running?)")
+
+
+def wait_port(host: str, port: int, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection((host, port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise StackError(f"{what} did not open {host}:{port} within {timeout:.0f} s")
+
+
+def wait_asterisk_booted(config: StackConfig, timeout: float = 30.0) -> None:
+    """Log in to AMI and wait for FullyBooted."""
+    secrets = load_secrets(config)
+    wait_port(config.host, config.ami_port, timeout, "Asterisk AMI")
+    deadline = time.monotonic() + timeout
+    with socket.create_connection((config.host, config.ami_port), timeout=timeout) as sock:
+        sock.sendall(
+            f"Action: Login\r\nUsername: {secrets.ami_user}\r\nSecret: {secrets.ami_secret}\r\n"
+            "Events: system\r\n\r\n".encode()
+        )
+        data = b""
+        while time.monotonic() < deadline:
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+            if b"Authentication failed" in data:
+                raise StackError("AMI login failed: secrets and generated config disagree")
+            if b"Event: FullyBooted" in data:
+                sock.sendall(b"Action: Logoff\r\n\r\n")
+                return
+    raise StackError("Asterisk did not report FullyBooted")
+
+
+def up(config: StackConfig) -> None:
+    if not (config.asterisk_root / "usr/sbin/asterisk").exists():
+        raise StackError(f"no Asterisk root at {config.asterisk_root}: run tools/asterisk_root.sh")
+    prepare(config)
+    _check_ports_free(config)
+    _spawn(config, "redis", redis_argv(config))
+    wait_port(config.host, config.redis_port, 10, "Redis")
+    _spawn(config, "agi", agi_argv(config))
+    wait_port(config.host, config.agi_port, 10, "FastAGI server")
+    _spawn(config, "asterisk", asterisk_argv(config))
+    wait_asterisk_booted(config)
+    _out(f"stack up: SIP {config.host}:{config.sip_port}, logs in {config.path('logs')}")
+
+
+def stop_service(config: StackConfig, name: str, timeout: float = 10.0) -> None:
+    pid = _pid(config, name)
+    if pid is None:
+        config.path("run", f"{name}.pid").unlink(missing_ok=True)
+        return
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        pass
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and _pid(config, name) is not None:
+        time.sleep(0.05)
+        _reap(pid)
+    if _pid(config, name) is not None:
+        os.killpg(pid, signal.SIGKILL)
+        time.sleep(0.2)
+        _reap(pid)
+    config.path("run", f"{name}.pid").unlink(missing_ok=True)
+    _out(f"{name}: stopped")
+
+
+def _reap(pid: int) -> None:
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+
+
+def down(config: StackConfig) -> None:
+    for name in reversed(SERVICES):
+        stop_service(config, name)
+
+
+def status(config: StackConfig) -> bool:
+    ok = True
+    for name in SERVICES:
+        pid = _pid(config, name)
+        ok = ok and pid is not None
+        _out(f"{name}: {'running, pid ' + str(pid) if pid else 'stopped'}")
+    return ok
+
+
+def asterisk_cli(config: StackConfig, command: str) -> str:
+    """Run an Asterisk CLI command inside the running Asterisk's namespace and root."""
+    pid = _pid(config, "asterisk")
+    if pid is None:
+        raise StackError("Asterisk is not running")
+    out = subprocess.run(
+        ["nsenter", "-t", str(pid), "-m", "-r", "/usr/sbin/asterisk", "-C",
+         "/etc/asterisk/asterisk.conf", "-rx", command],
+        capture_output=True, text=True, timeout=15,
+    )
+    return out.stdout
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("command", choices=("up", "down", "status", "run", "cli"))
+    parser.add_argument("args", nargs="*")
+    parser.add_argument("--config", default=None)
+    opts = parser.parse_args(argv)
+    config = load_config(opts.config)
+    try:
+        if opts.command == "up":
+            up(config)
+        elif opts.command == "down":
+            down(config)
+        elif opts.command == "status":
+            return 0 if status(config) else 1
+        elif opts.command == "cli":
+            _out(asterisk_cli(config, " ".join(opts.args)))
+        else:
+            from tools.demo import run_foreground
+            run_foreground(config)
+    except StackError as exc:
+        sys.stderr.write(f"stack: {exc}\n")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
