@@ -75,9 +75,13 @@ class AgiChannel:
         """One line without its end; EOF means the call is gone."""
         try:
             raw = await asyncio.wait_for(self._reader.readline(), wait)
-        except asyncio.TimeoutError as exc:
+        except TimeoutError as exc:
             raise AgiTimeout(f"no reply from Asterisk in {wait:.1f} s") from exc
-        except (ConnectionError, asyncio.LimitOverrunError, ValueError) as exc:
+        except ConnectionError as exc:
+            # A reset is the call going away, not Asterisk speaking nonsense.
+            self.hung_up = True
+            raise AgiHangup(f"connection lost: {exc}") from exc
+        except (asyncio.LimitOverrunError, ValueError) as exc:
             raise AgiProtocolError(f"bad line from Asterisk: {exc}") from exc
         if not raw:
             self.hung_up = True

@@ -125,7 +125,8 @@ class AgiResult:
         return int(self.text) if re.fullmatch(r"-?\d+", self.text) else 0
 
 
-_RESULT = re.compile(r"^200 result=(\S*)(?: \((.*?)\))?(?: (.*))?$")
+# The data runs to the LAST ``)`` that can end it: GET VARIABLE's value may hold ``)``.
+_RESULT = re.compile(r"^200 result=(\S*)(?: \((.*)\))?(?: (.*))?$")
 
 
 def parse_result(line: str) -> AgiResult:

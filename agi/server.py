@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
+from typing import Any
 
 from agi.channel import AgiChannel
 from agi.protocol import AgiEnvironment, AgiError, AgiHangup, AgiTimeout, parse_environment
@@ -19,8 +21,10 @@ MAX_ENV_LINES = 200
 class CallLog(logging.LoggerAdapter[logging.Logger]):
     """A logger that puts the call's uniqueid on every line."""
 
-    def process(self, msg: object, kwargs: object) -> tuple[object, object]:
-        extra = self.extra or {}
+    def process(self, msg: Any, kwargs: MutableMapping[str, Any]) -> tuple[Any, MutableMapping[str, Any]]:
+        extra = dict(self.extra or {})
+        # Also on the record itself (``%(uniqueid)s``), for formatters and filters.
+        kwargs["extra"] = {**extra, **kwargs.get("extra", {})}
         return f"[{extra.get('uniqueid', '-')}] {msg}", kwargs
 
 
@@ -51,9 +55,12 @@ class AgiServer:
 
     async def stop(self, grace: float = 5.0) -> None:
         """Stop accepting, let calls in progress finish for ``grace`` s, then cancel."""
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
+        server, self._server = self._server, None
+        if server is not None:
+            # close() only stops listening. wait_closed() is NOT awaited here: from
+            # Python 3.12 it waits for every connection to end, i.e. for the calls,
+            # without the grace limit below.
+            server.close()
         pending = set(self._calls)
         if pending:
             log.info("waiting for %d call(s) to finish", len(pending))
@@ -61,7 +68,11 @@ class AgiServer:
             for task in late:
                 task.cancel()
             if late:
+                log.warning("cancelled %d call(s) still running after %.1f s", len(late), grace)
                 await asyncio.wait(late, timeout=1.0)
+        if server is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(server.wait_closed(), 1.0)
         log.info("FastAGI stopped")
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -73,10 +84,8 @@ class AgiServer:
         finally:
             self._calls.discard(task)
             writer.close()
-            try:
+            with contextlib.suppress(ConnectionError, OSError):
                 await writer.wait_closed()
-            except (ConnectionError, OSError):
-                pass
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         call_log = CallLog(log, {"uniqueid": "-"})
@@ -121,7 +130,5 @@ class AgiServer:
 
 async def _say_failure(channel: AgiChannel, message: str) -> None:
     """Tell Asterisk's log; the dial plan plays the apology (it is fail-closed)."""
-    try:
+    with contextlib.suppress(AgiError):
         await channel.verbose(message, 1)
-    except AgiError:
-        pass

@@ -97,10 +97,14 @@ class AmiClient:
         while not self._closing:
             try:
                 await self._session()
-            except (OSError, AmiError, asyncio.IncompleteReadError, asyncio.LimitOverrunError,
-                    asyncio.TimeoutError) as exc:
+            except (TimeoutError, OSError, AmiError, asyncio.IncompleteReadError,
+                    asyncio.LimitOverrunError) as exc:
                 log.warning("AMI %s:%s: %s; reconnecting in %.1f s",
                             self.host, self.port, exc, self.reconnect_delay)
+            except Exception:
+                # Never let a surprise end the reconnect loop for good.
+                log.exception("AMI %s:%s: unexpected error; reconnecting in %.1f s",
+                              self.host, self.port, self.reconnect_delay)
             self._drop_connection("connection lost")
             await asyncio.sleep(self.reconnect_delay)
 
@@ -112,7 +116,7 @@ class AmiClient:
         banner = await asyncio.wait_for(reader.readline(), self.action_timeout)
         if not banner.startswith(b"Asterisk Call Manager"):
             raise AmiError(f"not AMI: {banner[:40]!r}")
-        reading = asyncio.create_task(self._read(reader))
+        reading = asyncio.create_task(self._read(reader), name="ami-reader")
         try:
             reply = await self._send(
                 "Login", {"Username": self._username, "Secret": self._secret, "Events": "on"}
@@ -125,29 +129,41 @@ class AmiClient:
             await reading
         finally:
             reading.cancel()
+            # Never raises the reader's error; reading it marks it as retrieved.
+            await asyncio.wait({reading})
+            if not reading.cancelled():
+                reading.exception()
 
     async def _read(self, reader: asyncio.StreamReader) -> None:
-        while True:
-            block = await reader.readuntil(b"\r\n\r\n")
-            message = parse_message(block.decode("utf-8", "replace"))
-            action_id = message.get("ActionID")
-            if message.response and action_id in self._pending:
-                future = self._pending[action_id]
-                if not future.done():
-                    future.set_result(message)
-                continue
-            if message.event:
-                for queue in self._subscribers:
-                    if queue.full():
-                        queue.get_nowait()
-                    queue.put_nowait(message)
+        try:
+            while True:
+                block = await reader.readuntil(b"\r\n\r\n")
+                message = parse_message(block.decode("utf-8", "replace"))
+                action_id = message.get("ActionID")
+                if message.response and action_id in self._pending:
+                    future = self._pending[action_id]
+                    if not future.done():
+                        future.set_result(message)
+                    continue
+                if message.event:
+                    for queue in self._subscribers:
+                        if queue.full():
+                            queue.get_nowait()
+                        queue.put_nowait(message)
+        finally:
+            # No reply can come any more: fail waiting actions (the Login too) now,
+            # not after action_timeout.
+            self._fail_pending("connection lost")
 
-    def _drop_connection(self, why: str) -> None:
-        self.connected.clear()
+    def _fail_pending(self, why: str) -> None:
         for future in self._pending.values():
             if not future.done():
                 future.set_exception(AmiDisconnected(why))
         self._pending.clear()
+
+    def _drop_connection(self, why: str) -> None:
+        self.connected.clear()
+        self._fail_pending(why)
         if self._writer is not None:
             self._writer.close()
             self._writer = None

@@ -50,9 +50,12 @@ def parse_message(block: str) -> AmiMessage:
         key, sep, value = line.partition(":")
         if not sep:
             raise AmiProtocolError(f"not an AMI line: {line[:80]!r}")
-        key, value = key.strip(), value.strip()
+        key = key.strip()
         if key == "Output":
-            lines.append(value)
+            # Command output keeps its indentation: drop only the separator space.
+            output = value[1:] if value.startswith(" ") else value
+            lines.append(output.rstrip())
+        value = value.strip()
         fields[key] = value
     if not fields:
         raise AmiProtocolError("empty AMI message")
@@ -61,10 +64,9 @@ def parse_message(block: str) -> AmiMessage:
 
 def format_action(name: str, action_id: str, fields: dict[str, str]) -> bytes:
     """One action, ready to send."""
+    for text in (name, action_id, *fields.keys(), *fields.values()):
+        if "\r" in text or "\n" in text:
+            raise ValueError("AMI fields cannot contain line breaks")
     out = [f"Action: {name}", f"ActionID: {action_id}"]
-    for key, value in fields.items():
-        for text in (key, value):
-            if "\r" in text or "\n" in text:
-                raise ValueError("AMI fields cannot contain line breaks")
-        out.append(f"{key}: {value}")
+    out.extend(f"{key}: {value}" for key, value in fields.items())
     return ("\r\n".join(out) + "\r\n\r\n").encode()

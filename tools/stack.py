@@ -9,6 +9,7 @@ namespace (unshare) so its bind mounts vanish with it.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shlex
 import signal
@@ -23,6 +24,7 @@ from tools.config import REPO, StackConfig, load_config, load_secrets
 from tools.prompts import generate as generate_prompts
 
 SERVICES = ("redis", "agi", "asterisk")
+ASTERISK_COMMAND = ["/usr/sbin/asterisk", "-f", "-n", "-C", "/etc/asterisk/asterisk.conf"]
 
 
 class StackError(Exception):
@@ -55,6 +57,21 @@ def _pid(config: StackConfig, name: str) -> int | None:
     except ProcessLookupError:
         return None
     return pid
+
+
+def start_service(config: StackConfig, name: str) -> None:
+    """Start one service of the stack (after ``up`` prepared it) and wait for its port."""
+    if name == "redis":
+        _spawn(config, name, redis_argv(config))
+        wait_port(config.host, config.redis_port, 10, "Redis")
+    elif name == "agi":
+        _spawn(config, name, agi_argv(config))
+        wait_port(config.host, config.agi_port, 10, "FastAGI server")
+    elif name == "asterisk":
+        _spawn(config, name, asterisk_argv(config))
+        wait_asterisk_booted(config)
+    else:
+        raise StackError(f"no service {name!r}")
 
 
 def _spawn(config: StackConfig, name: str, argv: list[str]) -> int:
@@ -114,7 +131,7 @@ def asterisk_argv(config: StackConfig) -> list[str]:
         script.append(f"mount --bind {shlex.quote(str(src))} {target}")
         if ro:
             script.append(f"mount -o remount,bind,ro {target}")
-    script.append(f"exec chroot {shlex.quote(str(root))} /usr/sbin/asterisk -f -n -C /etc/asterisk/asterisk.conf")
+    script.append(f"exec chroot {shlex.quote(str(root))} {shlex.join(ASTERISK_COMMAND)}")
     return ["unshare", "--mount", "--propagation", "private", "--", "/bin/sh", "-c", "\n".join(script)]
 
 
@@ -176,12 +193,8 @@ def up(config: StackConfig) -> None:
         raise StackError(f"no Asterisk root at {config.asterisk_root}: run tools/asterisk_root.sh")
     prepare(config)
     _check_ports_free(config)
-    _spawn(config, "redis", redis_argv(config))
-    wait_port(config.host, config.redis_port, 10, "Redis")
-    _spawn(config, "agi", agi_argv(config))
-    wait_port(config.host, config.agi_port, 10, "FastAGI server")
-    _spawn(config, "asterisk", asterisk_argv(config))
-    wait_asterisk_booted(config)
+    for name in SERVICES:
+        start_service(config, name)
     _out(f"stack up: SIP {config.host}:{config.sip_port}, logs in {config.path('logs')}")
 
 
@@ -190,10 +203,8 @@ def stop_service(config: StackConfig, name: str, timeout: float = 10.0) -> None:
     if pid is None:
         config.path("run", f"{name}.pid").unlink(missing_ok=True)
         return
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        pass
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and _pid(config, name) is not None:
         time.sleep(0.05)
@@ -207,10 +218,8 @@ def stop_service(config: StackConfig, name: str, timeout: float = 10.0) -> None:
 
 
 def _reap(pid: int) -> None:
-    try:
+    with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass
 
 
 def down(config: StackConfig) -> None:
@@ -242,7 +251,7 @@ def asterisk_cli(config: StackConfig, command: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=("up", "down", "status", "run", "cli"))
+    parser.add_argument("command", choices=("up", "down", "status", "run", "cli", "prepare"))
     parser.add_argument("args", nargs="*")
     parser.add_argument("--config", default=None)
     opts = parser.parse_args(argv)
@@ -250,6 +259,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if opts.command == "up":
             up(config)
+        elif opts.command == "prepare":
+            prepare(config)
         elif opts.command == "down":
             down(config)
         elif opts.command == "status":

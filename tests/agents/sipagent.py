@@ -36,14 +36,14 @@ class Call(pj.Call):  # type: ignore[misc]
         self.recorder: pj.AudioMediaRecorder | None = None
         self.received_dtmf: list[str] = []
 
-    def onCallState(self, prm: Any) -> None:  # noqa: N802
+    def onCallState(self, prm: Any) -> None:
         info = self.getInfo()
         emit("state", state=info.stateText, code=int(info.lastStatusCode), reason=info.lastReason,
              call_id=info.callIdString)
         if info.state == pj.PJSIP_INV_STATE_DISCONNECTED:
             self.agent.ended = True
 
-    def onCallMediaState(self, prm: Any) -> None:  # noqa: N802
+    def onCallMediaState(self, prm: Any) -> None:
         info = self.getInfo()
         for i, media in enumerate(info.media):
             if media.type == pj.PJMEDIA_TYPE_AUDIO and media.status == pj.PJSUA_CALL_MEDIA_ACTIVE:
@@ -63,7 +63,7 @@ class Call(pj.Call):  # type: ignore[misc]
                     self.agent.player.startTransmit(self.getAudioMedia(i))
                 emit("media", active=True)
 
-    def onDtmfDigit(self, prm: Any) -> None:  # noqa: N802
+    def onDtmfDigit(self, prm: Any) -> None:
         emit("dtmf_received", digit=prm.digit)
 
 
@@ -72,7 +72,7 @@ class Account(pj.Account):  # type: ignore[misc]
         super().__init__()
         self.agent = agent
 
-    def onIncomingCall(self, prm: Any) -> None:  # noqa: N802
+    def onIncomingCall(self, prm: Any) -> None:
         call = Call(self.agent, self, prm.callId)
         self.agent.call = call
         info = call.getInfo()

@@ -74,7 +74,7 @@ class SipAgent:
             try:
                 await self.send("quit")
                 await asyncio.wait_for(self.proc.wait(), 10)
-            except (asyncio.TimeoutError, ConnectionError):
+            except (TimeoutError, ConnectionError):
                 self.proc.kill()
                 await self.proc.wait()
         self._reader.cancel()
@@ -102,7 +102,7 @@ class AmiWatch:
                 raise AssertionError(f"no AMI {name} event in {timeout} s; saw {seen}")
             try:
                 message = await asyncio.wait_for(self.queue.get(), left)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 continue
             self.events.append(message)
             if message.event == name and where(message):
@@ -113,7 +113,7 @@ class AmiWatch:
         while (left := deadline - time.monotonic()) > 0:
             try:
                 self.events.append(await asyncio.wait_for(self.queue.get(), left))
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 break
 
     def of(self, uniqueid: str) -> list[str]:

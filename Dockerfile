@@ -1,0 +1,17 @@
+# Production image of the Python services: FastAGI server, push bridge, set-up.
+FROM python:3.11-slim-bookworm
+RUN apt-get update \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends espeak-ng sox \
+ && rm -rf /var/lib/apt/lists/*
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY ivr ivr
+COPY agi agi
+COPY ami ami
+COPY pushbridge pushbridge
+COPY tools tools
+COPY prompts prompts
+COPY config config
+RUN pip install --no-cache-dir .
+USER nobody
+CMD ["python", "-m", "agi.main"]

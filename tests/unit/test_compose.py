@@ -1,0 +1,90 @@
+"""docker-compose.yml (production) agrees with the dev stack's config and commands."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tools import stack
+from tools.config import REPO, load_config
+
+COMPOSE = REPO / "docker-compose.yml"
+
+
+def _compose() -> dict[str, Any]:
+    data = yaml.safe_load(COMPOSE.read_text())
+    assert isinstance(data, dict)
+    return data
+
+
+def _flag(command: list[str], name: str) -> str:
+    assert name in command, f"{name} missing from {command}"
+    return command[command.index(name) + 1]
+
+
+def test_services_exist() -> None:
+    services = _compose()["services"]
+    assert {"asterisk", "redis", "agi", "pushbridge"} <= set(services)
+    for name in ("asterisk", "redis", "agi", "pushbridge"):
+        assert services[name]["network_mode"] == "host"
+
+
+def test_redis_matches_dev_config() -> None:
+    config = load_config(REPO / "config" / "dev.toml")
+    command = _compose()["services"]["redis"]["command"]
+    dev = stack.redis_argv(config)
+    assert _flag(command, "--port") == str(config.redis_port) == _flag(dev, "--port")
+    assert _flag(command, "--bind") == config.host
+    assert _flag(command, "--appendonly") == "yes" == _flag(dev, "--appendonly")
+    assert _flag(command, "--appendfsync") == config.appendfsync == _flag(dev, "--appendfsync")
+    assert any(v.endswith(":/data") for v in _compose()["services"]["redis"]["volumes"])
+    assert _flag(command, "--dir") == "/data"
+
+
+def test_agi_matches_dev_config() -> None:
+    config = load_config(REPO / "config" / "dev.toml")
+    command = _compose()["services"]["agi"]["command"]
+    dev = stack.agi_argv(config)
+    assert command[1:3] == dev[1:3] == ["-m", "agi.main"]
+    for flag in ("--host", "--port", "--redis-url"):
+        assert _flag(command, flag) == _flag(dev, flag), flag
+
+
+def test_asterisk_mounts_match_dev_stack() -> None:
+    config = load_config(REPO / "config" / "dev.toml")
+    service = _compose()["services"]["asterisk"]
+    mounts = {v.split(":")[1]: v.split(":")[0] for v in service["volumes"]}
+    dev_mounts = {inside: host for host, inside, _ in stack.asterisk_mounts(config)}
+    # Every container path the dev stack mounts is mounted in production too,
+    # except the run folder and /etc/hosts (a container has its own).
+    for inside in dev_mounts:
+        if inside in ("/etc/hosts", "/var/lib/kinline/run", "/var/log/asterisk"):
+            continue
+        assert inside in mounts, f"{inside} not mounted in docker-compose.yml"
+    assert mounts["/etc/asterisk"] == "./asterisk/conf"
+    assert mounts["/usr/share/kinline/dialplan"] == "./dialplan"
+    assert mounts["/var/lib/kinline/recordings"] == "recordings"
+    assert {"recordings", "redis-data"} <= set(_compose()["volumes"])
+    assert service["command"] == stack.ASTERISK_COMMAND
+
+
+def test_asterisk_dockerfile_installs_the_root_packages() -> None:
+    script = (REPO / "tools" / "asterisk_root.sh").read_text()
+    line = next(x for x in script.splitlines() if x.startswith("PACKAGES="))
+    packages = line.split("=", 1)[1].strip('"').split()
+    dockerfile = (REPO / "asterisk" / "Dockerfile").read_text()
+    for package in packages:
+        assert package in dockerfile.split(), package
+    for mountpoint in ("/var/lib/kinline/recordings", "/etc/kinline", "/var/lib/kinline/run"):
+        assert mountpoint in dockerfile
+
+
+def test_dev_ports_are_loopback_and_distinct() -> None:
+    for name in ("dev.toml", "test.toml"):
+        config = load_config(Path(REPO / "config" / name))
+        assert config.host == "127.0.0.1"
+        ports = [config.sip_port, config.trunk_port, config.agi_port, config.ami_port, config.redis_port]
+        assert len(set(ports)) == len(ports)
+        assert all(not config.rtp_start <= p <= config.rtp_end for p in ports)
