@@ -13,5 +13,4 @@ COPY tools tools
 COPY prompts prompts
 COPY config config
 RUN pip install --no-cache-dir .
-USER nobody
 CMD ["python", "-m", "agi.main"]

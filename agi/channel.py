@@ -62,6 +62,10 @@ class AgiChannel:
                 # Asterisk says so once, then still answers the pending command.
                 self.hung_up = True
                 continue
+            if reply.startswith("100 "):
+                # Interim reply ("100 result=0 Trying..." of GOSUB): the final one follows.
+                self.log.debug("agi < %s", reply)
+                continue
             if reply.startswith("520-"):
                 usage = [reply[4:]]
                 while not (line := await self.read_line(wait)).startswith("520 "):

@@ -4,22 +4,55 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import signal
+from datetime import UTC, datetime
+from pathlib import Path
 
+from agi.deps import CallDeps
+from agi.routes.after_dial import make_after_dial
 from agi.routes.greeting import greeting
+from agi.routes.hangup import make_hangup
+from agi.routes.inmate_call import make_inmate_call
 from agi.server import AgiServer, Route
+from ivr.inmate_call import InmateCalls
+from ivr.ports import Wallet
+from store.redis_store import RedisStore, connect
 
 log = logging.getLogger("agi")
 
-
-def build_routes() -> dict[str, Route]:
-    return {"greeting": greeting}
+REAPER_INTERVAL_S = 5.0
 
 
-async def serve(host: str, port: int) -> None:
-    server = AgiServer(build_routes(), host=host, port=port)
+def build_routes(deps: CallDeps) -> dict[str, Route]:
+    return {
+        "greeting": greeting,
+        "inmate_call": make_inmate_call(deps),
+        "after_dial": make_after_dial(deps),
+        "hangup": make_hangup(deps),
+    }
+
+
+async def reap(wallet: Wallet, interval: float = REAPER_INTERVAL_S) -> None:
+    """Give back money held by calls that crashed before they were settled."""
+    while True:
+        try:
+            released = await wallet.release_expired(datetime.now(UTC))
+            if released:
+                log.warning("reaper released %d orphaned reservation(s): %s", len(released), released)
+        except Exception:
+            log.exception("reaper failed; retrying")
+        await asyncio.sleep(interval)
+
+
+async def serve(host: str, port: int, redis_url: str, recordings: Path, prompts: Path) -> None:
+    client = connect(redis_url)
+    store = RedisStore(client)
+    deps = CallDeps(InmateCalls(store, store), recordings, prompts)
+    server = AgiServer(build_routes(deps), host=host, port=port)
     await server.start()
+    reaper = asyncio.create_task(reap(store))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -27,6 +60,10 @@ async def serve(host: str, port: int) -> None:
     await stop.wait()
     log.info("shutting down")
     await server.stop()
+    reaper.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await reaper
+    await client.aclose()
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -34,13 +71,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=4573)
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
+    parser.add_argument("--recordings", type=Path, default=Path("var/recordings"))
+    parser.add_argument("--prompts", type=Path, default=Path("var/prompts"))
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=args.log_level,
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
-    asyncio.run(serve(args.host, args.port))
+    asyncio.run(serve(args.host, args.port, args.redis_url, args.recordings, args.prompts))
 
 
 if __name__ == "__main__":

@@ -96,6 +96,9 @@ def quote(arg: str | int) -> str:
     text = str(arg)
     if "\n" in text or "\r" in text:
         raise ValueError("AGI arguments cannot contain line breaks")
+    if "\x00" in text:
+        # Asterisk reads the line as a C string: it would silently cut the command here.
+        raise ValueError("AGI arguments cannot contain NUL")
     escaped = text.replace("\\", "\\\\").replace('"', '\\"')
     return f'"{escaped}"'
 

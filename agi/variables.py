@@ -8,3 +8,28 @@ ACTION_DIAL = "dial"
 
 # The digits the greeting route collected (diagnostics, tests).
 DIGITS = "KINLINE_DIGITS"
+
+# Set on the terminal's endpoint (pjsip set_var).
+FACILITY = "KINLINE_FACILITY"
+
+# What the dial plan needs to dial (set by inmate_call / after_dial).
+NUMBER = "KINLINE_NUMBER"
+RING_S = "KINLINE_RING_S"
+LIMIT_MS = "KINLINE_LIMIT_MS"
+WARN_MS = "KINLINE_WARN_MS"
+WARNING_FILE = "KINLINE_WARNING_FILE"
+RECORD = "KINLINE_RECORD"
+RECORDING = "KINLINE_RECORDING"
+INTRO = "KINLINE_INTRO"
+
+# The call plan, kept on the channel between routes (prefix + field name).
+PLAN_PREFIX = "KINLINE_PLAN_"
+ATTEMPT = "KINLINE_ATTEMPT"
+CARD = "KINLINE_CARD"
+LANGUAGE = "KINLINE_LANGUAGE"
+SETTLED = "KINLINE_SETTLED"
+
+# Set by Asterisk's Dial().
+DIALSTATUS = "DIALSTATUS"
+ANSWEREDTIME_MS = "ANSWEREDTIME_MS"
+HANGUPCAUSE = "HANGUPCAUSE"

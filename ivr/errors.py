@@ -44,3 +44,15 @@ class PinHashError(KinlineError):
 
 class WordsError(KinlineError):
     """An amount, currency or language cannot be said in words."""
+
+
+class InsufficientFunds(KinlineError):
+    """The balance cannot pay what is asked."""
+
+
+class NotFound(KinlineError):
+    """A facility, inmate, card or terminal that does not exist."""
+
+
+class StoreConflict(KinlineError):
+    """An id (call, payment, card) is already used for something else."""

@@ -9,6 +9,9 @@ import tempfile
 import tomllib
 from pathlib import Path
 
+from agi.caller import word_slug
+from ivr.prompts import ALL as PROMPT_NAMES
+from ivr.prompts import vocabulary
 from tools.config import REPO
 
 VOICES = {"en": "en-us", "ru": "ru", "fr": "fr-fr"}
@@ -20,31 +23,38 @@ def prompt_texts(lang: str) -> dict[str, str]:
         return {str(k): str(v) for k, v in tomllib.load(fh).items()}
 
 
+def synth(text: str, voice: str, wav: Path) -> bool:
+    """Speak ``text`` into an 8 kHz mono WAV, unless the same text is already there."""
+    stamp = wav.with_name(f".{wav.stem}.sha256")
+    digest = hashlib.sha256(f"{voice}\n{text}".encode()).hexdigest()
+    if wav.exists() and stamp.exists() and stamp.read_text() == digest:
+        return False
+    wav.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        raw = Path(tmp) / "raw.wav"
+        subprocess.run(["espeak-ng", "-v", voice, "-s", "150", "-w", str(raw), text],
+                       check=True, capture_output=True)
+        out = Path(tmp) / "out.wav"
+        subprocess.run(["sox", str(raw), "-r", "8000", "-c", "1", "-b", "16", "-e", "signed-integer", str(out)],
+                       check=True, capture_output=True)
+        out.replace(wav)
+    stamp.write_text(digest)
+    return True
+
+
 def generate(out: Path) -> int:
-    """Write out/<lang>/<name>.wav for every prompt; return how many were (re)made."""
+    """Write out/<lang>/<name>.wav for every prompt and out/<lang>/words/<slug>.wav
+    for every number word; return how many were (re)made."""
     made = 0
     for lang, voice in VOICES.items():
-        target = out / lang
-        target.mkdir(parents=True, exist_ok=True)
-        for name, text in prompt_texts(lang).items():
-            wav = target / f"{name}.wav"
-            stamp = target / f".{name}.sha256"
-            digest = hashlib.sha256(f"{voice}\n{text}".encode()).hexdigest()
-            if wav.exists() and stamp.exists() and stamp.read_text() == digest:
-                continue
-            with tempfile.TemporaryDirectory() as tmp:
-                raw = Path(tmp) / "raw.wav"
-                subprocess.run(
-                    ["espeak-ng", "-v", voice, "-s", "150", "-w", str(raw), text],
-                    check=True, capture_output=True,
-                )
-                subprocess.run(
-                    ["sox", str(raw), "-r", "8000", "-c", "1", "-b", "16", "-e", "signed-integer",
-                     str(wav)],
-                    check=True, capture_output=True,
-                )
-            stamp.write_text(digest)
-            made += 1
+        texts = prompt_texts(lang)
+        missing = set(PROMPT_NAMES) - set(texts)
+        if missing:
+            raise ValueError(f"prompts/{lang}.toml lacks {sorted(missing)}")
+        for name, text in texts.items():
+            made += synth(text, voice, out / lang / f"{name}.wav")
+        for token in sorted(vocabulary(lang)):
+            made += synth(token, voice, out / lang / "words" / f"{word_slug(token)}.wav")
     return made
 
 

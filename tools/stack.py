@@ -98,7 +98,8 @@ def redis_argv(config: StackConfig) -> list[str]:
 
 def agi_argv(config: StackConfig) -> list[str]:
     return [sys.executable, "-m", "agi.main", "--host", config.host,
-            "--port", str(config.agi_port), "--redis-url", config.redis_url]
+            "--port", str(config.agi_port), "--redis-url", config.redis_url,
+            "--recordings", str(config.path("recordings")), "--prompts", str(config.path("prompts"))]
 
 
 def asterisk_mounts(config: StackConfig) -> list[tuple[Path, str, bool]]:

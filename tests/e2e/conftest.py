@@ -26,7 +26,7 @@ class E2E:
     config: StackConfig
     terminal: Terminal
 
-    def target(self, exten: str = "100") -> str:
+    def target(self, exten: str = "9999") -> str:
         return f"sip:{exten}@{self.config.host}:{self.config.sip_port}"
 
 

@@ -1,0 +1,51 @@
+"""``after_dial``: bill the attempt; if nobody answered, say why and offer another number."""
+
+from __future__ import annotations
+
+from agi import variables as v
+from agi.caller import AgiCaller
+from agi.channel import AgiChannel
+from agi.deps import CallDeps, recording_sha256
+from agi.plan_vars import load_plan
+from agi.protocol import AgiEnvironment
+from agi.routes.inmate_call import plan_and_dial, refuse
+from agi.server import Route
+from ivr import prompts as p
+from ivr.inmate_call import DIAL_ATTEMPTS, DIAL_RESULT_PROMPTS, Refused
+
+
+def make_after_dial(deps: CallDeps) -> Route:
+    async def after_dial(channel: AgiChannel, env: AgiEnvironment) -> None:
+        plan = await load_plan(channel)
+        if plan is None:
+            channel.log.error("after_dial without a call plan: refusing")
+            return
+        status = await channel.get_variable(v.DIALSTATUS) or ""
+        answered_ms = int(await channel.get_variable(v.ANSWEREDTIME_MS) or 0)
+        cause = await channel.get_variable(v.HANGUPCAUSE) or ""
+        path, sha = "", ""
+        if plan.record and status == "ANSWER":
+            path, host_path = deps.recording(plan.call_id)
+            sha = await recording_sha256(host_path)
+        await deps.calls.settle(plan, status, answered_ms, cause, path, sha)
+        await channel.set_variable(v.SETTLED, plan.call_id)
+        language = await channel.get_variable(v.LANGUAGE) or env.language
+        caller = AgiCaller(channel, language)
+        if status == "ANSWER":
+            await caller.play([p.GOODBYE])
+            await channel.set_variable(v.ACTION, v.ACTION_DONE)
+            return
+        await caller.play([DIAL_RESULT_PROMPTS.get(status, p.UNREACHABLE)])
+        attempt = int(await channel.get_variable(v.ATTEMPT) or DIAL_ATTEMPTS) + 1
+        if attempt > DIAL_ATTEMPTS:
+            await refuse(channel, caller, Refused(p.GOODBYE, "no more attempts"))
+            return
+        try:
+            session = await deps.calls.resume(plan.card, plan.facility_id)
+        except Refused as refused:
+            await refuse(channel, caller, refused)
+            return
+        await caller.play([p.DIAL_ANOTHER])
+        await plan_and_dial(channel, caller, deps, session, env.uniqueid, attempt)
+
+    return after_dial

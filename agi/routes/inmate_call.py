@@ -1,0 +1,68 @@
+"""``inmate_call``: greet, card and PIN, checks, balance, number; then dial or refuse."""
+
+from __future__ import annotations
+
+from agi import variables as v
+from agi.caller import AgiCaller, sound_file
+from agi.channel import AgiChannel
+from agi.deps import CallDeps
+from agi.plan_vars import save_plan
+from agi.protocol import AgiEnvironment
+from agi.server import Route
+from ivr import prompts as p
+from ivr.inmate_call import RING_S, Refused, Session
+
+
+def make_inmate_call(deps: CallDeps) -> Route:
+    async def inmate_call(channel: AgiChannel, env: AgiEnvironment) -> None:
+        await channel.answer()
+        facility_id = await channel.get_variable(v.FACILITY) or ""
+        caller = AgiCaller(channel, env.language)
+        try:
+            session = await deps.calls.login(caller, facility_id, env.uniqueid)
+        except Refused as refused:
+            await refuse(channel, caller, refused)
+            return
+        try:
+            await channel.set_variable(v.CARD, session.card.number)
+        except BaseException:
+            await deps.calls.end(session.card.number, env.uniqueid)
+            raise
+        await channel.set_variable(v.LANGUAGE, caller.language)
+        await plan_and_dial(channel, caller, deps, session, env.uniqueid, attempt=1)
+
+    return inmate_call
+
+
+async def refuse(channel: AgiChannel, caller: AgiCaller, refused: Refused) -> None:
+    channel.log.info("call refused: %s", refused.reason)
+    await caller.play([refused.prompt] if refused.prompt == p.GOODBYE else [refused.prompt, p.GOODBYE])
+    await channel.set_variable(v.ACTION, v.ACTION_DONE)
+
+
+async def plan_and_dial(channel: AgiChannel, caller: AgiCaller, deps: CallDeps, session: Session,
+                        uniqueid: str, attempt: int) -> None:
+    """Ask for a number; on success leave the dial plan everything Dial() needs."""
+    try:
+        plan = await deps.calls.choose_number(caller, session, uniqueid, attempt)
+    except Refused as refused:
+        await refuse(channel, caller, refused)
+        return
+    await save_plan(channel, plan)
+    await channel.set_variable(v.ATTEMPT, attempt)
+    channel.log.info("dialing %s (%s, attempt %d): up to %d s, %d reserved, %s", plan.e164[:5] + "...",
+                     plan.route_kind, attempt, plan.max_s, plan.reserved,
+                     "recorded" if plan.record else "privileged, not recorded")
+    facility = session.facility
+    intro = [p.CALLEE_INTRO, await deps.facility_name(facility), p.CALL_RECORDED]
+    chroot_path, _ = deps.recording(plan.call_id)
+    await channel.set_variable(v.NUMBER, plan.e164)
+    await channel.set_variable(v.RING_S, RING_S)
+    await channel.set_variable(v.LIMIT_MS, plan.max_s * 1000)
+    await channel.set_variable(v.WARN_MS, plan.warn_s * 1000)
+    await channel.set_variable(v.WARNING_FILE, sound_file(caller.language, p.LIMIT_WARNING))
+    await channel.set_variable(v.RECORD, "1" if plan.record else "0")
+    await channel.set_variable(v.RECORDING, chroot_path if plan.record else "")
+    await channel.set_variable(v.INTRO, "&".join(sound_file(facility.language, item) for item in intro))
+    await deps.calls.announce(caller, plan, caller.language)
+    await channel.set_variable(v.ACTION, v.ACTION_DIAL)

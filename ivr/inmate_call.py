@@ -1,0 +1,295 @@
+"""An inmate's call, from the greeting to the settled bill, independent of Asterisk.
+
+The adapter gives a ``Caller`` (play prompts, collect digits); this module
+decides. A refusal is a ``Refused`` carrying the prompt that explains it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Protocol
+
+from ivr import billing
+from ivr import prompts as p
+from ivr.errors import InsufficientFunds, KinlineError, NoRateError, NumberError
+from ivr.model import CallRecord, Card, CardStatus, Facility, Inmate, InmateStatus, Settlement
+from ivr.numbering import DialedNumber, Leg, Payer, classify_incomplete, parse_dialed
+from ivr.pin import hash_pin, verify_pin
+from ivr.ports import PIN_FAILURES_TO_LOCK, Directory, Wallet
+from ivr.schedule import is_open, parse_schedule, seconds_until_close
+from ivr.tariffs import Tariff, route_kind
+
+log = logging.getLogger(__name__)
+
+LOGIN_TRIES = 3
+NUMBER_TRIES = 3
+DIAL_ATTEMPTS = 3
+CARD_DIGITS = 16
+PIN_DIGITS = 8
+NUMBER_DIGITS = 24
+DIGIT_TIMEOUT_MS = 10_000
+NUMBER_TIMEOUT_MS = 15_000
+RING_S = 45
+HOLD_MARGIN_S = 300
+_DUMMY_HASH = hash_pin("0000")
+
+
+class Refused(KinlineError):
+    """The call cannot go on; ``prompt`` tells the caller why."""
+
+    def __init__(self, prompt: str, reason: str) -> None:
+        super().__init__(reason)
+        self.prompt = prompt
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Entry:
+    digits: str
+    timed_out: bool
+
+
+class Caller(Protocol):
+    """The person at the terminal, as the domain sees them."""
+
+    def set_language(self, language: str) -> None: ...
+
+    async def play(self, items: Sequence[str]) -> None: ...
+
+    async def ask(self, item: str, max_digits: int, timeout_ms: int) -> Entry: ...
+
+
+@dataclass(frozen=True)
+class Session:
+    card: Card
+    inmate: Inmate
+    facility: Facility
+    tariff: Tariff
+
+
+@dataclass(frozen=True)
+class CallPlan:
+    """Everything needed to dial one number and to bill it afterwards."""
+
+    call_id: str
+    uniqueid: str
+    card: str
+    inmate_id: str
+    facility_id: str
+    e164: str
+    route_kind: str
+    payer: str
+    rate: int
+    fee: int
+    free_threshold_s: int
+    increment_s: int
+    max_s: int
+    warn_s: int
+    record: bool
+    reserved: int
+    started_at: datetime
+
+    def tariff(self) -> Tariff:
+        return Tariff(rates=(), connection_fee=self.fee, free_threshold_s=self.free_threshold_s,
+                      increment_s=self.increment_s)
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class InmateCalls:
+    def __init__(self, directory: Directory, wallet: Wallet, now: Callable[[], datetime] = _utcnow,
+                 warn_s: int = 60) -> None:
+        self.directory = directory
+        self.wallet = wallet
+        self.now = now
+        self.warn_s = warn_s
+
+    # -- login and checks -------------------------------------------------
+
+    async def login(self, caller: Caller, facility_id: str, uniqueid: str) -> Session:
+        facility = await self.directory.facility(facility_id)
+        if facility is None:
+            raise Refused(p.APOLOGY, f"terminal's facility {facility_id!r} unknown")
+        caller.set_language(facility.language)
+        await caller.play([p.WELCOME])
+        card = await self._authenticate(caller, facility)
+        caller.set_language(card.language)
+        session = await self._check(card, facility)
+        if not await self.wallet.acquire_card(card.number, uniqueid, facility.max_call_s + 3600):
+            raise Refused(p.CARD_IN_USE, "card already in a call")
+        try:
+            cheapest = min((r.per_minute for r in session.tariff.rates), default=0)
+            await caller.play([p.YOUR_BALANCE, *p.money(card.balance, facility.currency, card.language)])
+            if card.balance < billing.required_to_start(cheapest, session.tariff):
+                raise Refused(p.NO_FUNDS, "balance below fee + one increment")
+        except BaseException:
+            await self.wallet.release_card(card.number, uniqueid)
+            raise
+        return session
+
+    async def _authenticate(self, caller: Caller, facility: Facility) -> Card:
+        for _ in range(LOGIN_TRIES):
+            number = await caller.ask(p.ENTER_CARD, CARD_DIGITS, DIGIT_TIMEOUT_MS)
+            pin = await caller.ask(p.ENTER_PIN, PIN_DIGITS, DIGIT_TIMEOUT_MS)
+            card = await self.directory.card(number.digits) if number.digits.isdigit() else None
+            if card is not None and card.facility_id == facility.id and card.status is CardStatus.LOCKED:
+                raise Refused(p.CARD_LOCKED, "card locked after wrong PINs")
+            known = card is not None and card.facility_id == facility.id
+            encoded = card.pin_hash if card is not None and known else _DUMMY_HASH
+            good = await asyncio.to_thread(_pin_ok, pin.digits, encoded)
+            if card is not None and known and good:
+                return card
+            if card is not None and known:
+                failures = await self.directory.record_pin_failure(card.number, self.now())
+                if failures >= PIN_FAILURES_TO_LOCK:
+                    raise Refused(p.CARD_LOCKED, "card locked now: too many wrong PINs")
+            await caller.play([p.LOGIN_FAILED])
+        raise Refused(p.TOO_MANY_TRIES, "three wrong card/PIN entries")
+
+    async def _check(self, card: Card, facility: Facility) -> Session:
+        if card.status is not CardStatus.ACTIVE:
+            raise Refused(p.CARD_BLOCKED, f"card {card.status.value}")
+        inmate = await self.directory.inmate(card.inmate_id)
+        if inmate is None:
+            raise Refused(p.CARD_BLOCKED, "card's inmate unknown")
+        now = self.now()
+        if inmate.suspended_until is not None and inmate.suspended_until > now:
+            raise Refused(p.INMATE_SUSPENDED, "inmate suspended")
+        if inmate.status is InmateStatus.SUSPECT and (
+            inmate.permission_until is None or inmate.permission_until <= now
+        ):
+            raise Refused(p.PERMISSION_MISSING, "suspect without valid permission")
+        if not is_open(parse_schedule(facility.schedule), now, facility.timezone):
+            raise Refused(p.OUTSIDE_SCHEDULE, "outside the facility's schedule")
+        tariff = await self.directory.tariff(facility.id)
+        if tariff is None:
+            raise Refused(p.APOLOGY, f"facility {facility.id} has no tariff")
+        return Session(card, inmate, facility, tariff)
+
+    async def resume(self, card_number: str, facility_id: str) -> Session:
+        """The session again, for another number in the same call (checks rerun)."""
+        card = await self.directory.card(card_number)
+        facility = await self.directory.facility(facility_id)
+        if card is None or facility is None:
+            raise Refused(p.APOLOGY, "card or facility vanished during the call")
+        return await self._check(card, facility)
+
+    # -- the number -------------------------------------------------------
+
+    async def choose_number(self, caller: Caller, session: Session, uniqueid: str, attempt: int) -> CallPlan:
+        """Ask for a number until one may be dialed; reserve its cost."""
+        failures = 0
+        asked = 0
+        while failures < NUMBER_TRIES and asked < NUMBER_TRIES * 3:
+            asked += 1
+            entry = await caller.ask(p.ENTER_NUMBER, NUMBER_DIGITS, NUMBER_TIMEOUT_MS)
+            digits = entry.digits.rsplit("*", 1)[-1]
+            if not digits:
+                if "*" not in entry.digits:
+                    failures += 1
+                    await caller.play([p.NO_INPUT])
+                continue
+            try:
+                number = parse_dialed(digits)
+            except NumberError as exc:
+                failures += 1
+                log.info("[%s] number refused: %s", uniqueid, exc.reason)
+                incomplete = exc.reason == "too_short" or classify_incomplete(digits)
+                await caller.play([p.NUMBER_INCOMPLETE if incomplete else p.NUMBER_INVALID])
+                continue
+            if number.payer is Payer.CALLEE or number.leg is Leg.APP:
+                failures += 1
+                await caller.play([p.SERVICE_UNAVAILABLE])
+                continue
+            refusal = await self._plan(session, number, uniqueid, attempt)
+            if isinstance(refusal, CallPlan):
+                return refusal
+            failures += 1
+            await caller.play([refusal])
+        raise Refused(p.GOODBYE, "no valid number entered")
+
+    async def _plan(self, session: Session, number: DialedNumber, uniqueid: str, attempt: int) -> CallPlan | str:
+        allowed = await self.directory.allowed_number(session.card.number, number.e164)
+        if allowed is None:
+            return p.NUMBER_NOT_ALLOWED
+        kind = route_kind(number)
+        try:
+            rate = session.tariff.lookup(number.e164, kind)
+        except NoRateError:
+            return p.NO_RATE
+        facility = session.facility
+        now = self.now()
+        longest = min(facility.max_call_s,
+                      seconds_until_close(parse_schedule(facility.schedule), now, facility.timezone))
+        card = await self.directory.card(session.card.number)
+        balance = card.balance if card is not None else 0
+        max_s = billing.max_call_seconds(balance, rate.per_minute, session.tariff, longest)
+        if max_s <= 0:
+            return p.NO_FUNDS
+        amount = billing.charge(max_s, rate.per_minute, session.tariff)
+        call_id = f"{uniqueid}-{attempt}"
+        try:
+            reservation = await self.wallet.reserve(call_id, session.card.number, amount,
+                                                    max_s + RING_S + HOLD_MARGIN_S)
+        except InsufficientFunds:
+            return p.NO_FUNDS
+        return CallPlan(
+            call_id=call_id, uniqueid=uniqueid, card=session.card.number, inmate_id=session.inmate.id,
+            facility_id=facility.id, e164=number.e164, route_kind=kind.value, payer=number.payer.value,
+            rate=rate.per_minute, fee=session.tariff.connection_fee,
+            free_threshold_s=session.tariff.free_threshold_s, increment_s=session.tariff.increment_s,
+            max_s=max_s, warn_s=min(self.warn_s, max_s // 2), record=not allowed.privileged,
+            reserved=reservation.amount, started_at=now,
+        )
+
+    async def announce(self, caller: Caller, plan: CallPlan, language: str) -> None:
+        await caller.play([p.CONNECTING, p.CALL_MAY_LAST, *p.minutes(max(1, plan.max_s // 60), language)])
+
+    # -- after the call -----------------------------------------------------
+
+    async def settle(self, plan: CallPlan, dial_status: str, answered_ms: int, hangup_cause: str,
+                     recording_path: str = "", recording_sha256: str = "") -> Settlement:
+        answered = answered_seconds(answered_ms, plan) if dial_status == "ANSWER" else 0
+        tariff = plan.tariff()
+        record = CallRecord(
+            call_id=plan.call_id, uniqueid=plan.uniqueid, card=plan.card, inmate_id=plan.inmate_id,
+            facility_id=plan.facility_id, number=plan.e164, route_kind=plan.route_kind, payer=plan.payer,
+            started_at=plan.started_at, answered_s=answered,
+            billed_s=billing.billed_seconds(answered, tariff),
+            amount=billing.charge(answered, plan.rate, tariff),
+            dial_status=dial_status or "NONE", hangup_cause=hangup_cause,
+            recording_path=recording_path, recording_sha256=recording_sha256,
+        )
+        settlement = await self.wallet.settle(record)
+        log.info("[%s] settled %s: %s answered %d s, charged %d, released %d%s", plan.uniqueid,
+                 plan.call_id, dial_status, answered, settlement.charged, settlement.released,
+                 " (already settled)" if settlement.duplicate else "")
+        return settlement
+
+    async def end(self, card: str, uniqueid: str) -> None:
+        await self.wallet.release_card(card, uniqueid)
+
+
+def answered_seconds(answered_ms: int, plan: CallPlan) -> int:
+    """Whole seconds to bill: a started second counts once past the free
+    threshold (2.9 s is free, 60.2 s is 61 s); never more than the call's limit."""
+    ms = max(0, answered_ms)
+    seconds = -(-ms // 1000) if ms >= plan.free_threshold_s * 1000 else ms // 1000
+    return min(seconds, plan.max_s)
+
+
+def _pin_ok(pin: str, encoded: str) -> bool:
+    try:
+        return verify_pin(pin, encoded)
+    except KinlineError:
+        return False
+
+
+DIAL_RESULT_PROMPTS = {"BUSY": p.BUSY, "NOANSWER": p.NO_ANSWER, "CHANUNAVAIL": p.UNREACHABLE,
+                       "CONGESTION": p.UNREACHABLE, "CANCEL": p.UNREACHABLE}

@@ -1,0 +1,102 @@
+"""The things Kinline knows about: facilities, inmates, cards, numbers, calls.
+
+Plain frozen dataclasses; money in integer minor units; times are aware
+``datetime`` in UTC.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from enum import Enum
+
+DEFAULT_MAX_CALL_S = 15 * 60
+
+
+@dataclass(frozen=True)
+class Facility:
+    id: str
+    name: str
+    timezone: str  # IANA name, e.g. "Europe/Moscow"
+    currency: str  # "RUB" | "EUR"
+    language: str  # "ru" | "fr" | "en": greeting before the card is known
+    schedule: str  # ivr.schedule text, e.g. "mon-sun 08:00-21:00"
+    max_call_s: int = DEFAULT_MAX_CALL_S
+
+
+class InmateStatus(Enum):
+    CONVICTED = "convicted"
+    SUSPECT = "suspect"
+
+
+@dataclass(frozen=True)
+class Inmate:
+    id: str
+    name: str
+    facility_id: str
+    status: InmateStatus
+    permission_until: datetime | None = None  # suspects: written permission's expiry
+    suspended_until: datetime | None = None
+
+
+class CardStatus(Enum):
+    ACTIVE = "active"
+    LOCKED = "locked"  # too many wrong PINs; staff unlock it
+    BLOCKED = "blocked"  # withdrawn by the administration
+
+
+@dataclass(frozen=True)
+class Card:
+    number: str
+    inmate_id: str
+    facility_id: str
+    pin_hash: str
+    language: str
+    status: CardStatus
+    balance: int
+
+
+@dataclass(frozen=True)
+class AllowedNumber:
+    e164: str  # "+79161234567"
+    label: str
+    privileged: bool = False  # lawyers: never recorded
+
+
+@dataclass(frozen=True)
+class Reservation:
+    call_id: str
+    card: str
+    amount: int
+    balance_after: int
+
+
+@dataclass(frozen=True)
+class CallRecord:
+    """One call detail record: what happened and what it cost."""
+
+    call_id: str
+    uniqueid: str
+    card: str
+    inmate_id: str
+    facility_id: str
+    number: str
+    route_kind: str
+    payer: str
+    started_at: datetime
+    answered_s: int
+    billed_s: int
+    amount: int
+    dial_status: str
+    hangup_cause: str
+    recording_path: str = ""
+    recording_sha256: str = ""
+
+
+@dataclass(frozen=True)
+class Settlement:
+    call_id: str
+    charged: int
+    released: int
+    balance_after: int
+    duplicate: bool  # this call was already settled: nothing moved

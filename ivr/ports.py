@@ -1,0 +1,61 @@
+"""What the domain needs from storage, as small Protocols (Redis implements them)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Protocol
+
+from ivr.model import AllowedNumber, CallRecord, Card, Facility, Inmate, Reservation, Settlement
+from ivr.tariffs import Tariff
+
+PIN_FAILURES_TO_LOCK = 10
+PIN_FAILURE_WINDOW_S = 24 * 3600
+
+
+class Directory(Protocol):
+    """Read the provisioned data; count wrong PINs."""
+
+    async def facility(self, facility_id: str) -> Facility | None: ...
+
+    async def card(self, number: str) -> Card | None: ...
+
+    async def inmate(self, inmate_id: str) -> Inmate | None: ...
+
+    async def allowed_number(self, card: str, e164: str) -> AllowedNumber | None: ...
+
+    async def tariff(self, facility_id: str) -> Tariff | None: ...
+
+    async def record_pin_failure(self, card: str, now: datetime) -> int:
+        """Count a wrong PIN; return failures in the last 24 h. At
+        PIN_FAILURES_TO_LOCK the card becomes LOCKED (atomically)."""
+        ...
+
+
+class Wallet(Protocol):
+    """Money and the one-call-per-card lock; every movement atomic and in the ledger."""
+
+    async def acquire_card(self, card: str, uniqueid: str, ttl_s: int) -> bool:
+        """Mark the card in a call; False if another call holds it."""
+        ...
+
+    async def release_card(self, card: str, uniqueid: str) -> None:
+        """Free the card if ``uniqueid`` holds it."""
+        ...
+
+    async def reserve(self, call_id: str, card: str, amount: int, hold_s: int) -> Reservation:
+        """Move ``amount`` from the balance to a hold; raise InsufficientFunds.
+        Idempotent by call_id. A hold older than ``hold_s`` is released by the reaper."""
+        ...
+
+    async def settle(self, record: CallRecord) -> Settlement:
+        """Charge ``record.amount`` from the hold, return the rest, write the
+        ledger and the call record. Settling a call_id twice moves nothing."""
+        ...
+
+    async def release_expired(self, now: datetime) -> list[str]:
+        """Return held money of reservations past their hold time (crashes)."""
+        ...
+
+    async def top_up(self, card: str, amount: int, payment_id: str) -> int:
+        """Add money; idempotent by payment_id. Returns the balance."""
+        ...

@@ -1,0 +1,98 @@
+"""What the IVR says: prompt names, and numbers as word tokens.
+
+A spoken item is a string: a prompt name ("enter-card"), a word token
+("word:двадцать"), or a facility's name ("facility:demo"). The adapter maps
+them to sound files; tools/prompts.py generates every one of them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from ivr.words import money_tokens, number_tokens, plural_ru
+
+LANGUAGES = ("ru", "fr", "en")
+
+# Every prompt the IVR can play; each exists in prompts/<lang>.toml.
+APOLOGY = "apology"
+WELCOME = "welcome"
+ENTER_DIGITS = "enter-digits"
+THANK_YOU = "thank-you"
+ENTER_CARD = "enter-card"
+ENTER_PIN = "enter-pin"
+LOGIN_FAILED = "login-failed"
+TOO_MANY_TRIES = "too-many-tries"
+CARD_LOCKED = "card-locked"
+CARD_BLOCKED = "card-blocked"
+INMATE_SUSPENDED = "inmate-suspended"
+PERMISSION_MISSING = "permission-missing"
+OUTSIDE_SCHEDULE = "outside-schedule"
+CARD_IN_USE = "card-in-use"
+NO_FUNDS = "no-funds"
+YOUR_BALANCE = "your-balance"
+ENTER_NUMBER = "enter-number"
+NUMBER_INVALID = "number-invalid"
+NUMBER_INCOMPLETE = "number-incomplete"
+SERVICE_UNAVAILABLE = "service-unavailable"
+NUMBER_NOT_ALLOWED = "number-not-allowed"
+NO_RATE = "no-rate"
+CONNECTING = "connecting"
+CALL_MAY_LAST = "call-may-last"
+CALLEE_INTRO = "callee-intro"
+CALL_RECORDED = "call-recorded"
+LIMIT_WARNING = "limit-warning"
+BUSY = "busy"
+NO_ANSWER = "no-answer"
+UNREACHABLE = "unreachable"
+DIAL_ANOTHER = "dial-another"
+NO_INPUT = "no-input"
+GOODBYE = "goodbye"
+
+ALL = (
+    APOLOGY, WELCOME, ENTER_DIGITS, THANK_YOU, ENTER_CARD, ENTER_PIN, LOGIN_FAILED,
+    TOO_MANY_TRIES, CARD_LOCKED, CARD_BLOCKED, INMATE_SUSPENDED, PERMISSION_MISSING,
+    OUTSIDE_SCHEDULE, CARD_IN_USE, NO_FUNDS, YOUR_BALANCE, ENTER_NUMBER, NUMBER_INVALID,
+    NUMBER_INCOMPLETE, SERVICE_UNAVAILABLE, NUMBER_NOT_ALLOWED, NO_RATE, CONNECTING,
+    CALL_MAY_LAST, CALLEE_INTRO, CALL_RECORDED, LIMIT_WARNING, BUSY, NO_ANSWER, UNREACHABLE,
+    DIAL_ANOTHER, NO_INPUT, GOODBYE,
+)  # fmt: skip
+
+_MINUTE_WORDS = {"ru": ("минута", "минуты", "минут"), "fr": ("minute", "minutes"), "en": ("minute", "minutes")}
+
+
+def words(tokens: Iterable[str]) -> list[str]:
+    return [f"word:{t}" for t in tokens]
+
+
+def money(amount_minor: int, currency: str, lang: str) -> list[str]:
+    return words(money_tokens(amount_minor, currency, lang))
+
+
+def minute_word(n: int, lang: str) -> str:
+    forms = _MINUTE_WORDS[lang]
+    if lang == "ru":
+        return plural_ru(n, *forms)
+    return forms[0] if n <= 1 else forms[1]
+
+
+def minutes(n: int, lang: str) -> list[str]:
+    """"15 minutes" in words (minute is feminine in ru and fr)."""
+    return words((*number_tokens(n, lang, "f"), minute_word(n, lang)))
+
+
+def vocabulary(lang: str) -> set[str]:
+    """Every word token money() and minutes() can produce in ``lang``."""
+    found: set[str] = set()
+    samples = [*range(0, 1001), *range(1000, 30001, 1000), 100_000, 200_000, 500_000,
+               1_000_000, 2_000_000, 5_000_000, 21_000_000, 101_000_000, 999_999_999,
+               1001, 2002, 5005, 21021, 1_001_001, 1_002_000]
+    for currency in ("RUB", "EUR"):
+        for major in samples:
+            found.update(money_tokens(major * 100, currency, lang))
+        for minor in range(0, 100):
+            found.update(money_tokens(100 + minor, currency, lang))
+            found.update(money_tokens(minor, currency, lang))
+    for n in range(0, 121):
+        found.update(number_tokens(n, lang, "f"))
+        found.add(minute_word(n, lang))
+    return found

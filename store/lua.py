@@ -1,0 +1,210 @@
+"""Lua scripts of the Redis store: every money movement is one of these.
+
+Conventions shared by all scripts:
+
+- every key a script touches is passed in KEYS (nothing is built inside);
+- numbers handed to Redis commands go through ``s()`` (``%d``), never through
+  Lua's float formatting, so large integers stay exact;
+- money scripts return a table whose first element is a status word
+  (``ok``, ``duplicate``, ``insufficient``, ``nocard``, ``conflict``...);
+  the Python side turns the non-``ok`` words into typed errors;
+- ledger entries go to the global stream and to the card's own stream in the
+  same script, so both always agree.
+"""
+
+# Helpers prepended to the money scripts.
+_PRELUDE = """
+local function s(n) return string.format('%d', n) end
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+local function ledger(kglobal, kcard, ts, card, ref, kind, amount, after)
+  local f = {'ts', s(ts), 'card', card, 'ref', ref, 'kind', kind,
+             'amount', s(amount), 'balance_after', s(after)}
+  redis.call('XADD', kglobal, '*', unpack(f))
+  redis.call('XADD', kcard, '*', unpack(f))
+end
+"""
+
+# KEYS: lock key. ARGV: uniqueid, ttl_s. Re-acquiring with the same uniqueid
+# refreshes the TTL (idempotent); any other holder wins.
+ACQUIRE_CARD = """
+local cur = redis.call('GET', KEYS[1])
+if cur == ARGV[1] then
+  redis.call('EXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+if cur then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2])
+return 1
+"""
+
+# KEYS: lock key. ARGV: uniqueid.
+RELEASE_CARD = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
+# KEYS: card, res:{call}, settled:{call}, holds, ledger, card ledger
+# ARGV: call_id, card, amount, hold_ms
+RESERVE = _PRELUDE + """
+if redis.call('EXISTS', KEYS[3]) == 1 then return {'settled'} end
+local r = redis.call('HMGET', KEYS[2], 'card', 'amount', 'balance_after')
+if r[1] then
+  if r[1] ~= ARGV[2] then return {'conflict', r[1]} end
+  return {'ok', r[2], r[3]}
+end
+local bal = redis.call('HGET', KEYS[1], 'balance')
+if not bal then return {'nocard'} end
+local amount = tonumber(ARGV[3])
+if tonumber(bal) < amount then return {'insufficient', bal} end
+local after = redis.call('HINCRBY', KEYS[1], 'balance', s(-amount))
+local now = now_ms()
+local deadline = now + tonumber(ARGV[4])
+redis.call('HSET', KEYS[2], 'card', ARGV[2], 'amount', s(amount), 'balance_after', s(after),
+           'created', s(now), 'deadline', s(deadline))
+redis.call('ZADD', KEYS[4], s(deadline), ARGV[1])
+ledger(KEYS[5], KEYS[6], now, ARGV[2], ARGV[1], 'reserve', amount, after)
+return {'ok', s(amount), s(after)}
+"""
+
+# KEYS: card, res:{call}, settled:{call}, holds, ledger, card ledger, cdr:{call}, card cdrs
+# ARGV: call_id, card, amount wanted, CDR JSON without its closing amount
+SETTLE = _PRELUDE + """
+local done = redis.call('HMGET', KEYS[3], 'charged', 'released', 'balance_after')
+if done[1] then return {'duplicate', done[1], done[2], done[3]} end
+local bal = redis.call('HGET', KEYS[1], 'balance')
+if not bal then return {'nocard'} end
+local r = redis.call('HMGET', KEYS[2], 'card', 'amount')
+if r[1] and r[1] ~= ARGV[2] then return {'conflict', r[1]} end
+local want = tonumber(ARGV[3])
+local now = now_ms()
+local charged, released, after
+if r[1] then
+  local held = tonumber(r[2])
+  charged = math.min(want, held)
+  released = held - charged
+  ledger(KEYS[5], KEYS[6], now, ARGV[2], ARGV[1], 'charge', charged, tonumber(bal))
+  after = redis.call('HINCRBY', KEYS[1], 'balance', s(released))
+  ledger(KEYS[5], KEYS[6], now, ARGV[2], ARGV[1], 'release', released, after)
+else
+  -- no hold (the reaper returned it, or none was made): charge what the
+  -- balance can pay, never below zero
+  charged = math.max(0, math.min(want, tonumber(bal)))
+  released = 0
+  after = redis.call('HINCRBY', KEYS[1], 'balance', s(-charged))
+  ledger(KEYS[5], KEYS[6], now, ARGV[2], ARGV[1], 'charge', charged, after)
+end
+redis.call('DEL', KEYS[2])
+redis.call('ZREM', KEYS[4], ARGV[1])
+redis.call('SET', KEYS[7], ARGV[4] .. s(charged) .. '}')
+redis.call('LPUSH', KEYS[8], ARGV[1])
+redis.call('HSET', KEYS[3], 'card', ARGV[2], 'charged', s(charged), 'released', s(released),
+           'balance_after', s(after), 'ts', s(now))
+return {'ok', s(charged), s(released), s(after)}
+"""
+
+# KEYS: card, res:{call}, settled:{call}, holds, ledger, card ledger
+# ARGV: call_id, card, now_ms. Returns 1 released, 0 nothing to do, -1 the
+# hold belongs to another card than the caller read (read again).
+RELEASE_HOLD = _PRELUDE + """
+local r = redis.call('HMGET', KEYS[2], 'card', 'amount', 'deadline')
+if not r[1] then
+  redis.call('ZREM', KEYS[4], ARGV[1])
+  return 0
+end
+if r[1] ~= ARGV[2] then return -1 end
+if redis.call('EXISTS', KEYS[3]) == 1 then
+  redis.call('DEL', KEYS[2])
+  redis.call('ZREM', KEYS[4], ARGV[1])
+  return 0
+end
+if tonumber(r[3]) > tonumber(ARGV[3]) then return 0 end
+if redis.call('EXISTS', KEYS[1]) == 0 then return redis.error_reply('hold of a missing card: ' .. ARGV[2]) end
+local amount = tonumber(r[2])
+local after = redis.call('HINCRBY', KEYS[1], 'balance', s(amount))
+ledger(KEYS[5], KEYS[6], now_ms(), ARGV[2], ARGV[1], 'release', amount, after)
+redis.call('DEL', KEYS[2])
+redis.call('ZREM', KEYS[4], ARGV[1])
+return 1
+"""
+
+# KEYS: card, payment:{id}, ledger, card ledger
+# ARGV: payment_id, card, amount, kind (topup|refund)
+PAYMENT = _PRELUDE + """
+local p = redis.call('HMGET', KEYS[2], 'card', 'kind')
+if p[1] then
+  if p[1] ~= ARGV[2] or p[2] ~= ARGV[4] then return {'conflict', p[1], p[2]} end
+  return {'duplicate', redis.call('HGET', KEYS[1], 'balance')}
+end
+local bal = redis.call('HGET', KEYS[1], 'balance')
+if not bal then return {'nocard'} end
+local amount = tonumber(ARGV[3])
+local delta = amount
+if ARGV[4] == 'refund' then
+  if tonumber(bal) < amount then return {'insufficient', bal} end
+  delta = -amount
+end
+local after = redis.call('HINCRBY', KEYS[1], 'balance', s(delta))
+local now = now_ms()
+redis.call('HSET', KEYS[2], 'card', ARGV[2], 'kind', ARGV[4], 'amount', s(amount),
+           'balance_after', s(after), 'ts', s(now))
+ledger(KEYS[3], KEYS[4], now, ARGV[2], ARGV[1], ARGV[4], amount, after)
+return {'ok', s(after)}
+"""
+
+# KEYS: card, inmate's card set, ledger, card ledger
+# ARGV: number, inmate_id, facility_id, pin_hash, language, status, opening balance, create_only
+PUT_CARD = _PRELUDE + """
+local old = redis.call('HGET', KEYS[1], 'inmate_id')
+if old then
+  if ARGV[8] == '1' then return {'exists'} end
+  if old ~= ARGV[2] then return {'conflict', old} end
+  redis.call('HSET', KEYS[1], 'facility_id', ARGV[3], 'pin_hash', ARGV[4],
+             'language', ARGV[5], 'status', ARGV[6])
+  return {'ok', redis.call('HGET', KEYS[1], 'balance')}
+end
+redis.call('HSET', KEYS[1], 'number', ARGV[1], 'inmate_id', ARGV[2], 'facility_id', ARGV[3],
+           'pin_hash', ARGV[4], 'language', ARGV[5], 'status', ARGV[6], 'balance', '0')
+redis.call('SADD', KEYS[2], ARGV[1])
+local opening = tonumber(ARGV[7])
+if opening > 0 then
+  local after = redis.call('HINCRBY', KEYS[1], 'balance', s(opening))
+  ledger(KEYS[3], KEYS[4], now_ms(), ARGV[1], 'open:' .. ARGV[1], 'adjust', opening, after)
+  return {'ok', s(after)}
+end
+return {'ok', '0'}
+"""
+
+# KEYS: card, pin failures. ARGV: clear_failures (0|1), field, value, ...
+UPDATE_CARD = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+if #ARGV > 1 then redis.call('HSET', KEYS[1], unpack(ARGV, 2)) end
+if ARGV[1] == '1' then redis.call('DEL', KEYS[2]) end
+return 1
+"""
+
+# KEYS: card, card's allowed numbers. ARGV: e164, JSON (empty: remove).
+SET_NUMBER = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+if ARGV[2] == '' then return redis.call('HDEL', KEYS[2], ARGV[1]) end
+return redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+"""
+
+# KEYS: card, pin failures. ARGV: now_ms, unique token, window_ms, limit
+PIN_FAILURE = """
+local status = redis.call('HGET', KEYS[1], 'status')
+if not status then return 0 end
+local now = tonumber(ARGV[1])
+redis.call('ZADD', KEYS[2], ARGV[1], ARGV[1] .. ':' .. ARGV[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', string.format('%d', now - tonumber(ARGV[3])))
+redis.call('PEXPIRE', KEYS[2], ARGV[3])
+local count = redis.call('ZCARD', KEYS[2])
+if count >= tonumber(ARGV[4]) and status == 'active' then
+  redis.call('HSET', KEYS[1], 'status', 'locked')
+end
+return count
+"""
