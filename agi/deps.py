@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 from ivr.inmate_call import InmateCalls
 from ivr.model import Facility
 from tools.prompts import VOICES, synth
+
+log = logging.getLogger(__name__)
 
 # Where Asterisk (in its root or container) sees the recordings folder.
 ASTERISK_RECORDINGS = "/var/lib/kinline/recordings"
@@ -35,17 +38,14 @@ class CallDeps:
         return f"file:kinline/{lang}/facility/{slug}"
 
 
-async def recording_sha256(path: Path, settle_s: float = 3.0) -> str:
-    """SHA-256 of a recording once Asterisk has finished writing it ('' if none)."""
-    last = -1
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + settle_s
-    while loop.time() < deadline:
-        size = path.stat().st_size if path.exists() else -1
-        if size > 0 and size == last:
-            break
-        last = size
-        await asyncio.sleep(0.25)
-    if not path.exists():
-        return ""
-    return await asyncio.to_thread(lambda: hashlib.sha256(path.read_bytes()).hexdigest())
+async def recording_sha256(path: Path) -> str:
+    """SHA-256 of a recording ('' if there is none). The dial plan runs
+    StopMixMonitor() before the AGI, which closes the file synchronously."""
+    def digest() -> str:
+        try:
+            return hashlib.sha256(path.read_bytes()).hexdigest()
+        except FileNotFoundError:
+            log.error("recording %s missing: no hash", path.name)
+            return ""
+
+    return await asyncio.to_thread(digest)

@@ -108,7 +108,8 @@ return {'ok', s(charged), s(released), s(after)}
 """
 
 # KEYS: card, res:{call}, settled:{call}, holds, ledger, card ledger
-# ARGV: call_id, card, now_ms. Returns 1 released, 0 nothing to do, -1 the
+# ARGV: call_id, card, now_ms. Returns 1 released, 0 dropped from the holds
+# (settled meanwhile, or no reservation), 2 not due yet (left in place), -1 the
 # hold belongs to another card than the caller read (read again).
 RELEASE_HOLD = _PRELUDE + """
 local r = redis.call('HMGET', KEYS[2], 'card', 'amount', 'deadline')
@@ -122,7 +123,7 @@ if redis.call('EXISTS', KEYS[3]) == 1 then
   redis.call('ZREM', KEYS[4], ARGV[1])
   return 0
 end
-if tonumber(r[3]) > tonumber(ARGV[3]) then return 0 end
+if tonumber(r[3]) > tonumber(ARGV[3]) then return 2 end
 if redis.call('EXISTS', KEYS[1]) == 0 then return redis.error_reply('hold of a missing card: ' .. ARGV[2]) end
 local amount = tonumber(r[2])
 local after = redis.call('HINCRBY', KEYS[1], 'balance', s(amount))

@@ -33,9 +33,9 @@ import asyncio
 import json
 import re
 import secrets
-from dataclasses import asdict, dataclass, fields
-from datetime import UTC, datetime
 from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from datetime import UTC, datetime
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -54,7 +54,7 @@ from ivr.model import (
     Settlement,
 )
 from ivr.pin import hash_pin
-from ivr.ports import PIN_FAILURE_WINDOW_S, PIN_FAILURES_TO_LOCK
+from ivr.ports import PIN_FAILURE_WINDOW_S, PIN_FAILURES_TO_LOCK, Directory, Wallet
 from ivr.tariffs import Rate, RouteKind, Tariff
 from store import lua
 
@@ -64,6 +64,7 @@ HOLDS = f"{PREFIX}holds"
 LEDGER_KINDS = ("topup", "reserve", "charge", "release", "refund", "adjust")
 _E164 = re.compile(r"^\+[1-9][0-9]{6,14}$")
 _REAP_BATCH = 100
+MAX_AMOUNT = 10**15  # minor units; keeps every sum exact in Lua's doubles
 
 
 def connect(url: str) -> aioredis.Redis:
@@ -179,7 +180,7 @@ def _hash(raw: Mapping[bytes | str, bytes | str] | None) -> dict[str, str]:
 
 
 def _check_amount(amount: int, *, positive: bool = False) -> None:
-    if type(amount) is not int or amount < 0 or (positive and amount == 0):
+    if type(amount) is not int or not 0 <= amount <= MAX_AMOUNT or (positive and amount == 0):
         raise ValueError(f"amount must be a {'positive' if positive else 'non-negative'} integer: {amount!r}")
 
 
@@ -373,34 +374,39 @@ class RedisStore:
     async def release_expired(self, now: datetime) -> list[str]:
         now_ms = _ms(now)
         released: list[str] = []
-        seen: set[str] = set()
+        kept = 0  # due entries left in place (their hold says later): skip them
         while True:
-            batch = await self.redis.zrangebyscore(HOLDS, "-inf", now_ms, start=0, num=_REAP_BATCH)
-            due = [c for c in map(_str, batch) if c not in seen]
+            batch = await self.redis.zrangebyscore(HOLDS, "-inf", now_ms, start=kept, num=_REAP_BATCH)
+            due = [_str(x) for x in batch if isinstance(x, bytes | str)]
             if not due:
                 return released
             for call_id in due:
-                seen.add(call_id)
-                if await self._release_one(call_id, now_ms):
+                result = await self._release_one(call_id, now_ms)
+                if result == 1:
                     released.append(call_id)
+                elif result == 2:
+                    kept += 1
 
-    async def _release_one(self, call_id: str, now_ms: int) -> bool:
+    async def _release_one(self, call_id: str, now_ms: int) -> int:
+        """1 released, 0 dropped (settled or stale), 2 not due yet (kept)."""
         for _ in range(3):
             # an empty card means a stale entry in the holds: the script drops it
             card = _opt(await self.redis.hget(self._res_key(call_id), "card")) or ""
-            result = await self._lua_release_hold(
-                keys=[
-                    self._card_key(card),
-                    self._res_key(call_id),
-                    self._settled_key(call_id),
-                    HOLDS,
-                    LEDGER,
-                    self._card_key(card, "ledger"),
-                ],
-                args=[call_id, card, now_ms],
+            result = int(
+                await self._lua_release_hold(
+                    keys=[
+                        self._card_key(card),
+                        self._res_key(call_id),
+                        self._settled_key(call_id),
+                        HOLDS,
+                        LEDGER,
+                        self._card_key(card, "ledger"),
+                    ],
+                    args=[call_id, card, now_ms],
+                )
             )
-            if int(result) != -1:
-                return int(result) == 1
+            if result != -1:
+                return result
         raise StoreConflict(f"reservation {call_id} keeps changing card")
 
     async def top_up(self, card: str, amount: int, payment_id: str) -> int:
@@ -440,9 +446,18 @@ class RedisStore:
 
     async def put_facility(self, facility: Facility) -> None:
         _check_id("facility id", facility.id)
-        data = asdict(facility)
-        data["max_call_s"] = str(facility.max_call_s)
-        await self.redis.hset(self._facility_key(facility.id), mapping=data)
+        await self.redis.hset(
+            self._facility_key(facility.id),
+            mapping={
+                "id": facility.id,
+                "name": facility.name,
+                "timezone": facility.timezone,
+                "currency": facility.currency,
+                "language": facility.language,
+                "schedule": facility.schedule,
+                "max_call_s": facility.max_call_s,
+            },
+        )
 
     async def put_tariff(self, facility_id: str, tariff: Tariff) -> None:
         if await self.facility(facility_id) is None:
@@ -588,21 +603,22 @@ class RedisStore:
         """The card's ledger entries, newest first."""
         if limit <= 0:
             return []
-        rows: list[tuple[str, dict[str, str]]] = await self.redis.xrevrange(
-            self._card_key(card, "ledger"), count=limit
-        )
-        return [
-            LedgerEntry(
-                id=entry_id,
-                ts=_from_ms(f["ts"]),
-                card=f["card"],
-                ref=f["ref"],
-                kind=f["kind"],
-                amount=int(f["amount"]),
-                balance_after=int(f["balance_after"]),
+        rows = await self.redis.xrevrange(self._card_key(card, "ledger"), count=limit) or []
+        out = []
+        for entry_id, raw in rows:
+            f = _hash(raw)
+            out.append(
+                LedgerEntry(
+                    id=_str(entry_id or ""),
+                    ts=_from_ms(f["ts"]),
+                    card=f["card"],
+                    ref=f["ref"],
+                    kind=f["kind"],
+                    amount=int(f["amount"]),
+                    balance_after=int(f["balance_after"]),
+                )
             )
-            for entry_id, f in rows
-        ]
+        return out
 
     async def reservation(self, call_id: str) -> Reservation | None:
         """The open hold of a call, if any."""
@@ -611,3 +627,8 @@ class RedisStore:
             return None
         return Reservation(call_id=call_id, card=h["card"], amount=int(h["amount"]),
                            balance_after=int(h["balance_after"]))
+
+
+def _implements_ports(store: RedisStore) -> tuple[Directory, Wallet]:
+    """Never called: mypy checks here that RedisStore matches both Protocols."""
+    return store, store

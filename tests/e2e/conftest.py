@@ -6,13 +6,18 @@ stack), in a state folder of its own, and stopped at the end.
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 
 import pytest
 
 from ami.client import AmiClient
+from ivr.model import Facility
+from ivr.tariffs import demo_tariff
+from store.redis_store import RedisStore
 from tests.e2e.harness import AmiWatch
 from tools import stack
 from tools.asterisk_conf import Terminal, save_terminals
@@ -24,10 +29,36 @@ pytestmark = pytest.mark.e2e
 @dataclass(frozen=True)
 class E2E:
     config: StackConfig
-    terminal: Terminal
+    terminal: Terminal  # facility "test-facility": the diagnostic greeting
+    terminals: dict[str, Terminal]  # facility id -> its terminal
 
     def target(self, exten: str = "9999") -> str:
         return f"sip:{exten}@{self.config.host}:{self.config.sip_port}"
+
+
+def _closed_schedule(now: datetime) -> str:
+    """A weekly schedule that is closed right now (another weekday)."""
+    other = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")[(now.weekday() + 3) % 7]
+    return f"{other} 10:00-11:00"
+
+
+FACILITIES = {
+    "open": Facility("open", "Colony number one", "UTC", "RUB", "en", "mon-sun 00:00-23:59"),
+    "short": Facility("short", "Colony number two", "UTC", "RUB", "en", "mon-sun 00:00-23:59", max_call_s=12),
+    "closed": Facility("closed", "Colony number three", "UTC", "RUB", "en", "placeholder"),
+}
+
+
+async def _provision(config: StackConfig) -> None:
+    store = RedisStore.from_url(config.redis_url)
+    try:
+        for facility in FACILITIES.values():
+            if facility.id == "closed":
+                facility = replace(facility, schedule=_closed_schedule(datetime.now(UTC)))
+            await store.put_facility(facility)
+            await store.put_tariff(facility.id, demo_tariff())
+    finally:
+        await store.aclose()
 
 
 @pytest.fixture(scope="session")
@@ -38,10 +69,12 @@ def e2e(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2E]:
     os.environ["KINLINE_STATE"] = str(state)
     config = load_config("config/test.toml")
     terminal = Terminal("term9001", secrets.token_hex(12), "en", "test-facility")
-    save_terminals(config, [terminal])
+    terminals = {f: Terminal(f"term-{f}", secrets.token_hex(12), "en", f) for f in FACILITIES}
+    save_terminals(config, [terminal, *terminals.values()])
     stack.up(config)
     try:
-        yield E2E(config, terminal)
+        asyncio.run(_provision(config))
+        yield E2E(config, terminal, terminals)
     finally:
         stack.down(config)
         os.environ.pop("KINLINE_STATE", None)
@@ -58,3 +91,12 @@ async def ami(e2e: E2E) -> AsyncIterator[AmiWatch]:
     finally:
         watch.close()
         await client.close()
+
+
+@pytest.fixture
+async def store(e2e: E2E) -> AsyncIterator[RedisStore]:
+    client = RedisStore.from_url(e2e.config.redis_url)
+    try:
+        yield client
+    finally:
+        await client.aclose()

@@ -87,6 +87,7 @@ class AmiWatch:
         self.client = client
         self.queue = client.subscribe()
         self.events: list[AmiMessage] = []
+        self._taken: set[int] = set()
 
     async def wait_for(
         self, name: str, where: Callable[[AmiMessage], bool] = lambda m: True, timeout: float = 15
@@ -107,6 +108,17 @@ class AmiWatch:
             self.events.append(message)
             if message.event == name and where(message):
                 return message
+
+    async def wait_new(
+        self, name: str, where: Callable[[AmiMessage], bool] = lambda m: True, timeout: float = 15
+    ) -> AmiMessage:
+        """The next matching event not returned by wait_new before (in arrival order)."""
+        def fresh(m: AmiMessage) -> bool:
+            return id(m) not in self._taken and where(m)
+
+        message = await self.wait_for(name, fresh, timeout)
+        self._taken.add(id(message))
+        return message
 
     async def drain(self, seconds: float) -> None:
         deadline = time.monotonic() + seconds

@@ -1,0 +1,254 @@
+"""Inmate calls end to end: a pjsua2 terminal, Asterisk, FastAGI, Redis, and a
+pjsua2 relative behind the trunk."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import secrets
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from ami.protocol import AmiMessage
+from ivr.model import AllowedNumber, Inmate, InmateStatus
+from store.redis_store import RedisStore
+from tests.e2e.conftest import E2E
+from tests.e2e.harness import AmiWatch, SipAgent
+
+pytestmark = pytest.mark.e2e
+
+MOBILE = "+79161234567"
+LAWYER = "+79031234567"
+PIN = "2468"
+INMATE_SERVICE = "100"  # any number a terminal dials reaches the IVR
+
+
+@dataclass
+class Terminal:
+    """The inmate at a terminal: a SIP agent plus the AMI view of its channel."""
+
+    agent: SipAgent
+    ami: AmiWatch
+    uid: str
+
+    async def prompt(self, name: str, timeout: float = 20) -> AmiMessage:
+        """Wait until the IVR plays (STREAM FILE) or asks (GET DATA) prompt ``name``."""
+        return await self.ami.wait_new(
+            "AGIExecStart",
+            lambda m: m.get("Uniqueid") == self.uid and f'"kinline/en/{name}"' in m.get("Command"),
+            timeout,
+        )
+
+    async def answer(self, name: str, digits: str) -> None:
+        await self.prompt(name)
+        await self.agent.send(f"dtmf {digits}# info")
+
+    async def login(self, card: str, pin: str = PIN) -> None:
+        await self.answer("enter-card", card)
+        await self.answer("enter-pin", pin)
+
+    async def hangup_cause(self, timeout: float = 30) -> str:
+        hangup = await self.ami.wait_for("Hangup", lambda m: m.get("Uniqueid") == self.uid, timeout)
+        return hangup.get("Cause")
+
+
+@pytest.fixture
+async def call_in(e2e: E2E, ami: AmiWatch) -> AsyncIterator[object]:
+    agents: list[SipAgent] = []
+
+    async def start(facility: str = "open") -> Terminal:
+        t = e2e.terminals[facility]
+        agent = await SipAgent.start(
+            "call", "--target", e2e.target(INMATE_SERVICE), "--user", t.name, "--password", t.password,
+            "--rtp-port", "20600",
+        )
+        agents.append(agent)
+        channel = await ami.wait_for("Newchannel", lambda m: m.get("Channel").startswith(f"PJSIP/{t.name}-"))
+        return Terminal(agent, ami, channel.get("Uniqueid"))
+
+    yield start
+    for agent in agents:
+        await agent.close()
+
+
+@pytest.fixture
+async def relative(e2e: E2E, request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[SipAgent]:
+    mode = getattr(request, "param", "answer")
+    agent = await SipAgent.start(
+        "answer", "--port", str(e2e.config.trunk_port), "--mode", mode, "--ring", "0.3",
+        "--rtp-port", "20700", "--record", str(tmp_path / "relative.wav"),
+    )
+    try:
+        yield agent
+    finally:
+        await agent.close()
+
+
+async def new_card(store: RedisStore, facility: str, balance: int, *, suspect: bool = False) -> str:
+    number = str(secrets.randbelow(9 * 10**9) + 10**9)
+    inmate = Inmate(f"inmate-{number}", "Test Inmate", facility,
+                    InmateStatus.SUSPECT if suspect else InmateStatus.CONVICTED)
+    await store.put_inmate(inmate)
+    await store.create_card(number, inmate.id, facility, PIN, "en")
+    if balance:
+        await store.top_up(number, balance, f"pay-{number}")
+    await store.allow_number(number, AllowedNumber(MOBILE, "Mother"))
+    await store.allow_number(number, AllowedNumber(LAWYER, "Lawyer", privileged=True))
+    return number
+
+
+def _dials(ami: AmiWatch, uid: str) -> list[AmiMessage]:
+    return [m for m in ami.events if m.event == "DialBegin" and m.get("Uniqueid") == uid]
+
+
+async def test_good_call_is_connected_recorded_and_billed_exactly(
+    e2e: E2E, ami: AmiWatch, store: RedisStore, call_in: object, relative: SipAgent
+) -> None:
+    card = await new_card(store, "open", 10_000)
+    term: Terminal = await call_in()  # type: ignore[operator]
+    await term.login(card)
+    await term.prompt("your-balance")
+    await term.answer("enter-number", MOBILE[1:])
+    incoming = await relative.wait_for("incoming", timeout=30)
+    assert MOBILE in incoming["local"]
+    await relative.wait_for("state", lambda e: e["state"] == "CONFIRMED")
+    # The relative heard who calls and that the call is recorded, then the bridge.
+    await ami.wait_for("BridgeEnter", lambda m: m.get("Uniqueid") == term.uid, timeout=30)
+    await asyncio.sleep(4)
+    await relative.send("hangup")
+    assert await term.hangup_cause() == "16"
+    await ami.drain(0.5)
+
+    records = await store.call_records(card)
+    assert len(records) == 1
+    cdr = records[0]
+    assert (cdr.dial_status, cdr.number, cdr.route_kind, cdr.payer) == ("ANSWER", MOBILE, "mobile", "caller")
+    assert 3 <= cdr.answered_s < 60  # intro + ~4 s of talk
+    assert cdr.billed_s == 60  # one real 60-second increment
+    assert cdr.amount == 150 + 359  # fee + one started minute of mobile
+    assert (await store.card(card)).balance == 10_000 - 509  # type: ignore[union-attr]
+    # One file per call, its hash in the record.
+    host_file = e2e.config.path("recordings", Path(cdr.recording_path).name)
+    assert host_file.exists() and host_file.stat().st_size > 1000
+    assert hashlib.sha256(host_file.read_bytes()).hexdigest() == cdr.recording_sha256
+    kinds = sorted(e.kind for e in await store.ledger(card))
+    assert kinds == ["charge", "release", "reserve", "topup"]
+    # The card is free again.
+    assert await store.acquire_card(card, "probe", 5)
+    await store.release_card(card, "probe")
+
+
+async def test_wrong_pin_three_times(e2e: E2E, ami: AmiWatch, store: RedisStore, call_in: object) -> None:
+    card = await new_card(store, "open", 10_000)
+    term: Terminal = await call_in()  # type: ignore[operator]
+    for _ in range(3):
+        await term.login(card, "1357")
+        await term.prompt("login-failed")
+    await term.prompt("too-many-tries")
+    assert await term.hangup_cause() == "16"
+    assert not _dials(ami, term.uid)
+    from datetime import UTC, datetime
+    assert await store.pin_failures(card, datetime.now(UTC)) == 3
+    assert (await store.card(card)).balance == 10_000  # type: ignore[union-attr]
+
+
+async def test_number_not_allowed(e2e: E2E, ami: AmiWatch, store: RedisStore, call_in: object) -> None:
+    card = await new_card(store, "open", 10_000)
+    term: Terminal = await call_in()  # type: ignore[operator]
+    await term.login(card)
+    await term.answer("enter-number", "79990001122")
+    await term.prompt("number-not-allowed")
+    await term.prompt("enter-number")  # asked again
+    await term.agent.send("hangup")
+    await term.hangup_cause()
+    assert not _dials(ami, term.uid)
+    assert (await store.card(card)).balance == 10_000  # type: ignore[union-attr]
+    assert await store.call_records(card) == []
+
+
+async def test_outside_the_schedule(e2e: E2E, ami: AmiWatch, store: RedisStore, call_in: object) -> None:
+    card = await new_card(store, "closed", 10_000)
+    term: Terminal = await call_in("closed")  # type: ignore[operator]
+    await term.login(card)
+    await term.prompt("outside-schedule")
+    await term.prompt("goodbye")
+    assert await term.hangup_cause() == "16"
+    assert not any(m.event == "AGIExecStart" and "enter-number" in m.get("Command") for m in ami.events)
+
+
+async def test_not_enough_money(e2e: E2E, ami: AmiWatch, store: RedisStore, call_in: object) -> None:
+    card = await new_card(store, "open", 300)
+    term: Terminal = await call_in()  # type: ignore[operator]
+    await term.login(card)
+    await term.prompt("your-balance")
+    await term.prompt("no-funds")
+    assert await term.hangup_cause() == "16"
+    assert not _dials(ami, term.uid)
+    assert (await store.card(card)).balance == 300  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("relative", ["busy"], indirect=True)
+async def test_busy_callee_is_not_billed_and_another_number_may_be_dialed(
+    e2e: E2E, ami: AmiWatch, store: RedisStore, call_in: object, relative: SipAgent
+) -> None:
+    card = await new_card(store, "open", 10_000)
+    term: Terminal = await call_in()  # type: ignore[operator]
+    await term.login(card)
+    await term.answer("enter-number", MOBILE[1:])
+    await relative.wait_for("incoming", timeout=30)
+    await term.prompt("busy")
+    await term.prompt("dial-another")
+    await term.prompt("enter-number")
+    await term.agent.send("hangup")
+    await term.hangup_cause()
+    await ami.drain(0.5)
+    records = await store.call_records(card)
+    assert [(r.dial_status, r.amount, r.billed_s) for r in records] == [("BUSY", 0, 0)]
+    assert (await store.card(card)).balance == 10_000  # type: ignore[union-attr]
+
+
+async def test_call_is_cut_at_its_limit_after_the_warning(
+    e2e: E2E, ami: AmiWatch, store: RedisStore, call_in: object, relative: SipAgent
+) -> None:
+    card = await new_card(store, "short", 10_000)  # facility "short": 12 s per call
+    term: Terminal = await call_in("short")  # type: ignore[operator]
+    await term.login(card)
+    await term.answer("enter-number", MOBILE[1:])
+    await ami.wait_for("BridgeEnter", lambda m: m.get("Uniqueid") == term.uid, timeout=30)
+    bridged = asyncio.get_running_loop().time()
+    # Nobody hangs up: Asterisk cuts the call at 12 s, and the inmate hears goodbye.
+    await term.prompt("goodbye", timeout=30)
+    took = asyncio.get_running_loop().time() - bridged
+    assert 11 <= took <= 16, took
+    assert await term.hangup_cause() == "16"
+    log = e2e.config.path("logs", "asterisk", "messages.log").read_text()
+    warned = [line for line in log.splitlines() if "limit-warning" in line and "Playing" in line]
+    assert any(f"PJSIP/{e2e.terminals['short'].name}-" in line for line in warned), warned
+    assert any("PJSIP/trunk-" in line for line in warned), warned
+    records = await store.call_records(card)
+    assert len(records) == 1
+    assert records[0].answered_s == 12  # capped at the limit
+    assert records[0].amount == 509
+
+
+async def test_privileged_number_is_not_recorded(
+    e2e: E2E, ami: AmiWatch, store: RedisStore, call_in: object, relative: SipAgent
+) -> None:
+    card = await new_card(store, "open", 10_000)
+    term: Terminal = await call_in()  # type: ignore[operator]
+    await term.login(card)
+    await term.answer("enter-number", LAWYER[1:])
+    await ami.wait_for("BridgeEnter", lambda m: m.get("Uniqueid") == term.uid, timeout=30)
+    await asyncio.sleep(1)
+    await relative.send("hangup")
+    await term.hangup_cause()
+    await ami.drain(0.5)
+    records = await store.call_records(card)
+    assert len(records) == 1
+    assert records[0].recording_path == "" and records[0].recording_sha256 == ""
+    assert not any(m.event == "Newexten" and m.get("Application") == "MixMonitor"
+                   and m.get("Uniqueid") == term.uid for m in ami.events)
+    assert not list(e2e.config.path("recordings").glob(f"{records[0].call_id}*"))
