@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 from agi.protocol import (
     AgiCommandError,
@@ -33,6 +34,7 @@ class AgiChannel:
         self.log = log
         self.read_timeout = read_timeout
         self.hung_up = False
+        self.waited = 0.0  # seconds spent waiting for Asterisk's replies (prompts included)
 
     async def command(self, *words: str | int, timeout: float | None = None) -> AgiResult:
         """Send one command; ``timeout`` adds to the read timeout (for prompts)."""
@@ -47,7 +49,11 @@ class AgiChannel:
             self.hung_up = True
             raise AgiHangup(f"connection lost: {exc}") from exc
         wait = self.read_timeout + (timeout or 0.0)
-        reply = await self._read_reply(wait)
+        started = time.perf_counter()
+        try:
+            reply = await self._read_reply(wait)
+        finally:
+            self.waited += time.perf_counter() - started
         self.log.debug("agi < %s", reply)
         try:
             return parse_result(reply)

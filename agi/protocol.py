@@ -111,7 +111,11 @@ def format_command(*words: str | int) -> bytes:
     verb_text = str(verb)
     if not re.fullmatch(r"[A-Z][A-Z ]*[A-Z]", verb_text):
         raise ValueError(f"not an AGI verb: {verb_text!r}")
-    return (" ".join([verb_text, *(quote(a) for a in args)]) + "\n").encode()
+    line = " ".join([verb_text, *(quote(a) for a in args)]) + "\n"
+    try:
+        return line.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(f"AGI command is not valid UTF-8: {exc.reason}") from exc
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from typing import Any
 
@@ -103,6 +104,7 @@ class AgiServer:
             return
         call_log.info("route %s for %s", env.script, env.channel)
         try:
+            started = time.perf_counter()
             await route(channel, env)
         except AgiHangup as exc:
             call_log.info("caller hung up during %s (%s)", env.script, exc)
@@ -115,7 +117,10 @@ class AgiServer:
             call_log.exception("route %s failed: call refused", env.script)
             await _say_failure(channel, f"Kinline: route {env.script} failed")
         else:
-            call_log.info("route %s done", env.script)
+            wall = time.perf_counter() - started
+            # "own" is the time spent in Kinline (decisions, Redis), not waiting for Asterisk.
+            call_log.info("route %s done in %.0f ms (own %.1f ms)", env.script, wall * 1000,
+                          (wall - channel.waited) * 1000)
 
     async def _read_environment(self, channel: AgiChannel) -> AgiEnvironment:
         lines: list[str] = []

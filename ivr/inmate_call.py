@@ -249,7 +249,8 @@ class InmateCalls:
         )
 
     async def announce(self, caller: Caller, plan: CallPlan, language: str) -> None:
-        await caller.play([p.CONNECTING, p.CALL_MAY_LAST, *p.minutes(max(1, plan.max_s // 60), language)])
+        # Short on purpose: every second spoken here delays the INVITE.
+        await caller.play([p.CALL_MAY_LAST, *p.minutes(max(1, plan.max_s // 60), language)])
 
     # -- after the call -----------------------------------------------------
 

@@ -1,17 +1,51 @@
-"""`make run`: the stack in the foreground with demo data."""
+"""`make run`: the stack in the foreground with demo data, and how to call in."""
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import sys
 import time
+from typing import Any
 
-from tools.config import StackConfig
+from store.redis_store import RedisStore
+from tools import stack
+from tools.asterisk_conf import write_generated
+from tools.config import StackConfig, load_secrets
+from tools.demo_data import load_demo
+
+
+async def _load(config: StackConfig) -> dict[str, Any]:
+    store = RedisStore.from_url(config.redis_url)
+    try:
+        return await load_demo(store, config)
+    finally:
+        await store.aclose()
+
+
+def instructions(config: StackConfig, demo: dict[str, Any]) -> str:
+    numbers = ", ".join(demo["numbers"])
+    return f"""
+Kinline is running (Ctrl-C stops it). Logs: {config.path('logs')}
+
+Call in as a prison terminal with any SIP softphone (e.g. baresip, Linphone):
+  SIP server   {demo['sip_server']} (UDP)
+  user         {demo['terminal']}
+  password     {demo['sip_password']}
+  then dial    100
+
+The IVR (Russian, the demo facility's language) asks for:
+  card number  {demo['card']}#
+  PIN          {demo['pin']}#
+  the number   e.g. 79161234567#   (allowed: {numbers})
+
+The relative's phone is whatever answers SIP at {config.host}:{config.trunk_port}, e.g.
+  .venv/bin/python tests/agents/sipagent.py answer --port {config.trunk_port}
+Card and calls:  .venv/bin/kinline card show {demo['card']}
+"""
 
 
 def run_foreground(config: StackConfig) -> None:
-    from tools import stack
-
     stack.up(config)
     stop = False
 
@@ -21,7 +55,13 @@ def run_foreground(config: StackConfig) -> None:
 
     signal.signal(signal.SIGINT, _stop)
     signal.signal(signal.SIGTERM, _stop)
-    sys.stdout.write("Kinline is running; Ctrl-C stops it.\n")
-    while not stop:
-        time.sleep(0.5)
-    stack.down(config)
+    try:
+        demo = asyncio.run(_load(config))
+        write_generated(config, load_secrets(config))
+        stack.asterisk_cli(config, "module reload res_pjsip.so")
+        sys.stdout.write(instructions(config, demo))
+        sys.stdout.flush()
+        while not stop:
+            time.sleep(0.5)
+    finally:
+        stack.down(config)

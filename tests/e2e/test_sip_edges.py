@@ -94,3 +94,28 @@ async def test_agi_down_caller_hears_apology_and_call_ends(
 
 def _restart_agi(e2e: E2E) -> None:
     stack.start_service(e2e.config, "agi")
+
+
+async def test_redis_down_caller_hears_apology_and_nothing_is_dialed(e2e: E2E, ami: AmiWatch) -> None:
+    t = e2e.terminals["open"]
+    stack.stop_service(e2e.config, "redis")
+    try:
+        agent = await SipAgent.start(
+            "call", "--target", e2e.target("100"), "--user", t.name, "--password", t.password,
+            "--rtp-port", "20300",
+        )
+        try:
+            channel = await ami.wait_for("Newchannel", lambda m: m.get("Channel").startswith(f"PJSIP/{t.name}-"))
+            uid = channel.get("Uniqueid")
+            played = await ami.wait_for(
+                "Newexten", lambda m: m.get("Uniqueid") == uid and m.get("Application") == "Playback", timeout=20
+            )
+            assert played.get("AppData") == "kinline/en/apology"
+            hangup = await ami.wait_for("Hangup", lambda m: m.get("Uniqueid") == uid, timeout=20)
+            await agent.ended()
+        finally:
+            await agent.close()
+        assert hangup.get("Cause") == "41"
+        assert not any(m.event == "DialBegin" and m.get("Uniqueid") == uid for m in ami.events)
+    finally:
+        await asyncio.to_thread(stack.start_service, e2e.config, "redis")

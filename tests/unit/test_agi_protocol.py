@@ -322,7 +322,13 @@ def test_quote_round_trips_through_asterisk(text: str) -> None:
     assert asterisk_parse_args(quote(text)) == [text]
 
 
-@given(st.lists(st.one_of(st.integers(), st.text(alphabet=st.characters(blacklist_characters="\r\n\x00")))))
+@given(st.lists(st.one_of(st.integers(), st.text(alphabet=st.characters(
+    blacklist_characters="\r\n\x00", blacklist_categories=("Cs",))))))
 def test_many_arguments_stay_apart(args: list[str | int]) -> None:
     line = format_command("EXEC", *args).decode()
     assert asterisk_parse_args(line[:-1]) == ["EXEC", *(str(a) for a in args)]
+
+
+def test_lone_surrogates_are_refused() -> None:
+    with pytest.raises(ValueError):
+        format_command("EXEC", "\ud800")
