@@ -5,11 +5,12 @@ from __future__ import annotations
 from agi import variables as v
 from agi.caller import AgiCaller
 from agi.channel import AgiChannel
-from agi.deps import CallDeps, recording_sha256
+from agi.deps import CallDeps
 from agi.plan_vars import load_plan
 from agi.protocol import AgiEnvironment
 from agi.routes.inmate_call import plan_and_dial, refuse
 from agi.server import Route
+from agi.settle import settle_attempt
 from ivr import prompts as p
 from ivr.inmate_call import DIAL_ATTEMPTS, DIAL_RESULT_PROMPTS, Refused
 
@@ -20,15 +21,7 @@ def make_after_dial(deps: CallDeps) -> Route:
         if plan is None:
             channel.log.error("after_dial without a call plan: refusing")
             return
-        status = await channel.get_variable(v.DIALSTATUS) or ""
-        answered_ms = int(await channel.get_variable(v.ANSWEREDTIME_MS) or 0)
-        cause = await channel.get_variable(v.HANGUPCAUSE) or ""
-        path, sha = "", ""
-        if plan.record and status == "ANSWER":
-            path, host_path = deps.recording(plan.call_id)
-            sha = await recording_sha256(host_path)
-        await deps.calls.settle(plan, status, answered_ms, cause, path, sha)
-        await channel.set_variable(v.SETTLED, plan.call_id)
+        status = await settle_attempt(channel, deps, plan)
         language = await channel.get_variable(v.LANGUAGE) or env.language
         caller = AgiCaller(channel, language)
         if status == "ANSWER":

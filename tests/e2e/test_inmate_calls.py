@@ -252,3 +252,26 @@ async def test_privileged_number_is_not_recorded(
     assert not any(m.event == "Newexten" and m.get("Application") == "MixMonitor"
                    and m.get("Uniqueid") == term.uid for m in ami.events)
     assert not list(e2e.config.path("recordings").glob(f"{records[0].call_id}*"))
+
+
+async def test_caller_hanging_up_mid_call_is_billed_once_at_hangup(
+    e2e: E2E, ami: AmiWatch, store: RedisStore, call_in: object, relative: SipAgent
+) -> None:
+    card = await new_card(store, "open", 10_000)
+    term: Terminal = await call_in()  # type: ignore[operator]
+    await term.login(card)
+    await term.answer("enter-number", MOBILE[1:])
+    await ami.wait_for("BridgeEnter", lambda m: m.get("Uniqueid") == term.uid, timeout=30)
+    await asyncio.sleep(2)
+    await term.agent.send("hangup")  # the inmate hangs up: the hangup handler settles
+    await term.hangup_cause()
+    await relative.ended()
+    await ami.drain(1.0)
+    records = await store.call_records(card)
+    assert [(r.dial_status, r.amount) for r in records] == [("ANSWER", 509)]
+    assert (await store.card(card)).balance == 10_000 - 509  # type: ignore[union-attr]
+    assert await store.reservation(records[0].call_id) is None  # nothing left on hold
+    ledger = [e.kind for e in await store.ledger(card)]
+    assert ledger.count("charge") == 1 and ledger.count("reserve") == 1
+    host_file = e2e.config.path("recordings", Path(records[0].recording_path).name)
+    assert hashlib.sha256(host_file.read_bytes()).hexdigest() == records[0].recording_sha256
