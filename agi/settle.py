@@ -9,14 +9,23 @@ from ivr.inmate_call import CallPlan
 
 
 async def settle_attempt(channel: AgiChannel, deps: CallDeps, plan: CallPlan) -> str:
-    """Settle ``plan`` with Dial()'s outcome; return DIALSTATUS."""
+    """Settle ``plan`` with Dial()'s outcome; return DIALSTATUS.
+
+    Billed time runs from the bridge (after the callee's intro) to the end of
+    Dial. No bridge time means the two were never connected."""
     status = await channel.get_variable(v.DIALSTATUS) or ""
-    answered_ms = int(await channel.get_variable(v.ANSWEREDTIME_MS) or 0)
+    bridged_at = await channel.get_variable(v.BRIDGED_AT) or ""
+    dial_end = await channel.get_variable(v.DIAL_END) or ""
+    talk_ms = 0
+    if status == "ANSWER" and bridged_at.isdigit() and dial_end.isdigit():
+        talk_ms = max(0, int(dial_end) - int(bridged_at))
     cause = await channel.get_variable(v.HANGUPCAUSE) or ""
     path, sha = "", ""
     if plan.record and status == "ANSWER":
         path, host_path = deps.recording(plan.call_id)
         sha = await recording_sha256(host_path)
-    await deps.calls.settle(plan, status, answered_ms, cause, path, sha)
+    channel.log.info("dial %s: bridged %s, ended %s: %d ms to bill", status, bridged_at or "never",
+                     dial_end or "-", talk_ms)
+    await deps.calls.settle(plan, status, talk_ms, cause, path, sha)
     await channel.set_variable(v.SETTLED, plan.call_id)
     return status

@@ -29,7 +29,11 @@ CARD = "KINLINE_CARD"
 LANGUAGE = "KINLINE_LANGUAGE"
 SETTLED = "KINLINE_SETTLED"
 
+# Epoch milliseconds: the bridge (set on the caller by the callee's intro
+# gosub) and the end of Dial (after Dial, or in the hangup handler).
+BRIDGED_AT = "SHARED(KINLINE_BRIDGED_AT)"
+DIAL_END = "KINLINE_DIAL_END"
+
 # Set by Asterisk's Dial().
 DIALSTATUS = "DIALSTATUS"
-ANSWEREDTIME_MS = "ANSWEREDTIME_MS"
 HANGUPCAUSE = "HANGUPCAUSE"

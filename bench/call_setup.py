@@ -4,6 +4,8 @@
 
 For each call the demo terminal logs in with the demo card and dials the demo mobile
 number; a pjsua2 agent on the trunk answers and hangs up after a second. Reported:
+- '#' to decision: to the route's next move (a prompt, or telling the dial plan
+  to dial), i.e. number checks, tariff and reservation done;
 - '#' to INVITE: from Asterisk finishing the GET DATA of the number (AMI AGIExecEnd,
   i.e. the '#' arrived) to the INVITE leaving on the trunk (AMI DialBegin), and to
   the relative's agent receiving it;
@@ -29,7 +31,7 @@ NUMBER = "79161234567"
 
 
 async def one_call(cfg_target: str, user: str, password: str, ami: AmiWatch, relative: SipAgent,
-                   rtp_port: int) -> tuple[str, float, float]:
+                   rtp_port: int) -> tuple[str, float, float, float]:
     agent = await SipAgent.start("call", "--target", cfg_target, "--user", user, "--password", password,
                                  "--rtp-port", str(rtp_port))
     try:
@@ -46,13 +48,17 @@ async def one_call(cfg_target: str, user: str, password: str, ami: AmiWatch, rel
         await answer("enter-number", NUMBER)
         got = await ami.wait_new("AGIExecEnd", lambda m: m.get("Uniqueid") == uid
                                  and "enter-number" in m.get("Command"), timeout=30)
+        decided = ("STREAM FILE", 'SET VARIABLE "KINLINE_ACTION"')  # a prompt, or "dial"
+        spoken = await ami.wait_new("AGIExecStart", lambda m: m.get("Uniqueid") == uid
+                                    and float(m.get("Timestamp")) >= float(got.get("Timestamp"))
+                                    and m.get("Command").startswith(decided), timeout=30)
         dial = await ami.wait_new("DialBegin", lambda m: m.get("Uniqueid") == uid, timeout=60)
         incoming = await relative.wait_for("incoming", lambda e: e["t"] > float(got.get("Timestamp")), timeout=30)
         await asyncio.sleep(1)
         await relative.send("hangup")
         await ami.wait_new("Hangup", lambda m: m.get("Uniqueid") == uid, timeout=30)
         t0 = float(got.get("Timestamp"))
-        return uid, float(dial.get("Timestamp")) - t0, incoming["t"] - t0
+        return uid, float(dial.get("Timestamp")) - t0, incoming["t"] - t0, float(spoken.get("Timestamp")) - t0
     finally:
         await agent.close()
 
@@ -75,12 +81,17 @@ async def main() -> None:
     client = AmiClient(config.host, config.ami_port, secrets.ami_user, secrets.ami_secret)
     await client.start()
     ami = AmiWatch(client)
-    relative = await SipAgent.start("answer", "--port", str(config.trunk_port), "--rtp-port", "21700")
+    relative = await SipAgent.start("answer", "--port", str(config.trunk_port), "--rtp-port", "21700",
+                                    "--max-seconds", "3600")
     results = []
     try:
         for i in range(opts.calls):
             target = f"sip:100@{config.host}:{config.sip_port}"
-            results.append(await one_call(target, terminal.name, terminal.password, ami, relative, 21600))
+            try:
+                results.append(await one_call(target, terminal.name, terminal.password, ami, relative, 21600))
+            except TimeoutError:
+                sys.stderr.write(f"call {i + 1} timed out; the relative's last events: {relative.events[-4:]}\n")
+                raise
             relative.events.clear()
             sys.stdout.write(f"call {i + 1}: # -> INVITE {results[-1][1] * 1000:.0f} ms\n")
     finally:
@@ -92,7 +103,9 @@ async def main() -> None:
     dial = sorted(r[1] * 1000 for r in results)
     seen = sorted(r[2] * 1000 for r in results)
     own = sorted(own_times(log_text, r[0]) for r in results)
-    for name, values in (("'#' -> INVITE sent (AMI DialBegin)", dial),
+    decided = sorted(r[3] * 1000 for r in results)
+    for name, values in (("'#' -> decision made (number checked, money reserved)", decided),
+                         ("'#' -> INVITE sent (AMI DialBegin)", dial),
                          ("'#' -> INVITE received by the relative", seen),
                          ("AGI own time per call (all routes)", own)):
         sys.stdout.write(f"{name}: p50 {statistics.median(values):.1f} ms, max {max(values):.1f} ms "

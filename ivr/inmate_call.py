@@ -248,9 +248,12 @@ class InmateCalls:
             reserved=reservation.amount, started_at=now,
         )
 
-    async def announce(self, caller: Caller, plan: CallPlan, language: str) -> None:
-        # Short on purpose: every second spoken here delays the INVITE.
-        await caller.play([p.CALL_MAY_LAST, *p.minutes(max(1, plan.max_s // 60), language)])
+    async def announce(self, caller: Caller, session: Session, plan: CallPlan, language: str) -> None:
+        """Say how long the call may last when money or the schedule make it
+        shorter than the facility's usual maximum. (Every second spoken here
+        delays the INVITE, so the usual case says nothing.)"""
+        if plan.max_s < session.facility.max_call_s:
+            await caller.play([p.CALL_MAY_LAST, *p.minutes(max(1, plan.max_s // 60), language)])
 
     # -- after the call -----------------------------------------------------
 

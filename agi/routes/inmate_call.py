@@ -64,5 +64,5 @@ async def plan_and_dial(channel: AgiChannel, caller: AgiCaller, deps: CallDeps, 
     await channel.set_variable(v.RECORD, "1" if plan.record else "0")
     await channel.set_variable(v.RECORDING, chroot_path if plan.record else "")
     await channel.set_variable(v.INTRO, "&".join(sound_file(facility.language, item) for item in intro))
-    await deps.calls.announce(caller, plan, caller.language)
+    await deps.calls.announce(caller, session, plan, caller.language)
     await channel.set_variable(v.ACTION, v.ACTION_DIAL)

@@ -34,14 +34,14 @@ class Call(pj.Call):  # type: ignore[misc]
         super().__init__(acc, call_id)
         self.agent = agent
         self.recorder: pj.AudioMediaRecorder | None = None
-        self.received_dtmf: list[str] = []
+        self.done = False
 
     def onCallState(self, prm: Any) -> None:
         info = self.getInfo()
         emit("state", state=info.stateText, code=int(info.lastStatusCode), reason=info.lastReason,
              call_id=info.callIdString)
         if info.state == pj.PJSIP_INV_STATE_DISCONNECTED:
-            self.agent.ended = True
+            self.done = True
 
     def onCallMediaState(self, prm: Any) -> None:
         info = self.getInfo()
@@ -97,7 +97,6 @@ class Agent:
         self.play: str = opts.play or ""
         self.player: pj.AudioMediaPlayer | None = None
         self.call: Call | None = None
-        self.ended = False
         self.answer_at: float | None = None
         self.commands: queue.Queue[str] = queue.Queue()
 
@@ -170,13 +169,16 @@ class Agent:
             except queue.Empty:
                 if self.ended and self.opts.command == "call":
                     return
-                if self.ended and self.call is not None:
+                if self.ended:
                     self.call = None  # callee: ready for the next call
-                    self.ended = False
                 continue
             if not self._do(command):
                 return
         emit("timeout", seconds=self.opts.max_seconds)
+
+    @property
+    def ended(self) -> bool:
+        return self.call is not None and self.call.done
 
     def _do(self, command: str) -> bool:
         words = command.split()

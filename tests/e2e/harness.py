@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -16,6 +17,12 @@ from ami.protocol import AmiMessage
 AGENT = Path(__file__).resolve().parent.parent / "agents" / "sipagent.py"
 
 Event = dict[str, Any]
+
+
+def _stderr() -> Any:
+    """The agents' stderr: discarded, or appended to $KINLINE_AGENT_LOG to debug them."""
+    path = os.environ.get("KINLINE_AGENT_LOG")
+    return open(path, "ab") if path else asyncio.subprocess.DEVNULL
 
 
 class SipAgent:
@@ -32,7 +39,7 @@ class SipAgent:
         proc = await asyncio.create_subprocess_exec(
             sys.executable, str(AGENT), *args,
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.DEVNULL,
+            stderr=_stderr(),
         )
         agent = cls(proc)
         await agent.wait_for("ready", timeout=10)
@@ -44,6 +51,9 @@ class SipAgent:
             try:
                 event = json.loads(raw)
             except ValueError:
+                if os.environ.get("KINLINE_AGENT_LOG"):
+                    with open(os.environ["KINLINE_AGENT_LOG"], "ab") as fh:
+                        fh.write(raw)
                 continue  # PJSIP's own log lines
             async with self._new:
                 self.events.append(event)

@@ -126,7 +126,7 @@ async def test_good_call_is_connected_recorded_and_billed_exactly(
     assert len(records) == 1
     cdr = records[0]
     assert (cdr.dial_status, cdr.number, cdr.route_kind, cdr.payer) == ("ANSWER", MOBILE, "mobile", "caller")
-    assert 3 <= cdr.answered_s < 60  # intro + ~4 s of talk
+    assert 3 <= cdr.answered_s <= 6  # ~4 s of talk: billing starts at the bridge
     assert cdr.billed_s == 60  # one real 60-second increment
     assert cdr.amount == 150 + 359  # fee + one started minute of mobile
     assert (await store.card(card)).balance == 10_000 - 509  # type: ignore[union-attr]
@@ -262,16 +262,36 @@ async def test_caller_hanging_up_mid_call_is_billed_once_at_hangup(
     await term.login(card)
     await term.answer("enter-number", MOBILE[1:])
     await ami.wait_for("BridgeEnter", lambda m: m.get("Uniqueid") == term.uid, timeout=30)
-    await asyncio.sleep(2)
+    await asyncio.sleep(4)  # over the 3 s free threshold, counted from the bridge
     await term.agent.send("hangup")  # the inmate hangs up: the hangup handler settles
     await term.hangup_cause()
     await relative.ended()
     await ami.drain(1.0)
     records = await store.call_records(card)
     assert [(r.dial_status, r.amount) for r in records] == [("ANSWER", 509)]
+    assert 3 <= records[0].answered_s <= 6
     assert (await store.card(card)).balance == 10_000 - 509  # type: ignore[union-attr]
     assert await store.reservation(records[0].call_id) is None  # nothing left on hold
     ledger = [e.kind for e in await store.ledger(card)]
     assert ledger.count("charge") == 1 and ledger.count("reserve") == 1
     host_file = e2e.config.path("recordings", Path(records[0].recording_path).name)
     assert hashlib.sha256(host_file.read_bytes()).hexdigest() == records[0].recording_sha256
+
+
+async def test_relative_hanging_up_during_the_intro_costs_nothing(
+    e2e: E2E, ami: AmiWatch, store: RedisStore, call_in: object, relative: SipAgent
+) -> None:
+    card = await new_card(store, "open", 10_000)
+    term: Terminal = await call_in()  # type: ignore[operator]
+    await term.login(card)
+    await term.answer("enter-number", MOBILE[1:])
+    await relative.wait_for("state", lambda e: e["state"] == "CONFIRMED", timeout=30)
+    await asyncio.sleep(1.5)  # the intro is still playing
+    await relative.send("hangup")
+    await term.prompt("goodbye", timeout=30)
+    assert await term.hangup_cause() == "16"
+    await ami.drain(0.5)
+    assert not any(m.event == "BridgeEnter" and m.get("Uniqueid") == term.uid for m in ami.events)
+    records = await store.call_records(card)
+    assert [(r.dial_status, r.answered_s, r.amount) for r in records] == [("ANSWER", 0, 0)]
+    assert (await store.card(card)).balance == 10_000  # type: ignore[union-attr]

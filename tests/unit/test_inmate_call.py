@@ -250,3 +250,17 @@ def test_answered_seconds_rounding() -> None:
     plan = CallPlan("c", "u", "1001", "i1", "f1", "+79161234567", "mobile", "caller", 359, 150, 3, 60,
                     120, 60, True, 868, NOW)
     assert [answered_seconds(ms, plan) for ms in (0, 2_999, 3_000, 3_001, 60_200, 500_000)] == [0, 2, 3, 4, 61, 120]
+
+
+async def test_call_length_is_announced_only_when_shorter_than_usual(store: Store) -> None:
+    calls = service(store)
+    session = await calls.login(FakeCaller("1001", "2468"), "f1", "u1")
+    full = await calls.choose_number(FakeCaller("79161234567"), session, "u1", 1)
+    quiet = FakeCaller()
+    await calls.announce(quiet, session, full, "ru")
+    assert quiet.played == []
+    store.cards["1001"] = replace(store.cards["1001"], balance=150 + 2 * 359)
+    short = await calls.choose_number(FakeCaller("79161234567"), session, "u1", 2)
+    told = FakeCaller()
+    await calls.announce(told, session, short, "ru")
+    assert told.played == [p.CALL_MAY_LAST, "word:две", "word:минуты"]
