@@ -50,6 +50,9 @@ class Terminal:
         await self.answer("enter-card", card)
         await self.answer("enter-pin", pin)
 
+    async def bridged(self) -> None:
+        await self.ami.wait_for("BridgeEnter", lambda m: m.get("Uniqueid") == self.uid, timeout=30)
+
     async def hangup_cause(self, timeout: float = 30) -> str:
         hangup = await self.ami.wait_for("Hangup", lambda m: m.get("Uniqueid") == self.uid, timeout)
         return hangup.get("Cause")
@@ -100,6 +103,16 @@ async def new_card(store: RedisStore, facility: str, balance: int, *, suspect: b
     return number
 
 
+async def dial_through(store: RedisStore, call_in: object, number: str, facility: str = "open",
+                       balance: int = 10_000) -> tuple[str, Terminal]:
+    """A new card logs in at ``facility``'s terminal and dials ``number``."""
+    card = await new_card(store, facility, balance)
+    term: Terminal = await call_in(facility)  # type: ignore[operator]
+    await term.login(card)
+    await term.answer("enter-number", number[1:])
+    return card, term
+
+
 def _dials(ami: AmiWatch, uid: str) -> list[AmiMessage]:
     return [m for m in ami.events if m.event == "DialBegin" and m.get("Uniqueid") == uid]
 
@@ -116,7 +129,7 @@ async def test_good_call_is_connected_recorded_and_billed_exactly(
     assert MOBILE in incoming["local"]
     await relative.wait_for("state", lambda e: e["state"] == "CONFIRMED")
     # The relative heard who calls and that the call is recorded, then the bridge.
-    await ami.wait_for("BridgeEnter", lambda m: m.get("Uniqueid") == term.uid, timeout=30)
+    await term.bridged()
     await asyncio.sleep(4)
     await relative.send("hangup")
     assert await term.hangup_cause() == "16"
@@ -194,10 +207,7 @@ async def test_not_enough_money(e2e: E2E, ami: AmiWatch, store: RedisStore, call
 async def test_busy_callee_is_not_billed_and_another_number_may_be_dialed(
     e2e: E2E, ami: AmiWatch, store: RedisStore, call_in: object, relative: SipAgent
 ) -> None:
-    card = await new_card(store, "open", 10_000)
-    term: Terminal = await call_in()  # type: ignore[operator]
-    await term.login(card)
-    await term.answer("enter-number", MOBILE[1:])
+    card, term = await dial_through(store, call_in, MOBILE)
     await relative.wait_for("incoming", timeout=30)
     await term.prompt("busy")
     await term.prompt("dial-another")
@@ -213,11 +223,8 @@ async def test_busy_callee_is_not_billed_and_another_number_may_be_dialed(
 async def test_call_is_cut_at_its_limit_after_the_warning(
     e2e: E2E, ami: AmiWatch, store: RedisStore, call_in: object, relative: SipAgent
 ) -> None:
-    card = await new_card(store, "short", 10_000)  # facility "short": 12 s per call
-    term: Terminal = await call_in("short")  # type: ignore[operator]
-    await term.login(card)
-    await term.answer("enter-number", MOBILE[1:])
-    await ami.wait_for("BridgeEnter", lambda m: m.get("Uniqueid") == term.uid, timeout=30)
+    card, term = await dial_through(store, call_in, MOBILE, "short")
+    await term.bridged()
     bridged = asyncio.get_running_loop().time()
     # Nobody hangs up: Asterisk cuts the call at 12 s, and the inmate hears goodbye.
     await term.prompt("goodbye", timeout=30)
@@ -237,11 +244,8 @@ async def test_call_is_cut_at_its_limit_after_the_warning(
 async def test_privileged_number_is_not_recorded(
     e2e: E2E, ami: AmiWatch, store: RedisStore, call_in: object, relative: SipAgent
 ) -> None:
-    card = await new_card(store, "open", 10_000)
-    term: Terminal = await call_in()  # type: ignore[operator]
-    await term.login(card)
-    await term.answer("enter-number", LAWYER[1:])
-    await ami.wait_for("BridgeEnter", lambda m: m.get("Uniqueid") == term.uid, timeout=30)
+    card, term = await dial_through(store, call_in, LAWYER)
+    await term.bridged()
     await asyncio.sleep(1)
     await relative.send("hangup")
     await term.hangup_cause()
@@ -257,11 +261,8 @@ async def test_privileged_number_is_not_recorded(
 async def test_caller_hanging_up_mid_call_is_billed_once_at_hangup(
     e2e: E2E, ami: AmiWatch, store: RedisStore, call_in: object, relative: SipAgent
 ) -> None:
-    card = await new_card(store, "open", 10_000)
-    term: Terminal = await call_in()  # type: ignore[operator]
-    await term.login(card)
-    await term.answer("enter-number", MOBILE[1:])
-    await ami.wait_for("BridgeEnter", lambda m: m.get("Uniqueid") == term.uid, timeout=30)
+    card, term = await dial_through(store, call_in, MOBILE)
+    await term.bridged()
     await asyncio.sleep(4)  # over the 3 s free threshold, counted from the bridge
     await term.agent.send("hangup")  # the inmate hangs up: the hangup handler settles
     await term.hangup_cause()
@@ -281,10 +282,7 @@ async def test_caller_hanging_up_mid_call_is_billed_once_at_hangup(
 async def test_relative_hanging_up_during_the_intro_costs_nothing(
     e2e: E2E, ami: AmiWatch, store: RedisStore, call_in: object, relative: SipAgent
 ) -> None:
-    card = await new_card(store, "open", 10_000)
-    term: Terminal = await call_in()  # type: ignore[operator]
-    await term.login(card)
-    await term.answer("enter-number", MOBILE[1:])
+    card, term = await dial_through(store, call_in, MOBILE)
     await relative.wait_for("state", lambda e: e["state"] == "CONFIRMED", timeout=30)
     await asyncio.sleep(1.5)  # the intro is still playing
     await relative.send("hangup")
