@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from agi import variables as v
 from agi.channel import AgiChannel
 from agi.deps import CallDeps, recording_sha256
@@ -26,6 +28,12 @@ async def settle_attempt(channel: AgiChannel, deps: CallDeps, plan: CallPlan) ->
         sha = await recording_sha256(host_path)
     channel.log.info("dial %s: bridged %s, ended %s: %d ms to bill", status, bridged_at or "never",
                      dial_end or "-", talk_ms)
-    await deps.calls.settle(plan, status, talk_ms, cause, path, sha)
+    await deps.calls.settle(plan, status, talk_ms, cause, path, sha,
+                            connected_at=_epoch_ms(bridged_at) if status == "ANSWER" else None,
+                            ended_at=_epoch_ms(dial_end))
     await channel.set_variable(v.SETTLED, plan.call_id)
     return status
+
+
+def _epoch_ms(text: str) -> datetime | None:
+    return datetime.fromtimestamp(int(text) / 1000, UTC) if text.isdigit() else None

@@ -258,7 +258,8 @@ class InmateCalls:
     # -- after the call -----------------------------------------------------
 
     async def settle(self, plan: CallPlan, dial_status: str, answered_ms: int, hangup_cause: str,
-                     recording_path: str = "", recording_sha256: str = "") -> Settlement:
+                     recording_path: str = "", recording_sha256: str = "",
+                     connected_at: datetime | None = None, ended_at: datetime | None = None) -> Settlement:
         answered = answered_seconds(answered_ms, plan) if dial_status == "ANSWER" else 0
         tariff = plan.tariff()
         record = CallRecord(
@@ -269,6 +270,7 @@ class InmateCalls:
             amount=billing.charge(answered, plan.rate, tariff),
             dial_status=dial_status or "NONE", hangup_cause=hangup_cause,
             recording_path=recording_path, recording_sha256=recording_sha256,
+            connected_at=connected_at, ended_at=ended_at,
         )
         settlement = await self.wallet.settle(record)
         log.info("[%s] settled %s: %s answered %d s, charged %d, released %d%s", plan.uniqueid,

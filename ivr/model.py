@@ -91,6 +91,8 @@ class CallRecord:
     hangup_cause: str
     recording_path: str = ""
     recording_sha256: str = ""
+    connected_at: datetime | None = None  # the bridge (None: never connected)
+    ended_at: datetime | None = None  # the end of the dial attempt
 
 
 @dataclass(frozen=True)

@@ -140,18 +140,23 @@ def tariff_from_json(text: str) -> Tariff:
     )
 
 
+_CDR_TIMES = ("started_at", "connected_at", "ended_at")
+
+
 def _cdr_json_prefix(record: CallRecord) -> str:
     """The record as JSON with ``amount`` last and its value left out: the
     settle script appends the amount really charged and the closing brace."""
     data = {f.name: getattr(record, f.name) for f in fields(record) if f.name != "amount"}
-    data["started_at"] = _dt_out(record.started_at)
+    for name in _CDR_TIMES:
+        data[name] = _dt_out(getattr(record, name))
     text = json.dumps(data, ensure_ascii=False)
     return text[:-1] + ', "amount": '
 
 
 def cdr_from_json(text: str) -> CallRecord:
     raw: dict[str, Any] = json.loads(text)
-    raw["started_at"] = datetime.fromisoformat(raw["started_at"])
+    for name in _CDR_TIMES:
+        raw[name] = datetime.fromisoformat(raw[name]) if raw.get(name) else None
     return CallRecord(**raw)
 
 

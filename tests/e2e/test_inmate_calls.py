@@ -142,6 +142,17 @@ async def test_good_call_is_connected_recorded_and_billed_exactly(
     assert 3 <= cdr.answered_s <= 6  # ~4 s of talk: billing starts at the bridge
     assert cdr.billed_s == 60  # one real 60-second increment
     assert cdr.amount == 150 + 359  # fee + one started minute of mobile
+    assert cdr.connected_at is not None and cdr.ended_at is not None
+    assert cdr.started_at < cdr.connected_at < cdr.ended_at
+    assert abs((cdr.ended_at - cdr.connected_at).total_seconds() - cdr.answered_s) <= 1
+    # Before the bridge the relative heard the introduction: who calls, and the recording notice.
+    log = e2e.config.path("logs", "asterisk", "messages.log").read_text()
+    callee = _dials(ami, term.uid)[0].get("DestChannel")
+    heard = [line.split("Playing '")[1].split("'")[0].rsplit(".", 1)[0] for line in log.splitlines()
+             if f"<{callee}>" in line and "Playing '" in line]
+    assert len(heard) == 3
+    assert heard[0] == "kinline/en/callee-intro" and heard[2] == "kinline/en/call-recorded"
+    assert heard[1].startswith("kinline/en/facility/")
     assert (await store.card(card)).balance == 10_000 - 509  # type: ignore[union-attr]
     # One file per call, its hash in the record.
     host_file = e2e.config.path("recordings", Path(cdr.recording_path).name)
