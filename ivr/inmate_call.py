@@ -35,6 +35,7 @@ DIGIT_TIMEOUT_MS = 10_000
 NUMBER_TIMEOUT_MS = 15_000
 RING_S = 45
 HOLD_MARGIN_S = 300
+WARN_S = 60  # both parties hear "one minute left"
 _DUMMY_HASH = hash_pin("0000")
 
 
@@ -93,6 +94,11 @@ class CallPlan:
     reserved: int
     started_at: datetime
 
+    @property
+    def warning_prompt(self) -> str:
+        """"One minute left" when that is true; a short call only hears "ending soon"."""
+        return p.LIMIT_WARNING if self.warn_s >= WARN_S else p.LIMIT_WARNING_SOON
+
     def tariff(self) -> Tariff:
         return Tariff(rates=(), connection_fee=self.fee, free_threshold_s=self.free_threshold_s,
                       increment_s=self.increment_s)
@@ -104,7 +110,7 @@ def _utcnow() -> datetime:
 
 class InmateCalls:
     def __init__(self, directory: Directory, wallet: Wallet, now: Callable[[], datetime] = _utcnow,
-                 warn_s: int = 60) -> None:
+                 warn_s: int = WARN_S) -> None:
         self.directory = directory
         self.wallet = wallet
         self.now = now
@@ -244,7 +250,8 @@ class InmateCalls:
             facility_id=facility.id, e164=number.e164, route_kind=kind.value, payer=number.payer.value,
             rate=rate.per_minute, fee=session.tariff.connection_fee,
             free_threshold_s=session.tariff.free_threshold_s, increment_s=session.tariff.increment_s,
-            max_s=max_s, warn_s=min(self.warn_s, max_s // 2), record=not allowed.privileged,
+            max_s=max_s, warn_s=self.warn_s if max_s > self.warn_s else max_s // 2,
+            record=not allowed.privileged,
             reserved=reservation.amount, started_at=now,
         )
 

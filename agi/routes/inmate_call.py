@@ -60,7 +60,7 @@ async def plan_and_dial(channel: AgiChannel, caller: AgiCaller, deps: CallDeps, 
     await channel.set_variable(v.RING_S, RING_S)
     await channel.set_variable(v.LIMIT_MS, plan.max_s * 1000)
     await channel.set_variable(v.WARN_MS, plan.warn_s * 1000)
-    await channel.set_variable(v.WARNING_FILE, sound_file(caller.language, p.LIMIT_WARNING))
+    await channel.set_variable(v.WARNING_FILE, sound_file(caller.language, plan.warning_prompt))
     await channel.set_variable(v.RECORD, "1" if plan.record else "0")
     await channel.set_variable(v.RECORDING, chroot_path if plan.record else "")
     await channel.set_variable(v.INTRO, "&".join(sound_file(facility.language, item) for item in intro))

@@ -229,7 +229,14 @@ async def test_balance_caps_the_call_length(store: Store) -> None:
     plan, _ = await _plan(store, "79161234567")
     assert plan.max_s == 120
     assert plan.reserved == 150 + 2 * 359
-    assert plan.warn_s == 60
+    assert (plan.warn_s, plan.warning_prompt) == (60, p.LIMIT_WARNING)
+
+
+async def test_a_call_of_one_minute_or_less_is_warned_it_ends_soon(store: Store) -> None:
+    store.cards["1001"] = replace(store.cards["1001"], balance=150 + 359)
+    plan, _ = await _plan(store, "79161234567")
+    assert plan.max_s == 60
+    assert (plan.warn_s, plan.warning_prompt) == (30, p.LIMIT_WARNING_SOON)
 
 
 @pytest.mark.parametrize(
