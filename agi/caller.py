@@ -2,28 +2,11 @@
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 
 from agi.channel import AgiChannel
+from agi.prompts import sound_file
 from ivr.inmate_call import Entry
-from ivr.prompts import LANGUAGES
-
-DEFAULT_LANGUAGE = "en"
-
-
-def sound_file(language: str, item: str) -> str:
-    """``enter-card`` / ``word:двадцать`` / ``facility:<sha>`` -> a file under sounds/kinline."""
-    lang = language if language in LANGUAGES else DEFAULT_LANGUAGE
-    if item.startswith("word:"):
-        return f"kinline/{lang}/words/{word_slug(item[5:])}"
-    if item.startswith("file:"):
-        return item[5:]
-    return f"kinline/{lang}/{item}"
-
-
-def word_slug(token: str) -> str:
-    return hashlib.sha1(token.encode()).hexdigest()[:16]
 
 
 class AgiCaller:

@@ -8,6 +8,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+from agi.prompts import facility_file, language_or_default
 from ivr.inmate_call import InmateCalls
 from ivr.model import Facility
 from tools.prompts import VOICES, synth
@@ -31,11 +32,10 @@ class CallDeps:
 
     async def facility_name(self, facility: Facility) -> str:
         """A sound item saying the facility's name (synthesised once, then cached)."""
-        lang = facility.language if facility.language in VOICES else "en"
-        slug = hashlib.sha1(f"{lang}:{facility.name}".encode()).hexdigest()[:16]
-        wav = self.prompts_dir / lang / "facility" / f"{slug}.wav"
-        await asyncio.to_thread(synth, facility.name, VOICES[lang], wav)
-        return f"file:kinline/{lang}/facility/{slug}"
+        lang = language_or_default(facility.language)
+        name = facility_file(lang, facility.name)
+        await asyncio.to_thread(synth, facility.name, VOICES[lang], self.prompts_dir / f"{name}.wav")
+        return f"file:kinline/{name}"
 
 
 async def recording_sha256(path: Path) -> str:

@@ -9,7 +9,7 @@ import tempfile
 import tomllib
 from pathlib import Path
 
-from agi.caller import word_slug
+from agi.prompts import word_file
 from ivr.prompts import ALL as PROMPT_NAMES
 from ivr.prompts import vocabulary
 from tools.config import REPO
@@ -54,7 +54,7 @@ def generate(out: Path) -> int:
         for name, text in texts.items():
             made += synth(text, voice, out / lang / f"{name}.wav")
         for token in sorted(vocabulary(lang)):
-            made += synth(token, voice, out / lang / "words" / f"{word_slug(token)}.wav")
+            made += synth(token, voice, out / f"{word_file(lang, token)}.wav")
     return made
 
 

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from agi import variables as v
-from agi.caller import AgiCaller, sound_file
+from agi.caller import AgiCaller
 from agi.channel import AgiChannel
 from agi.deps import CallDeps
 from agi.plan_vars import save_plan
+from agi.prompts import sound_file
 from agi.protocol import AgiEnvironment
 from agi.server import Route
 from ivr import prompts as p
