@@ -14,7 +14,6 @@ import getpass
 import re
 import secrets
 import string
-import subprocess
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import fields, replace
@@ -210,8 +209,8 @@ def _print_tariff(tariff: Tariff, currency: str) -> None:
 
 
 async def terminal_add(store: RedisStore, config: StackConfig, opts: argparse.Namespace) -> None:
-    from tools.asterisk_conf import Terminal, load_terminals, save_terminals, write_generated
-    from tools.config import load_secrets
+    from tools.asterisk_conf import Terminal, load_terminals, save_terminals
+    from tools.stack import apply_terminals
 
     facility = await _need_facility(store, opts.facility)
     terminals = load_terminals(config)
@@ -221,24 +220,11 @@ async def terminal_add(store: RedisStore, config: StackConfig, opts: argparse.Na
     terminal = Terminal(opts.name, password, opts.language or facility.language, facility.id)
     terminal.validate()
     save_terminals(config, [*terminals, terminal])
-    write_generated(config, load_secrets(config))
+    reloaded = apply_terminals(config)
     _out(f"terminal {terminal.name} added to facility {facility.id}")
     if not opts.password:
         _out(f"SIP password (shown once): {password}")
-    _out(_reload_asterisk(config))
-
-
-def _reload_asterisk(config: StackConfig) -> str:
-    from tools.stack import StackError, asterisk_cli
-
-    try:
-        asterisk_cli(config, "module reload res_pjsip.so")
-    except StackError:
-        return "Asterisk is not running: it reads the terminals when it starts"
-    except (OSError, subprocess.SubprocessError) as err:
-        sys.stderr.write(f"kinline: warning: could not reload Asterisk ({err}); run: module reload res_pjsip.so\n")
-        return "config written; Asterisk not reloaded"
-    return "Asterisk reloaded res_pjsip"
+    _out(reloaded)
 
 
 async def inmate_add(store: RedisStore, config: StackConfig, opts: argparse.Namespace) -> None:
@@ -414,38 +400,37 @@ async def _currency(store: RedisStore, card: Card) -> str:
     return facility.currency if facility else ""
 
 
-async def topup(store: RedisStore, config: StackConfig, opts: argparse.Namespace) -> None:
+async def _payment(store: RedisStore, opts: argparse.Namespace,
+                   move: Callable[[str, int, str], Awaitable[int]]) -> None:
+    """A top-up or a refund: checked input, one idempotent movement, the new balance."""
     card = await _need_card(store, opts.card)
     amount = parse_money(opts.amount)
     if amount == 0:
         raise UsageError("the amount must be more than 0")
     _check(_PAYMENT_ID, "payment id", opts.payment_id)
-    after = await store.top_up(card.number, amount, opts.payment_id)
+    after = await move(card.number, amount, opts.payment_id)
     _out(f"card {card.number} balance {format_money(after, await _currency(store, card))}")
+
+
+async def topup(store: RedisStore, config: StackConfig, opts: argparse.Namespace) -> None:
+    await _payment(store, opts, store.top_up)
 
 
 async def refund(store: RedisStore, config: StackConfig, opts: argparse.Namespace) -> None:
-    card = await _need_card(store, opts.card)
-    amount = parse_money(opts.amount)
-    if amount == 0:
-        raise UsageError("the amount must be more than 0")
-    _check(_PAYMENT_ID, "payment id", opts.payment_id)
-    after = await store.refund(card.number, amount, opts.payment_id)
-    _out(f"card {card.number} balance {format_money(after, await _currency(store, card))}")
+    await _payment(store, opts, store.refund)
 
 
 async def demo_load(store: RedisStore, config: StackConfig, opts: argparse.Namespace) -> None:
-    from tools.asterisk_conf import write_generated
-    from tools.config import load_secrets
     from tools.demo_data import FACILITY, load_demo
+    from tools.stack import apply_terminals
 
     summary = await load_demo(store, config)
-    write_generated(config, load_secrets(config))
+    reloaded = apply_terminals(config)
     _out("demo data loaded")
     summary["balance"] = format_money(summary["balance"], FACILITY.currency)
     for key, value in summary.items():
         _out(f"  {key:<12} {', '.join(map(str, value)) if isinstance(value, list) else value}")
-    _out(_reload_asterisk(config))
+    _out(reloaded)
 
 
 # --- the parser ----------------------------------------------------------------------

@@ -10,8 +10,7 @@ from typing import Any
 
 from store.redis_store import RedisStore
 from tools import stack
-from tools.asterisk_conf import write_generated
-from tools.config import StackConfig, load_secrets
+from tools.config import StackConfig
 from tools.demo_data import load_demo
 
 
@@ -57,8 +56,7 @@ def run_foreground(config: StackConfig) -> None:
     signal.signal(signal.SIGTERM, _stop)
     try:
         demo = asyncio.run(_load(config))
-        write_generated(config, load_secrets(config))
-        stack.asterisk_cli(config, "module reload res_pjsip.so")
+        stack.apply_terminals(config)
         sys.stdout.write(instructions(config, demo))
         sys.stdout.flush()
         while not stop:

@@ -250,6 +250,19 @@ def asterisk_cli(config: StackConfig, command: str) -> str:
     return out.stdout
 
 
+def apply_terminals(config: StackConfig) -> str:
+    """Render terminals.json into Asterisk's config and reload it if it runs; say what happened."""
+    write_generated(config, load_secrets(config))
+    try:
+        asterisk_cli(config, "module reload res_pjsip.so")
+    except StackError:
+        return "Asterisk is not running: it reads the terminals when it starts"
+    except (OSError, subprocess.SubprocessError) as err:
+        sys.stderr.write(f"kinline: warning: could not reload Asterisk ({err}); run: module reload res_pjsip.so\n")
+        return "config written; Asterisk not reloaded"
+    return "Asterisk reloaded res_pjsip"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("command", choices=("up", "down", "status", "run", "cli", "prepare"))
