@@ -1,58 +1,44 @@
-"""A CallPlan kept on the channel as variables between FastAGI routes."""
+"""A CallPlan kept on the channel, as one JSON variable, between FastAGI routes."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import fields
 from datetime import UTC, datetime
+from typing import Any
 
 from agi import variables as v
 from agi.channel import AgiChannel
 from ivr.inmate_call import CallPlan
 
-_FIELDS = [f.name for f in fields(CallPlan)]
+# res_agi answers GET VARIABLE from a 1024-byte buffer: stay well inside it.
+MAX_TEXT = 1000
 
 
-def plan_to_vars(plan: CallPlan) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for name in _FIELDS:
-        value = getattr(plan, name)
-        if isinstance(value, bool):
-            text = "1" if value else "0"
-        elif isinstance(value, datetime):
-            text = str(int(value.timestamp() * 1000))
-        else:
-            text = str(value)
-        out[v.PLAN_PREFIX + name.upper()] = text
-    return out
-
-
-def plan_from_vars(values: dict[str, str]) -> CallPlan:
-    kwargs: dict[str, object] = {}
+def plan_to_text(plan: CallPlan) -> str:
+    data: dict[str, Any] = {}
     for f in fields(CallPlan):
-        text = values[v.PLAN_PREFIX + f.name.upper()]
-        if f.type == "bool":
-            kwargs[f.name] = text == "1"
-        elif f.type == "int":
-            kwargs[f.name] = int(text)
-        elif f.type == "datetime":
-            kwargs[f.name] = datetime.fromtimestamp(int(text) / 1000, UTC)
-        else:
-            kwargs[f.name] = text
-    return CallPlan(**kwargs)  # type: ignore[arg-type]
+        value = getattr(plan, f.name)
+        data[f.name] = int(value.timestamp() * 1000) if isinstance(value, datetime) else value
+    text = json.dumps(data, separators=(",", ":"))
+    if len(text) > MAX_TEXT:
+        raise ValueError(f"call plan too long for a channel variable ({len(text)} bytes)")
+    return text
+
+
+def plan_from_text(text: str) -> CallPlan:
+    data: dict[str, Any] = json.loads(text)
+    for f in fields(CallPlan):
+        if f.type == "datetime":
+            data[f.name] = datetime.fromtimestamp(data[f.name] / 1000, UTC)
+    return CallPlan(**data)
 
 
 async def save_plan(channel: AgiChannel, plan: CallPlan) -> None:
-    for name, value in plan_to_vars(plan).items():
-        await channel.set_variable(name, value)
+    await channel.set_variable(v.PLAN, plan_to_text(plan))
 
 
 async def load_plan(channel: AgiChannel) -> CallPlan | None:
     """The plan on the channel, or None when no number was planned."""
-    values: dict[str, str] = {}
-    for name in _FIELDS:
-        key = v.PLAN_PREFIX + name.upper()
-        value = await channel.get_variable(key)
-        if value is None or value == "":
-            return None
-        values[key] = value
-    return plan_from_vars(values)
+    text = await channel.get_variable(v.PLAN)
+    return plan_from_text(text) if text else None

@@ -22,8 +22,8 @@ RECORD = "KINLINE_RECORD"
 RECORDING = "KINLINE_RECORDING"
 INTRO = "KINLINE_INTRO"
 
-# The call plan, kept on the channel between routes (prefix + field name).
-PLAN_PREFIX = "KINLINE_PLAN_"
+# The call plan (JSON), kept on the channel between routes.
+PLAN = "KINLINE_PLAN"
 ATTEMPT = "KINLINE_ATTEMPT"
 CARD = "KINLINE_CARD"
 LANGUAGE = "KINLINE_LANGUAGE"
