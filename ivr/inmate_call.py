@@ -97,7 +97,7 @@ class CallPlan:
     @property
     def warning_prompt(self) -> str:
         """"One minute left" when that is true; a short call only hears "ending soon"."""
-        return p.LIMIT_WARNING if self.warn_s >= WARN_S else p.LIMIT_WARNING_SOON
+        return p.LIMIT_WARNING if self.warn_s == 60 else p.LIMIT_WARNING_SOON
 
     def tariff(self) -> Tariff:
         return Tariff(rates=(), connection_fee=self.fee, free_threshold_s=self.free_threshold_s,
