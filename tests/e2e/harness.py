@@ -25,6 +25,16 @@ def _stderr() -> Any:
     return open(path, "ab") if path else asyncio.subprocess.DEVNULL
 
 
+def _shift_rtp(args: tuple[str, ...]) -> tuple[str, ...]:
+    """Move ``--rtp-port`` by KINLINE_PORT_OFFSET * 1000, as tools.config moves the stack."""
+    offset = int(os.environ.get("KINLINE_PORT_OFFSET") or 0)
+    out = list(args)
+    for i, arg in enumerate(out[:-1]):
+        if arg == "--rtp-port":
+            out[i + 1] = str(int(out[i + 1]) + offset * 1000)
+    return tuple(out)
+
+
 class SipAgent:
     """A pjsua2 user agent in its own process, driven by lines on stdin."""
 
@@ -36,6 +46,7 @@ class SipAgent:
 
     @classmethod
     async def start(cls, *args: str) -> SipAgent:
+        args = _shift_rtp(args)
         proc = await asyncio.create_subprocess_exec(
             sys.executable, str(AGENT), *args,
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
