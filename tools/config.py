@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import secrets
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -86,7 +87,7 @@ class Secrets:
     pin_key: str  # hex; the server-side key of PIN hashes (never stored in Redis)
 
 
-_SECRET_DEFAULTS = {
+_SECRET_DEFAULTS: dict[str, Callable[[], str]] = {
     "ami_user": lambda: "kinline",
     "ami_secret": lambda: secrets.token_hex(16),
     "ami_originate_user": lambda: "kinline-originate",
