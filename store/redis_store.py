@@ -633,6 +633,27 @@ class RedisStore:
         return Reservation(call_id=call_id, card=h["card"], amount=int(h["amount"]),
                            balance_after=int(h["balance_after"]))
 
+    async def open_holds(self, card: str) -> list[tuple[Reservation, datetime]]:
+        """The card's open holds (from ``kl:holds``) with their deadlines, oldest first."""
+        call_ids: list[str] = [_str(c) for c in await self.redis.zrange("kl:holds", 0, -1)]  # type: ignore[arg-type]
+        out = []
+        for call_id in call_ids:
+            h = _hash(await self.redis.hgetall(self._res_key(call_id)))
+            if h.get("card") != card:
+                continue
+            res = Reservation(call_id=call_id, card=card, amount=int(h["amount"]),
+                              balance_after=int(h["balance_after"]))
+            out.append((res, _from_ms(h["deadline"])))
+        return out
+
+    async def card_lock(self, card: str) -> tuple[str, int] | None:
+        """(uniqueid of the call holding the card, seconds left of its TTL; -1 if none), or None."""
+        key = self._card_key(card, "active")
+        holder = _opt(await self.redis.get(key))
+        if holder is None:
+            return None
+        return holder, int(await self.redis.ttl(key))
+
 
 def _implements_ports(store: RedisStore) -> tuple[Directory, Wallet]:
     """Never called: mypy checks here that RedisStore matches both Protocols."""

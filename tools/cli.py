@@ -227,6 +227,20 @@ async def terminal_add(store: RedisStore, config: StackConfig, opts: argparse.Na
     _out(reloaded)
 
 
+async def terminal_remove(store: RedisStore, config: StackConfig, opts: argparse.Namespace) -> None:
+    from tools.asterisk_conf import load_terminals, save_terminals
+    from tools.stack import apply_terminals
+
+    terminals = load_terminals(config)
+    kept = [t for t in terminals if t.name != opts.name]
+    if len(kept) == len(terminals):
+        raise UsageError(f"no terminal {opts.name}")
+    save_terminals(config, kept)
+    reloaded = apply_terminals(config)
+    _out(f"terminal {opts.name} removed")
+    _out(reloaded)
+
+
 async def inmate_add(store: RedisStore, config: StackConfig, opts: argparse.Namespace) -> None:
     _check(_ID, "inmate id", opts.id)
     facility = await _need_facility(store, opts.facility)
@@ -302,6 +316,18 @@ async def card_show(store: RedisStore, config: StackConfig, opts: argparse.Names
     _out(f"  language     {card.language}")
     _out(f"  balance      {format_money(card.balance, currency)}")
     _out(f"  wrong PINs   {await store.pin_failures(card.number, datetime.now(UTC))} in the last 24 h")
+    lock = await store.card_lock(card.number)
+    if lock is None:
+        _out("  in a call    no")
+    else:
+        holder, ttl = lock
+        _out(f"  in a call    yes, locked by call {holder}" + (f" (lock expires in {ttl} s)" if ttl >= 0 else ""))
+    holds = await store.open_holds(card.number)
+    if not holds:
+        _out("  holds        none")
+    for i, (res, deadline) in enumerate(holds):
+        _out(f"  {'holds' if i == 0 else '':<12} {format_money(res.amount, currency)} for call {res.call_id}"
+             f" (returned by {deadline.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC if never settled)")
     numbers = await store.list_numbers(card.number)
     if not numbers:
         _out("  numbers      none")
@@ -352,6 +378,21 @@ async def card_export_cdr(store: RedisStore, config: StackConfig, opts: argparse
         sys.stderr.write(f"{len(records)} call records written to {opts.out}\n")
     else:
         write_cdr_csv(records, sys.stdout)
+
+
+async def card_ledger(store: RedisStore, config: StackConfig, opts: argparse.Namespace) -> None:
+    card = await _need_card(store, opts.number)
+    facility = await store.facility(card.facility_id)
+    currency = facility.currency if facility else ""
+    entries = await store.ledger(card.number, opts.limit)
+    if not entries:
+        _out(f"card {card.number}: no ledger entries")
+        return
+    _out(f"card {card.number} ledger ({len(entries)}, newest first):")
+    for e in entries:
+        sign = "+" if e.kind in ("topup", "release", "adjust") else "-"
+        _out(f"  {e.ts.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC  {e.kind:<8} {sign}{format_money(e.amount):>10}  "
+             f"balance {format_money(e.balance_after, currency):>14}  {e.ref}")
 
 
 async def number_allow(store: RedisStore, config: StackConfig, opts: argparse.Namespace) -> None:
@@ -469,6 +510,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--facility", required=True)
     p.add_argument("--password", default=None, help="12-64 letters or digits (default: generated)")
     p.add_argument("--language", default=None, choices=LANGUAGES, help="default: the facility's language")
+    p = sub(term, "remove", terminal_remove, "remove a terminal; Asterisk no longer accepts it")
+    p.add_argument("name")
 
     inm = group("inmate", "inmates")
     p = sub(inm, "add", inmate_add, "add or replace an inmate")
@@ -495,7 +538,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--inmate", required=True)
     p.add_argument("--pin", default=None, help="4-8 digits (default: asked on the terminal)")
     p.add_argument("--language", default=None, choices=LANGUAGES, help="default: the facility's language")
-    p = sub(crd, "show", card_show, "balance, status, numbers and recent calls")
+    p = sub(crd, "show", card_show, "balance, status, lock, open holds, numbers and recent calls")
     p.add_argument("number")
     p.add_argument("--calls", type=int, default=10, help="how many recent calls (default 10)")
     p = sub(crd, "unlock", card_unlock, "make a locked or blocked card active; clear wrong PINs")
@@ -509,6 +552,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("number")
     p.add_argument("--out", default=None, help="file to write (default: stdout)")
     p.add_argument("--limit", type=int, default=1_000_000)
+    p = sub(crd, "ledger", card_ledger, "the card's ledger: every money movement, newest first")
+    p.add_argument("number")
+    p.add_argument("--limit", type=int, default=50, help="how many entries (default 50)")
 
     num = group("number", "numbers a card may call")
     p = sub(num, "allow", number_allow, "allow a number (E.164, e.g. +79161234567)")

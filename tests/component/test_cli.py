@@ -144,6 +144,68 @@ def test_card_show(cli: CliRunner, capsys: pytest.CaptureFixture[str]) -> None:
     assert "2468" not in out
 
 
+def test_card_show_shows_the_lock_and_the_open_hold(cli: CliRunner, capsys: pytest.CaptureFixture[str]) -> None:
+    provision(cli, capsys)
+    out = ok(cli(capsys, "card", "show", "1001"))
+    assert "in a call    no" in out and "holds        none" in out
+
+    async def dialing(store: RedisStore) -> None:
+        assert await store.acquire_card("1001", "1718031234.7", 300)
+        await store.reserve("1718031234.7", "1001", 1234, 600)
+
+    cli.run(dialing)
+    out = ok(cli(capsys, "card", "show", "1001"))
+    lock = re.search(r"in a call    yes, locked by call 1718031234\.7 \(lock expires in (\d+) s\)", out)
+    assert lock is not None and 290 <= int(lock.group(1)) <= 300
+    assert re.search(r"holds        12\.34 RUB for call 1718031234\.7 \(returned by \d{4}-", out)
+    assert "balance      487.66 RUB" in out
+
+    async def settled(store: RedisStore) -> None:
+        await store.settle(_record("1718031234.7", 868))
+        await store.release_card("1001", "1718031234.7")
+
+    cli.run(settled)
+    out = ok(cli(capsys, "card", "show", "1001"))
+    assert "in a call    no" in out and "holds        none" in out
+
+
+def test_card_ledger_lists_every_movement(cli: CliRunner, capsys: pytest.CaptureFixture[str]) -> None:
+    provision(cli, capsys)
+
+    async def call(store: RedisStore) -> None:
+        await store.reserve("1718031234.5", "1001", 1000, 60)
+        await store.settle(_record("1718031234.5", 868))
+
+    cli.run(call)
+    out = ok(cli(capsys, "card", "ledger", "1001"))
+    lines = out.splitlines()
+    assert lines[0] == "card 1001 ledger (4, newest first):"
+    kinds = [line.split()[3] for line in lines[1:]]
+    assert kinds == ["release", "charge", "reserve", "topup"]
+    assert re.search(r"topup +\+ +500\.00  balance +500\.00 RUB  pay-1$", lines[4])
+    assert re.search(r"reserve +- +10\.00  balance +490\.00 RUB  1718031234\.5$", lines[3])
+    assert re.search(r"release +\+ +1\.32  balance +491\.32 RUB  1718031234\.5$", lines[1])
+    out = ok(cli(capsys, "card", "ledger", "1001", "--limit", "1"))
+    assert len(out.splitlines()) == 2 and "release" in out
+    code, _, err = cli(capsys, "card", "ledger", "4242")
+    assert code == 2 and "4242" in err
+
+
+def test_terminal_remove(cli: CliRunner, capsys: pytest.CaptureFixture[str]) -> None:
+    provision(cli, capsys)
+    ok(cli(capsys, "terminal", "add", "term1", "--facility", "f1"))
+    ok(cli(capsys, "terminal", "add", "term2", "--facility", "f1"))
+    out = ok(cli(capsys, "terminal", "remove", "term1"))
+    assert "terminal term1 removed" in out and "not running" in out
+    saved = json.loads((cli.state / "terminals.json").read_text())
+    assert [t["name"] for t in saved] == ["term2"]
+    conf = (cli.state / "generated" / "pjsip_terminals.conf").read_text()
+    assert "[term1]" not in conf and "[term2](terminal-auth)" in conf
+    assert "term1" not in ok(cli(capsys, "facility", "show", "f1"))
+    code, _, err = cli(capsys, "terminal", "remove", "term1")
+    assert code == 2 and "no terminal term1" in err
+
+
 def _record(call_id: str, amount: int) -> CallRecord:
     return CallRecord(
         call_id=call_id, uniqueid=call_id, card="1001", inmate_id="i1", facility_id="f1",
