@@ -1,8 +1,10 @@
 """Billing arithmetic in integer minor units (no floats).
 
-A call answered for less than ``free_threshold_s`` costs nothing; otherwise
-the connection fee plus each started increment, one increment costing
-``rate_per_minute * increment_s / 60`` rounded up to a whole minor unit.
+A call answered for less than ``free_threshold_s`` costs nothing. Otherwise
+its answered time is rounded up to whole increments (the billed time), and
+it costs the connection fee plus ``ceil(rate_per_minute * billed_s / 60)``:
+the price is rounded once per call, never once per increment (at a 1 s
+increment, 3.01/min bills 3.01/min, not 3.60/min).
 """
 
 from ivr.errors import BillingError
@@ -14,10 +16,15 @@ def _check(name: str, value: int) -> None:
         raise BillingError(f"bad {name}: {value!r}")
 
 
+def _price(rate_per_minute: int, billed_s: int) -> int:
+    """``ceil(rate_per_minute * billed_s / 60)``, exact in integers."""
+    return -(-rate_per_minute * billed_s // 60)
+
+
 def increment_cost(rate_per_minute: int, tariff: Tariff) -> int:
-    """Price of one billing increment, rounded up."""
+    """Price of a call of exactly one increment, fee excluded, rounded up."""
     _check("rate_per_minute", rate_per_minute)
-    return -(-rate_per_minute * tariff.increment_s // 60)
+    return _price(rate_per_minute, tariff.increment_s)
 
 
 def billed_increments(answered_s: int, tariff: Tariff) -> int:
@@ -34,12 +41,13 @@ def billed_seconds(answered_s: int, tariff: Tariff) -> int:
 
 
 def charge(answered_s: int, rate_per_minute: int, tariff: Tariff) -> int:
-    """Amount for a call answered ``answered_s`` seconds (0 if not billed)."""
-    count = billed_increments(answered_s, tariff)
-    cost = increment_cost(rate_per_minute, tariff)
-    if count == 0:
+    """Amount for a call answered ``answered_s`` seconds (0 if not billed):
+    the fee plus the billed time's price, rounded up once."""
+    _check("rate_per_minute", rate_per_minute)
+    billed = billed_seconds(answered_s, tariff)
+    if billed == 0:
         return 0
-    return tariff.connection_fee + count * cost
+    return tariff.connection_fee + _price(rate_per_minute, billed)
 
 
 def required_to_start(rate_per_minute: int, tariff: Tariff) -> int:
@@ -50,15 +58,18 @@ def required_to_start(rate_per_minute: int, tariff: Tariff) -> int:
 def max_call_seconds(balance: int, rate_per_minute: int, tariff: Tariff, facility_max_s: int) -> int:
     """Longest call the balance pays for, capped by the facility maximum.
 
-    Whole increments only; 0 if the balance is below the fee plus one
-    increment. ``charge(max_call_seconds(b, ...), ...) <= b`` always holds.
+    The longest whole number of increments ``k`` with
+    ``fee + ceil(rate * k * increment_s / 60) <= balance``; since the right
+    side is an integer, that is ``rate * k * increment_s <= 60 * (balance - fee)``.
+    0 if the balance is below the fee plus one increment.
+    ``charge(max_call_seconds(b, ...), ...) <= b`` always holds.
     """
     _check("balance", balance)
     _check("facility_max_s", facility_max_s)
-    cost = increment_cost(rate_per_minute, tariff)
-    if balance < tariff.connection_fee + cost:
+    _check("rate_per_minute", rate_per_minute)
+    if balance < required_to_start(rate_per_minute, tariff):
         return 0
-    if cost == 0:
+    if rate_per_minute == 0:
         return facility_max_s
-    increments = (balance - tariff.connection_fee) // cost
+    increments = 60 * (balance - tariff.connection_fee) // (rate_per_minute * tariff.increment_s)
     return min(facility_max_s, increments * tariff.increment_s)

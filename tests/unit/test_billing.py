@@ -1,5 +1,8 @@
 """Billing arithmetic in kopecks: threshold, fee, started increments, cap."""
 
+import math
+from fractions import Fraction
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -37,15 +40,53 @@ def test_charge_per_started_minute(answered_s: int, billed: int, amount: int) ->
     assert charge(answered_s, MOBILE, MINUTE) == amount
 
 
-def test_short_increment_rounds_each_increment_up() -> None:
-    tariff = Tariff(rates=(), connection_fee=150, increment_s=10)
-    assert increment_cost(359, tariff) == 60  # 359 * 10 / 60 = 59.83 -> 60
-    assert increment_cost(360, tariff) == 60
-    assert increment_cost(361, tariff) == 61
+def test_one_second_increment_rounds_once_per_call() -> None:
+    """3.01/min at a 1 s increment bills 3.01 for a minute, not 60 x 0.06 = 3.60."""
+    tariff = Tariff(rates=(), connection_fee=0, increment_s=1)
+    assert increment_cost(301, tariff) == 6  # one second alone: 5.02 -> 6
+    assert charge(60, 301, tariff) == 301
+    assert charge(3, 301, tariff) == 16  # 903 / 60 = 15.05 -> 16
+    assert charge(61, 301, tariff) == 307  # 306.02 -> 307
+    assert charge(600, 301, tariff) == 3010
+    assert billed_seconds(61, tariff) == 61
+
+
+def test_six_second_increment_rounds_the_time_then_the_price() -> None:
+    tariff = Tariff(rates=(), connection_fee=150, increment_s=6)
+    assert billed_seconds(61, tariff) == 66
+    assert charge(61, 359, tariff) == 150 + 395  # 359 * 66 / 60 = 394.9 (per increment: 11 x 36 = 396)
+    assert charge(25, 359, tariff) == 150 + 180  # 30 s: 179.5 -> 180
+    assert charge(60, 359, tariff) == 150 + 359
     assert charge(2, 359, tariff) == 0
-    assert charge(3, 359, tariff) == 150 + 60
-    assert charge(25, 359, tariff) == 150 + 3 * 60
-    assert billed_seconds(25, tariff) == 30
+    assert required_to_start(359, tariff) == 150 + 36
+
+
+def test_sixty_second_increment_is_unchanged_by_rounding_once() -> None:
+    tariff = Tariff(rates=(), connection_fee=150, increment_s=60)
+    assert [charge(s, 359, tariff) for s in (3, 60, 61, 900)] == [509, 509, 868, 150 + 15 * 359]
+    assert charge(30, 301, tariff) == 150 + 301
+
+
+@pytest.mark.parametrize(
+    ("increment_s", "balance", "seconds"),
+    [
+        (1, 150 + 301, 60),  # per-second rounding paid only 50 s
+        (1, 150 + 300, 59),  # 59 s cost 295.98 -> 296 <= 300; 60 s cost 301
+        (1, 150 + 5, 0),  # one second costs 6 with the rounding
+        (1, 150 + 6, 1),
+        (6, 868, 120),
+        (6, 867, 114),  # 120 s cost 718; 114 s cost 682.1 -> 683
+        (60, 867, 60),
+        (60, 868, 120),
+    ],
+)
+def test_max_call_seconds_is_the_longest_paid_time(increment_s: int, balance: int, seconds: int) -> None:
+    tariff = Tariff(rates=(), connection_fee=150, free_threshold_s=0, increment_s=increment_s)
+    rate = 301 if increment_s == 1 else 359
+    got = max_call_seconds(balance, rate, tariff, facility_max_s=900)
+    assert got == seconds
+    assert charge(got, rate, tariff) <= balance
+    assert got == 0 or charge(got + increment_s, rate, tariff) > balance
 
 
 def test_free_threshold_zero_still_free_at_zero_seconds() -> None:
@@ -126,6 +167,20 @@ def test_max_call_is_always_affordable(balance: int, rate: int, tariff: Tariff, 
     longer = seconds + 1
     if 0 < seconds < facility_max_s and longer >= tariff.free_threshold_s:
         assert charge(longer, rate, tariff) > balance  # not paid
+
+
+@given(st.integers(0, 100_000), st.integers(0, 10_000), tariffs)
+def test_charge_rounds_once_per_call(answered_s: int, rate: int, tariff: Tariff) -> None:
+    """Reference in exact fractions: fee + ceil(rate x billed / 60), billed = started increments."""
+    amount = charge(answered_s, rate, tariff)
+    if answered_s == 0 or answered_s < tariff.free_threshold_s:
+        assert amount == 0
+        return
+    billed = math.ceil(Fraction(answered_s, tariff.increment_s)) * tariff.increment_s
+    assert amount == tariff.connection_fee + math.ceil(Fraction(rate * billed, 60))
+    # Never more than rounding each increment up on its own, never less than the exact price.
+    per_increment = math.ceil(Fraction(rate * tariff.increment_s, 60)) * (billed // tariff.increment_s)
+    assert tariff.connection_fee + Fraction(rate * billed, 60) <= amount <= tariff.connection_fee + per_increment
 
 
 @given(st.integers(0, 100_000), st.integers(0, 10_000), tariffs)
