@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import signal
 import sys
 import time
@@ -12,6 +13,7 @@ from store.redis_store import RedisStore
 from tools import stack
 from tools.config import StackConfig
 from tools.demo_data import load_demo
+from tools.supervise import Supervisor
 
 
 async def _load(config: StackConfig) -> dict[str, Any]:
@@ -45,6 +47,9 @@ Card and calls:  .venv/bin/kinline card show {demo['card']}
 
 
 def run_foreground(config: StackConfig) -> None:
+    """Start the stack, load the demo, then supervise: a service that dies is
+    reaped and restarted with backoff (logged on stderr) until Ctrl-C."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     stack.up(config)
     stop = False
 
@@ -59,7 +64,9 @@ def run_foreground(config: StackConfig) -> None:
         stack.apply_terminals(config)
         sys.stdout.write(instructions(config, demo))
         sys.stdout.flush()
+        supervisor = Supervisor(config, stack.SERVICES)
         while not stop:
+            supervisor.poll()
             time.sleep(0.5)
     finally:
         stack.down(config)

@@ -17,6 +17,7 @@ import socket
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from tools.asterisk_conf import write_generated
@@ -46,17 +47,79 @@ def prepare(config: StackConfig) -> None:
     generate_prompts(config.path("prompts"))
 
 
-def _pid(config: StackConfig, name: str) -> int | None:
+# Services this process spawned, by pid: kept so that they can be reaped (a child
+# that dies stays a zombie until its parent waits for it) and their exit status read.
+_children: dict[int, subprocess.Popen[bytes]] = {}
+
+
+@dataclass(frozen=True)
+class ServiceState:
+    """What a service's pid file says, checked against /proc."""
+
+    name: str
+    pid: int | None  # the pid in the pid file, if any
+    alive: bool
+    detail: str  # "running" or why it is not
+
+
+def _proc_stat(pid: int) -> tuple[str, int] | None:
+    """(state letter, start time in clock ticks since boot) from /proc/<pid>/stat, or None if gone."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = text[text.rindex(")") + 2:].split()  # after "pid (comm) ": field 3 on
+    return fields[0], int(fields[19])
+
+
+def _write_pidfile(config: StackConfig, name: str, pid: int) -> None:
+    """The pid and its start time: a later pid with the same number is not mistaken for it."""
+    stat = _proc_stat(pid)
+    config.path("run", f"{name}.pid").write_text(f"{pid} {stat[1] if stat else 0}\n")
+
+
+def service_state(config: StackConfig, name: str) -> ServiceState:
+    """Is the service of ``name``'s pid file alive? A zombie, a gone pid or a pid now
+    used by another process (start time differs) all count as dead."""
     path = config.path("run", f"{name}.pid")
     try:
-        pid = int(path.read_text())
-    except (OSError, ValueError):
-        return None
+        words = path.read_text().split()
+        pid = int(words[0])
+        started = int(words[1]) if len(words) > 1 else None
+    except FileNotFoundError:
+        return ServiceState(name, None, False, "stopped")
+    except (OSError, ValueError, IndexError):
+        return ServiceState(name, None, False, f"stopped (unreadable pid file {path})")
+    stat = _proc_stat(pid)
+    if stat is None:
+        return ServiceState(name, pid, False, f"dead (pid {pid} is gone)")
+    state, start = stat
+    if started is not None and start != started:
+        return ServiceState(name, pid, False, f"dead (pid {pid} is now another process)")
+    if state in ("Z", "X", "x"):
+        return ServiceState(name, pid, False, f"dead (pid {pid} exited, not yet reaped: zombie)")
+    return ServiceState(name, pid, True, "running")
+
+
+def _pid(config: StackConfig, name: str) -> int | None:
+    state = service_state(config, name)
+    return state.pid if state.alive else None
+
+
+def reap(pid: int) -> int | None:
+    """Collect a dead child: its exit code (negative: killed by that signal), or None
+    if it still runs, was not ours or was already collected."""
+    proc = _children.get(pid)
+    if proc is not None:
+        code = proc.poll()
+        if code is not None:
+            del _children[pid]
+        return code
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        got, status = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
         return None
-    return pid
+    return os.waitstatus_to_exitcode(status) if got == pid else None
 
 
 def start_service(config: StackConfig, name: str) -> None:
@@ -82,7 +145,8 @@ def _spawn(config: StackConfig, name: str, argv: list[str]) -> int:
     env = dict(os.environ, PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1")
     proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                             start_new_session=True, cwd=REPO, env=env)
-    config.path("run", f"{name}.pid").write_text(str(proc.pid))
+    _children[proc.pid] = proc
+    _write_pidfile(config, name, proc.pid)
     _out(f"{name}: started (pid {proc.pid})")
     return proc.pid
 
@@ -200,8 +264,11 @@ def up(config: StackConfig) -> None:
 
 
 def stop_service(config: StackConfig, name: str, timeout: float = 10.0) -> None:
-    pid = _pid(config, name)
+    state = service_state(config, name)
+    pid = state.pid if state.alive else None
     if pid is None:
+        if state.pid is not None:
+            reap(state.pid)  # a dead child of ours: collect it
         config.path("run", f"{name}.pid").unlink(missing_ok=True)
         return
     with contextlib.suppress(ProcessLookupError):
@@ -219,8 +286,7 @@ def stop_service(config: StackConfig, name: str, timeout: float = 10.0) -> None:
 
 
 def _reap(pid: int) -> None:
-    with contextlib.suppress(ChildProcessError):
-        os.waitpid(pid, os.WNOHANG)
+    reap(pid)
 
 
 def down(config: StackConfig) -> None:
@@ -228,12 +294,13 @@ def down(config: StackConfig) -> None:
         stop_service(config, name)
 
 
-def status(config: StackConfig) -> bool:
+def status(config: StackConfig, names: tuple[str, ...] = SERVICES) -> bool:
+    """Print each service's state; True if all of them are alive."""
     ok = True
-    for name in SERVICES:
-        pid = _pid(config, name)
-        ok = ok and pid is not None
-        _out(f"{name}: {'running, pid ' + str(pid) if pid else 'stopped'}")
+    for name in names:
+        state = service_state(config, name)
+        ok = ok and state.alive
+        _out(f"{name}: running, pid {state.pid}" if state.alive else f"{name}: {state.detail}")
     return ok
 
 
