@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import tomllib
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from agi.routes.hangup import make_hangup
 from agi.routes.inmate_call import make_inmate_call
 from agi.server import AgiServer, Route
 from ivr.inmate_call import InmateCalls
+from ivr.pin import PinHasher
 from ivr.ports import Wallet
 from store.redis_store import RedisStore, connect
 
@@ -46,10 +48,18 @@ async def reap(wallet: Wallet, interval: float = REAPER_INTERVAL_S) -> None:
         await asyncio.sleep(interval)
 
 
-async def serve(host: str, port: int, redis_url: str, recordings: Path, prompts: Path) -> None:
+def load_pin_key(secrets_file: Path) -> PinHasher:
+    """The PIN key (``pin_key``, hex) from the stack's secrets file: it is
+    never in Redis nor on a command line. Missing or bad: the server does not
+    start (calls get the dial plan's apology)."""
+    with secrets_file.open("rb") as fh:
+        return PinHasher.from_hex(str(tomllib.load(fh)["pin_key"]))
+
+
+async def serve(host: str, port: int, redis_url: str, recordings: Path, prompts: Path, pins: PinHasher) -> None:
     client = connect(redis_url)
-    store = RedisStore(client)
-    deps = CallDeps(InmateCalls(store, store), recordings, prompts)
+    store = RedisStore(client, pins)
+    deps = CallDeps(InmateCalls(store, store, pins=pins), recordings, prompts)
     server = AgiServer(build_routes(deps), host=host, port=port)
     await server.start()
     reaper = asyncio.create_task(reap(store))
@@ -73,13 +83,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
     parser.add_argument("--recordings", type=Path, default=Path("var/recordings"))
     parser.add_argument("--prompts", type=Path, default=Path("var/prompts"))
+    parser.add_argument("--secrets", type=Path, default=Path("var/secrets.toml"),
+                        help="the stack's secrets file (its pin_key hashes PINs)")
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=args.log_level,
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
-    asyncio.run(serve(args.host, args.port, args.redis_url, args.recordings, args.prompts))
+    pins = load_pin_key(args.secrets)
+    asyncio.run(serve(args.host, args.port, args.redis_url, args.recordings, args.prompts, pins))
 
 
 if __name__ == "__main__":

@@ -11,6 +11,8 @@ DIGITS = "KINLINE_DIGITS"
 
 # Set on the terminal's endpoint (pjsip set_var).
 FACILITY = "KINLINE_FACILITY"
+# The caller's PJSIP endpoint: the terminal whose failed logins are throttled.
+ENDPOINT = "CHANNEL(endpoint)"
 
 # What the dial plan needs to dial (set by inmate_call / after_dial).
 NUMBER = "KINLINE_NUMBER"

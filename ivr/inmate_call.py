@@ -10,15 +10,15 @@ import asyncio
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
-from ivr import billing
+from ivr import billing, throttle
 from ivr import prompts as p
-from ivr.errors import InsufficientFunds, KinlineError, NoRateError, NumberError
+from ivr.errors import InsufficientFunds, KinlineError, NoRateError, NumberError, PinHashError
 from ivr.model import CallRecord, Card, CardStatus, Facility, Inmate, InmateStatus, Settlement
 from ivr.numbering import DialedNumber, Leg, Payer, classify_incomplete, parse_dialed
-from ivr.pin import hash_pin, verify_pin
+from ivr.pin import PinHasher
 from ivr.ports import PIN_FAILURES_TO_LOCK, Directory, Wallet
 from ivr.schedule import is_open, parse_schedule, seconds_until_close
 from ivr.tariffs import Tariff, route_kind
@@ -36,7 +36,6 @@ NUMBER_TIMEOUT_MS = 15_000
 RING_S = 45
 HOLD_MARGIN_S = 300
 WARN_S = 60  # both parties hear "one minute left"
-_DUMMY_HASH = hash_pin("0000")
 
 
 class Refused(KinlineError):
@@ -110,21 +109,27 @@ def _utcnow() -> datetime:
 
 class InmateCalls:
     def __init__(self, directory: Directory, wallet: Wallet, now: Callable[[], datetime] = _utcnow,
-                 warn_s: int = WARN_S) -> None:
+                 warn_s: int = WARN_S, *, pins: PinHasher) -> None:
         self.directory = directory
         self.wallet = wallet
+        self.pins = pins
         self.now = now
         self.warn_s = warn_s
 
     # -- login and checks -------------------------------------------------
 
-    async def login(self, caller: Caller, facility_id: str, uniqueid: str) -> Session:
+    async def login(self, caller: Caller, facility_id: str, uniqueid: str, terminal: str) -> Session:
+        """Greeting, card and PIN, checks, balance. ``terminal`` (the caller's
+        SIP endpoint) is throttled after too many failed logins."""
+        if not terminal:
+            raise Refused(p.APOLOGY, "terminal unknown: cannot throttle failed logins")
         facility = await self.directory.facility(facility_id)
         if facility is None:
             raise Refused(p.APOLOGY, f"terminal's facility {facility_id!r} unknown")
         caller.set_language(facility.language)
+        await self._check_throttle(terminal, uniqueid)
         await caller.play([p.WELCOME])
-        card = await self._authenticate(caller, facility)
+        card = await self._authenticate(caller, facility, terminal, uniqueid)
         caller.set_language(card.language)
         session = await self._check(card, facility)
         if not await self.wallet.acquire_card(card.number, uniqueid, facility.max_call_s + 3600):
@@ -139,24 +144,59 @@ class InmateCalls:
             raise
         return session
 
-    async def _authenticate(self, caller: Caller, facility: Facility) -> Card:
+    async def _check_throttle(self, terminal: str, uniqueid: str) -> None:
+        now = self.now()
+        since = now - timedelta(seconds=throttle.KEEP_S)
+        wait = throttle.wait_s(await self.directory.login_failures(terminal, since), now)
+        if wait > 0:
+            raise Refused(p.TERMINAL_WAIT, f"terminal {terminal} throttled for {wait} s after failed logins")
+
+    async def _authenticate(self, caller: Caller, facility: Facility, terminal: str, uniqueid: str) -> Card:
+        """Card number and PIN, LOGIN_TRIES times. A wrong card number and a
+        wrong PIN sound the same; "card locked" is said only after the right
+        PIN. Every failure counts against the terminal (ivr/throttle.py)."""
         for _ in range(LOGIN_TRIES):
             number = await caller.ask(p.ENTER_CARD, CARD_DIGITS, DIGIT_TIMEOUT_MS)
             pin = await caller.ask(p.ENTER_PIN, PIN_DIGITS, DIGIT_TIMEOUT_MS)
             card = await self.directory.card(number.digits) if number.digits.isdigit() else None
-            if card is not None and card.facility_id == facility.id and card.status is CardStatus.LOCKED:
-                raise Refused(p.CARD_LOCKED, "card locked after wrong PINs")
-            known = card is not None and card.facility_id == facility.id
-            encoded = card.pin_hash if card is not None and known else _DUMMY_HASH
-            good = await asyncio.to_thread(_pin_ok, pin.digits, encoded)
-            if card is not None and known and good:
+            if card is not None and card.facility_id != facility.id:
+                card = None
+            if card is not None and await self._pin_matches(pin.digits, card, uniqueid):
+                if card.status is CardStatus.LOCKED:
+                    raise Refused(p.CARD_LOCKED, "card locked after wrong PINs (right PIN given)")
                 return card
-            if card is not None and known:
+            if card is None:
+                self.pins.verify(pin.digits, self.pins.dummy)  # the same work as for a real card
+            else:
                 failures = await self.directory.record_pin_failure(card.number, self.now())
-                if failures >= PIN_FAILURES_TO_LOCK:
-                    raise Refused(p.CARD_LOCKED, "card locked now: too many wrong PINs")
+                log.info("[%s] wrong PIN for card %s (%d in 24 h, lock at %d)", uniqueid, card.number,
+                         failures, PIN_FAILURES_TO_LOCK)
+            if number.digits:  # no card number at all (a timeout) guesses nothing
+                now = self.now()
+                recent = await self.directory.record_login_failure(terminal, now, throttle.KEEP_S)
+                if throttle.wait_s(recent, now) > 0:
+                    raise Refused(p.TERMINAL_WAIT, f"terminal {terminal} throttled: {len(recent)} failed logins")
             await caller.play([p.LOGIN_FAILED])
         raise Refused(p.TOO_MANY_TRIES, "three wrong card/PIN entries")
+
+    async def _pin_matches(self, pin: str, card: Card, uniqueid: str) -> bool:
+        """Check the PIN; a legacy slow hash is checked in a thread and, if
+        right, replaced by the keyed form. A malformed hash, or one made with
+        another key, refuses the call (fail closed) and counts nothing."""
+        encoded = card.pin_hash
+        try:
+            if self.pins.is_slow(encoded):
+                good = await asyncio.to_thread(self.pins.verify, pin, encoded)
+            else:
+                good = self.pins.verify(pin, encoded)
+        except PinHashError as err:
+            log.error("[%s] card %s: PIN hash unusable: %s", uniqueid, card.number, err)
+            raise Refused(p.APOLOGY, f"card {card.number}: PIN hash unusable") from err
+        if good and self.pins.needs_upgrade(encoded):
+            upgraded = await self.directory.upgrade_pin_hash(card.number, encoded, self.pins.hash(pin))
+            log.info("[%s] card %s: PIN hash upgraded to the keyed form%s", uniqueid, card.number,
+                     "" if upgraded else " (skipped: the PIN changed meanwhile)")
+        return good
 
     async def _check(self, card: Card, facility: Facility) -> Session:
         if card.status is not CardStatus.ACTIVE:
@@ -231,8 +271,12 @@ class InmateCalls:
             return p.NO_RATE
         facility = session.facility
         now = self.now()
-        longest = min(facility.max_call_s,
-                      seconds_until_close(parse_schedule(facility.schedule), now, facility.timezone))
+        until_close = seconds_until_close(parse_schedule(facility.schedule), now, facility.timezone)
+        if until_close < session.tariff.increment_s:
+            # Closing time, not money: the call could not last one whole increment.
+            log.info("[%s] refused: %d s until the schedule closes", uniqueid, until_close)
+            return p.SCHEDULE_CLOSING
+        longest = min(facility.max_call_s, until_close)
         card = await self.directory.card(session.card.number)
         balance = card.balance if card is not None else 0
         max_s = billing.max_call_seconds(balance, rate.per_minute, session.tariff, longest)
@@ -260,7 +304,7 @@ class InmateCalls:
         shorter than the facility's usual maximum. (Every second spoken here
         delays the INVITE, so the usual case says nothing.)"""
         if plan.max_s < session.facility.max_call_s:
-            await caller.play([p.CALL_MAY_LAST, *p.minutes(max(1, plan.max_s // 60), language)])
+            await caller.play([p.CALL_MAY_LAST, *p.duration(plan.max_s, language)])
 
     # -- after the call -----------------------------------------------------
 
@@ -295,13 +339,6 @@ def answered_seconds(answered_ms: int, plan: CallPlan) -> int:
     ms = max(0, answered_ms)
     seconds = -(-ms // 1000) if ms >= plan.free_threshold_s * 1000 else ms // 1000
     return min(seconds, plan.max_s)
-
-
-def _pin_ok(pin: str, encoded: str) -> bool:
-    try:
-        return verify_pin(pin, encoded)
-    except KinlineError:
-        return False
 
 
 DIAL_RESULT_PROMPTS = {"BUSY": p.BUSY, "NOANSWER": p.NO_ANSWER, "CHANUNAVAIL": p.UNREACHABLE,

@@ -13,7 +13,7 @@ PIN_FAILURE_WINDOW_S = 24 * 3600
 
 
 class Directory(Protocol):
-    """Read the provisioned data; count wrong PINs."""
+    """Read the provisioned data; count wrong PINs and failed logins."""
 
     async def facility(self, facility_id: str) -> Facility | None: ...
 
@@ -28,6 +28,20 @@ class Directory(Protocol):
     async def record_pin_failure(self, card: str, now: datetime) -> int:
         """Count a wrong PIN; return failures in the last 24 h. At
         PIN_FAILURES_TO_LOCK the card becomes LOCKED (atomically)."""
+        ...
+
+    async def upgrade_pin_hash(self, card: str, old: str, new: str) -> bool:
+        """Replace the card's PIN hash ``old`` by ``new`` (same PIN, better
+        hash); False, and nothing changed, if the hash is no longer ``old``."""
+        ...
+
+    async def login_failures(self, terminal: str, since: datetime) -> list[datetime]:
+        """Times of the failed logins at ``terminal`` after ``since``, oldest first."""
+        ...
+
+    async def record_login_failure(self, terminal: str, now: datetime, keep_s: int) -> list[datetime]:
+        """Count a failed login (wrong card number or PIN) at ``terminal``;
+        forget those older than ``keep_s``; return the ones kept, oldest first."""
         ...
 
 

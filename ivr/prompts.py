@@ -27,6 +27,8 @@ CARD_BLOCKED = "card-blocked"
 INMATE_SUSPENDED = "inmate-suspended"
 PERMISSION_MISSING = "permission-missing"
 OUTSIDE_SCHEDULE = "outside-schedule"
+SCHEDULE_CLOSING = "schedule-closing"
+TERMINAL_WAIT = "terminal-wait"
 CARD_IN_USE = "card-in-use"
 NO_FUNDS = "no-funds"
 YOUR_BALANCE = "your-balance"
@@ -51,13 +53,15 @@ GOODBYE = "goodbye"
 ALL = (
     APOLOGY, WELCOME, ENTER_DIGITS, THANK_YOU, ENTER_CARD, ENTER_PIN, LOGIN_FAILED,
     TOO_MANY_TRIES, CARD_LOCKED, CARD_BLOCKED, INMATE_SUSPENDED, PERMISSION_MISSING,
-    OUTSIDE_SCHEDULE, CARD_IN_USE, NO_FUNDS, YOUR_BALANCE, ENTER_NUMBER, NUMBER_INVALID,
+    OUTSIDE_SCHEDULE, SCHEDULE_CLOSING, TERMINAL_WAIT, CARD_IN_USE, NO_FUNDS, YOUR_BALANCE, ENTER_NUMBER,
+    NUMBER_INVALID,
     NUMBER_INCOMPLETE, SERVICE_UNAVAILABLE, NUMBER_NOT_ALLOWED, NO_RATE,
     CALL_MAY_LAST, CALLEE_INTRO, CALL_RECORDED, LIMIT_WARNING, LIMIT_WARNING_SOON, BUSY, NO_ANSWER, UNREACHABLE,
     DIAL_ANOTHER, NO_INPUT, GOODBYE,
 )  # fmt: skip
 
 _MINUTE_WORDS = {"ru": ("минута", "минуты", "минут"), "fr": ("minute", "minutes"), "en": ("minute", "minutes")}
+_SECOND_WORDS = {"ru": ("секунда", "секунды", "секунд"), "fr": ("seconde", "secondes"), "en": ("second", "seconds")}
 
 
 def words(tokens: Iterable[str]) -> list[str]:
@@ -68,11 +72,18 @@ def money(amount_minor: int, currency: str, lang: str) -> list[str]:
     return words(money_tokens(amount_minor, currency, lang))
 
 
-def minute_word(n: int, lang: str) -> str:
-    forms = _MINUTE_WORDS[lang]
+def _unit_word(forms: tuple[str, ...], n: int, lang: str) -> str:
     if lang == "ru":
         return plural_ru(n, *forms)
     return forms[0] if n <= 1 else forms[1]
+
+
+def minute_word(n: int, lang: str) -> str:
+    return _unit_word(_MINUTE_WORDS[lang], n, lang)
+
+
+def second_word(n: int, lang: str) -> str:
+    return _unit_word(_SECOND_WORDS[lang], n, lang)
 
 
 def minutes(n: int, lang: str) -> list[str]:
@@ -80,8 +91,21 @@ def minutes(n: int, lang: str) -> list[str]:
     return words((*number_tokens(n, lang, "f"), minute_word(n, lang)))
 
 
+def seconds(n: int, lang: str) -> list[str]:
+    """"40 seconds" in words (second is feminine in ru and fr)."""
+    return words((*number_tokens(n, lang, "f"), second_word(n, lang)))
+
+
+def duration(total_s: int, lang: str) -> list[str]:
+    """A call's length, exactly: "2 minutes", "40 seconds", "7 minutes 17 seconds"."""
+    mins, secs = divmod(max(0, total_s), 60)
+    if mins == 0:
+        return seconds(secs, lang)
+    return minutes(mins, lang) + (seconds(secs, lang) if secs else [])
+
+
 def vocabulary(lang: str) -> set[str]:
-    """Every word token money() and minutes() can produce in ``lang``: each
+    """Every word token money() and duration() can produce in ``lang``: each
     0..999 group in the units, thousands and millions place, final or not."""
     found: set[str] = set()
     majors = {0, 1_000_000_000 - 1}
@@ -96,4 +120,5 @@ def vocabulary(lang: str) -> set[str]:
     for n in range(0, 121):
         found.update(number_tokens(n, lang, "f"))
         found.add(minute_word(n, lang))
+        found.add(second_word(n, lang))
     return found

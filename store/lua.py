@@ -209,3 +209,24 @@ if count >= tonumber(ARGV[4]) and status == 'active' then
 end
 return count
 """
+
+# KEYS: card. ARGV: old hash, new hash. Compare-and-set: a PIN changed
+# meanwhile (CLI 'card pin') is never overwritten by an upgrade.
+UPGRADE_PIN_HASH = """
+if redis.call('HGET', KEYS[1], 'pin_hash') ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'pin_hash', ARGV[2])
+return 1
+"""
+
+# KEYS: terminal's failed logins. ARGV: now_ms, unique token, keep_ms.
+# Returns the scores (ms) kept, oldest first.
+LOGIN_FAILURE = """
+local now = tonumber(ARGV[1])
+redis.call('ZADD', KEYS[1], ARGV[1], ARGV[1] .. ':' .. ARGV[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', string.format('%d', now - tonumber(ARGV[3])))
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+local kept = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
+local out = {}
+for i = 2, #kept, 2 do out[#out + 1] = kept[i] end
+return out
+"""

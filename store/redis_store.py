@@ -13,6 +13,7 @@ Key layout (all under ``kl:``)::
     kl:card:<n>                 hash   number inmate_id facility_id pin_hash language status balance
     kl:card:<n>:numbers         hash   e164 -> {"label", "privileged"} JSON
     kl:card:<n>:pinfail         zset   wrong PINs, score = time in ms (last 24 h)
+    kl:terminal:<name>:loginfail zset  failed logins at a terminal, score = time in ms (ivr/throttle.py)
     kl:card:<n>:active          string uniqueid of the call holding the card (with TTL)
     kl:card:<n>:cdrs            list   call ids, newest first
     kl:card:<n>:ledger          stream the card's ledger entries
@@ -29,7 +30,6 @@ minor units. Hold deadlines use the Redis server's clock (``TIME``).
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 import secrets
@@ -41,7 +41,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.commands.core import AsyncScript
 
-from ivr.errors import InsufficientFunds, NotFound, StoreConflict
+from ivr.errors import InsufficientFunds, NotFound, PinHashError, StoreConflict
 from ivr.model import (
     AllowedNumber,
     CallRecord,
@@ -53,7 +53,7 @@ from ivr.model import (
     Reservation,
     Settlement,
 )
-from ivr.pin import hash_pin
+from ivr.pin import PinHasher
 from ivr.ports import PIN_FAILURE_WINDOW_S, PIN_FAILURES_TO_LOCK, Directory, Wallet
 from ivr.tariffs import Rate, RouteKind, Tariff
 from store import lua
@@ -205,8 +205,11 @@ def check_e164(e164: str) -> None:
 class RedisStore:
     """Directory + Wallet + provisioning on one Redis (see the module doc)."""
 
-    def __init__(self, client: aioredis.Redis) -> None:
+    def __init__(self, client: aioredis.Redis, pins: PinHasher | None = None) -> None:
+        """``pins`` hashes new PINs (create_card, set_pin) with the server's
+        key; a store without it can read and bill but not set a PIN."""
         self.redis = client
+        self.pins = pins
         self._lua_acquire = self._script(lua.ACQUIRE_CARD)
         self._lua_release_card = self._script(lua.RELEASE_CARD)
         self._lua_reserve = self._script(lua.RESERVE)
@@ -217,13 +220,15 @@ class RedisStore:
         self._lua_update_card = self._script(lua.UPDATE_CARD)
         self._lua_set_number = self._script(lua.SET_NUMBER)
         self._lua_pin_failure = self._script(lua.PIN_FAILURE)
+        self._lua_upgrade_pin = self._script(lua.UPGRADE_PIN_HASH)
+        self._lua_login_failure = self._script(lua.LOGIN_FAILURE)
 
     def _script(self, source: str) -> AsyncScript:
         return self.redis.register_script(source)
 
     @classmethod
-    def from_url(cls, url: str) -> RedisStore:
-        return cls(connect(url))
+    def from_url(cls, url: str, pins: PinHasher | None = None) -> RedisStore:
+        return cls(connect(url), pins)
 
     async def aclose(self) -> None:
         await self.redis.aclose()
@@ -307,6 +312,31 @@ class RedisStore:
             args=[_ms(now), secrets.token_hex(8), PIN_FAILURE_WINDOW_S * 1000, PIN_FAILURES_TO_LOCK],
         )
         return int(count)
+
+    async def upgrade_pin_hash(self, card: str, old: str, new: str) -> bool:
+        done = await self._lua_upgrade_pin(keys=[self._card_key(card)], args=[old, new])
+        return bool(int(done))
+
+    @staticmethod
+    def _login_fail_key(terminal: str) -> str:
+        _check_id("terminal", terminal)
+        return f"{PREFIX}terminal:{terminal}:loginfail"
+
+    async def login_failures(self, terminal: str, since: datetime) -> list[datetime]:
+        # Members are "<ms>:<token>" (the score again, made unique).
+        members = await self.redis.zrangebyscore(self._login_fail_key(terminal), f"({_ms(since)}", "+inf")
+        return [_from_ms(_str(m).split(":", 1)[0]) for m in members]  # type: ignore[arg-type]
+
+    async def record_login_failure(self, terminal: str, now: datetime, keep_s: int) -> list[datetime]:
+        if type(keep_s) is not int or keep_s <= 0:
+            raise ValueError(f"keep_s must be a positive integer: {keep_s!r}")
+        kept = await self._lua_login_failure(keys=[self._login_fail_key(terminal)],
+                                             args=[_ms(now), secrets.token_hex(8), keep_s * 1000])
+        return [_from_ms(int(_str(ms))) for ms in kept]
+
+    async def clear_login_failures(self, terminal: str) -> None:
+        """Staff: let a throttled terminal try again at once."""
+        await self.redis.delete(self._login_fail_key(terminal))
 
     # --- Wallet ----------------------------------------------------------
 
@@ -497,9 +527,9 @@ class RedisStore:
     async def create_card(
         self, number: str, inmate_id: str, facility_id: str, pin: str, language: str
     ) -> Card:
-        """A new ACTIVE card with balance 0; the PIN is stored as a salted scrypt
-        hash. Raises StoreConflict if the card exists."""
-        pin_hash = await asyncio.to_thread(hash_pin, pin)
+        """A new ACTIVE card with balance 0; the PIN is stored as a keyed,
+        salted hash (ivr/pin.py). Raises StoreConflict if the card exists."""
+        pin_hash = self._pin_hasher().hash(pin)
         card = Card(number, inmate_id, facility_id, pin_hash, language, CardStatus.ACTIVE, 0)
         await self._store_card(card, create_only=True)
         return card
@@ -552,8 +582,13 @@ class RedisStore:
 
     async def set_pin(self, number: str, pin: str) -> None:
         """New PIN (hashed); clears the wrong-PIN count but not a lock."""
-        pin_hash = await asyncio.to_thread(hash_pin, pin)
+        pin_hash = self._pin_hasher().hash(pin)
         await self._update_card(number, True, pin_hash=pin_hash)
+
+    def _pin_hasher(self) -> PinHasher:
+        if self.pins is None:
+            raise PinHashError("this store has no PIN key: build it with pins=PinHasher(...)")
+        return self.pins
 
     async def cards_of(self, inmate_id: str) -> list[str]:
         members = await self.redis.smembers(f"{self._inmate_key(inmate_id)}:cards")

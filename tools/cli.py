@@ -27,10 +27,11 @@ import redis
 
 from ivr.errors import KinlineError, NotFound, PinFormatError
 from ivr.model import AllowedNumber, CallRecord, Card, CardStatus, Facility, Inmate, InmateStatus
+from ivr.pin import PinHasher
 from ivr.schedule import parse_schedule
 from ivr.tariffs import Rate, RouteKind, Tariff
 from store.redis_store import RedisStore, check_e164, connect
-from tools.config import StackConfig, load_config
+from tools.config import StackConfig, load_config, load_secrets
 
 LANGUAGES = ("ru", "fr", "en")
 CURRENCIES = ("RUB", "EUR")
@@ -594,7 +595,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 async def _run(handler: Handler, config: StackConfig, opts: argparse.Namespace) -> None:
-    store = RedisStore(connect(config.redis_url))
+    store = RedisStore(connect(config.redis_url), PinHasher.from_hex(load_secrets(config).pin_key))
     try:
         await handler(store, config, opts)
     finally:

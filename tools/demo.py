@@ -9,15 +9,16 @@ import sys
 import time
 from typing import Any
 
+from ivr.pin import PinHasher
 from store.redis_store import RedisStore
 from tools import stack
-from tools.config import StackConfig
+from tools.config import StackConfig, load_secrets
 from tools.demo_data import load_demo
 from tools.supervise import Supervisor
 
 
 async def _load(config: StackConfig) -> dict[str, Any]:
-    store = RedisStore.from_url(config.redis_url)
+    store = RedisStore.from_url(config.redis_url, PinHasher.from_hex(load_secrets(config).pin_key))
     try:
         return await load_demo(store, config)
     finally:

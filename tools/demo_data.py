@@ -7,14 +7,12 @@ RUB/min, fee 1.50 RUB, 15 min max), one inmate, card 1001 with PIN 2468 and
 
 from __future__ import annotations
 
-import asyncio
 import secrets
 import string
 from typing import Any
 
 from ivr.errors import StoreConflict
 from ivr.model import AllowedNumber, Facility, Inmate, InmateStatus
-from ivr.pin import verify_pin
 from ivr.tariffs import demo_tariff
 from store.redis_store import RedisStore
 from tools.asterisk_conf import Terminal, load_terminals, save_terminals
@@ -67,8 +65,8 @@ async def load_demo(store: RedisStore, config: StackConfig) -> dict[str, Any]:
     await store.put_inmate(INMATE)
     if card is None:
         await store.create_card(CARD, INMATE.id, FACILITY.id, PIN, FACILITY.language)
-    elif not await asyncio.to_thread(verify_pin, PIN, card.pin_hash):
-        await store.set_pin(CARD, PIN)
+    elif store.pins is None or store.pins.needs_upgrade(card.pin_hash) or not store.pins.verify(PIN, card.pin_hash):
+        await store.set_pin(CARD, PIN)  # the demo PIN, keyed with this stack's key
     balance = await store.top_up(CARD, TOPUP_AMOUNT, TOPUP_ID)
     for number in NUMBERS:
         await store.allow_number(CARD, number)

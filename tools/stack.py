@@ -163,7 +163,8 @@ def redis_argv(config: StackConfig) -> list[str]:
 def agi_argv(config: StackConfig) -> list[str]:
     return [sys.executable, "-m", "agi.main", "--host", config.host,
             "--port", str(config.agi_port), "--redis-url", config.redis_url,
-            "--recordings", str(config.path("recordings")), "--prompts", str(config.path("prompts"))]
+            "--recordings", str(config.path("recordings")), "--prompts", str(config.path("prompts")),
+            "--secrets", str(config.path("secrets.toml"))]
 
 
 def asterisk_mounts(config: StackConfig) -> list[tuple[Path, str, bool]]:

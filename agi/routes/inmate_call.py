@@ -18,9 +18,10 @@ def make_inmate_call(deps: CallDeps) -> Route:
     async def inmate_call(channel: AgiChannel, env: AgiEnvironment) -> None:
         await channel.answer()
         facility_id = await channel.get_variable(v.FACILITY) or ""
+        terminal = await channel.get_variable(v.ENDPOINT) or ""
         caller = AgiCaller(channel, env.language)
         try:
-            session = await deps.calls.login(caller, facility_id, env.uniqueid)
+            session = await deps.calls.login(caller, facility_id, env.uniqueid, terminal)
         except Refused as refused:
             await refuse(channel, caller, refused)
             return

@@ -18,9 +18,11 @@ from pathlib import Path
 import pytest
 import redis
 
+from ivr.pin import PinHasher
 from store.redis_store import RedisStore, connect
 
 HOST = "127.0.0.1"
+TEST_PINS = PinHasher(bytes(range(32)))  # the tests' PIN key (a stack's is in its secrets file)
 START_TIMEOUT_S = 10.0
 
 
@@ -102,7 +104,7 @@ def flushed(redis_server: RedisServer) -> RedisServer:
 
 @pytest.fixture
 async def store(flushed: RedisServer) -> AsyncIterator[RedisStore]:
-    s = RedisStore(connect(flushed.url))
+    s = RedisStore(connect(flushed.url), TEST_PINS)
     try:
         yield s
     finally:

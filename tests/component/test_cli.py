@@ -14,12 +14,12 @@ from pathlib import Path
 import pytest
 
 from ivr.model import CallRecord, CardStatus, InmateStatus
-from ivr.pin import verify_pin
+from ivr.pin import PinHasher
 from ivr.tariffs import RouteKind, demo_tariff
 from store.redis_store import RedisStore, connect
 from tests.component.conftest import RedisServer
 from tools.cli import UsageError, main, parse_money
-from tools.config import REPO
+from tools.config import REPO, load_config, load_secrets
 
 
 @pytest.fixture
@@ -43,6 +43,10 @@ class CliRunner:
         code = main(["--config", str(self.config), *args])
         out, err = capsys.readouterr()
         return code, out, err
+
+    def pins(self) -> PinHasher:
+        """The CLI's PIN key: the one in the state folder's secrets file."""
+        return PinHasher.from_hex(load_secrets(load_config(self.config)).pin_key)
 
     def run(self, coro_fn: object) -> object:
         async def go() -> object:
@@ -92,7 +96,8 @@ def test_round_trip(cli: CliRunner, capsys: pytest.CaptureFixture[str]) -> None:
         assert await store.tariff("f1") == demo_tariff()
         card = await store.card("1001")
         assert card is not None and card.balance == 50050 and card.language == "ru"
-        assert card.status is CardStatus.ACTIVE and verify_pin("2468", card.pin_hash)
+        assert card.status is CardStatus.ACTIVE and cli.pins().verify("2468", card.pin_hash)
+        assert card.pin_hash.startswith(f"hmac-sha256${cli.pins().key_id}$")
         numbers = await store.list_numbers("1001")
         assert [(n.e164, n.label, n.privileged) for n in numbers] == [
             ("+79031234567", "Lawyer", True), ("+79161234567", "Mother", False)]
@@ -122,7 +127,7 @@ def test_round_trip(cli: CliRunner, capsys: pytest.CaptureFixture[str]) -> None:
         inmate = await store.inmate("i1")
         assert inmate is not None and inmate.suspended_until is None
         card = await store.card("1001")
-        assert card is not None and card.status is CardStatus.ACTIVE and verify_pin("97531", card.pin_hash)
+        assert card is not None and card.status is CardStatus.ACTIVE and cli.pins().verify("97531", card.pin_hash)
         assert [n.e164 for n in await store.list_numbers("1001")] == ["+79161234567"]
 
     cli.run(check_back)
@@ -273,7 +278,7 @@ def test_demo_load_is_idempotent(cli: CliRunner, capsys: pytest.CaptureFixture[s
 
     async def check(store: RedisStore) -> None:
         card = await store.card("1001")
-        assert card is not None and card.balance == 50000 and verify_pin("2468", card.pin_hash)
+        assert card is not None and card.balance == 50000 and cli.pins().verify("2468", card.pin_hash)
         assert await store.tariff("demo") == demo_tariff()
         lawyer = await store.allowed_number("1001", "+79031234567")
         assert lawyer is not None and lawyer.privileged

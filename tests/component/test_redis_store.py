@@ -14,7 +14,7 @@ import redis
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ivr.errors import InsufficientFunds, NotFound, StoreConflict
+from ivr.errors import InsufficientFunds, NotFound, PinHashError, StoreConflict
 from ivr.model import (
     AllowedNumber,
     CallRecord,
@@ -24,11 +24,11 @@ from ivr.model import (
     Inmate,
     InmateStatus,
 )
-from ivr.pin import verify_pin
+from ivr.pin import hash_scrypt
 from ivr.ports import Directory, Wallet
 from ivr.tariffs import Rate, RouteKind, Tariff, demo_tariff
 from store.redis_store import RedisStore, connect
-from tests.component.conftest import RedisServer, _free_port
+from tests.component.conftest import TEST_PINS, RedisServer, _free_port
 
 CARD = "1001"
 STEP = 10.0  # upper bound for any single wait on a subprocess
@@ -118,8 +118,8 @@ async def test_card_round_trip_pin_and_status(store: RedisStore) -> None:
     got = await store.card("2002")
     assert got == created
     assert got is not None and got.status is CardStatus.ACTIVE and got.balance == 0
-    assert got.pin_hash.startswith("scrypt$") and "2468" not in got.pin_hash
-    assert verify_pin("2468", got.pin_hash)
+    assert got.pin_hash.startswith(f"hmac-sha256${TEST_PINS.key_id}$") and "2468" not in got.pin_hash
+    assert TEST_PINS.verify("2468", got.pin_hash)
     with pytest.raises(StoreConflict):
         await store.create_card("2002", "i1", "f1", "1111", "en")
     with pytest.raises(NotFound):
@@ -129,7 +129,7 @@ async def test_card_round_trip_pin_and_status(store: RedisStore) -> None:
 
     await store.set_pin("2002", "13579")
     got = await store.card("2002")
-    assert got is not None and verify_pin("13579", got.pin_hash) and not verify_pin("2468", got.pin_hash)
+    assert got is not None and TEST_PINS.verify("13579", got.pin_hash) and not TEST_PINS.verify("2468", got.pin_hash)
 
     await store.set_card_status("2002", CardStatus.BLOCKED)
     assert (await store.card("2002")).status is CardStatus.BLOCKED  # type: ignore[union-attr]
@@ -508,6 +508,59 @@ async def test_same_instant_failures_all_count_and_blocked_stays_blocked(store: 
     assert (await store.card(CARD)).status is CardStatus.BLOCKED  # type: ignore[union-attr]
     assert await store.record_pin_failure("9999", T0) == 0
     assert await store.redis.exists("kl:card:9999", "kl:card:9999:pinfail") == 0
+
+
+async def test_a_store_without_the_pin_key_cannot_set_pins(store: RedisStore) -> None:
+    await provision(store)
+    keyless = RedisStore(store.redis)
+    with pytest.raises(PinHashError):
+        await keyless.create_card("2002", "i1", "f1", "2468", "en")
+    with pytest.raises(PinHashError):
+        await keyless.set_pin(CARD, "2468")
+    assert await store.card("2002") is None
+
+
+async def test_pin_hash_upgrade_is_compare_and_set(store: RedisStore) -> None:
+    await provision(store)
+    legacy = hash_scrypt("2468", n=2**10)
+    await store.redis.hset("kl:card:1001", "pin_hash", legacy)
+    keyed = TEST_PINS.hash("2468")
+    assert await store.upgrade_pin_hash(CARD, legacy, keyed) is True
+    assert (await store.card(CARD)).pin_hash == keyed  # type: ignore[union-attr]
+    # A second upgrade from the old hash (a racing call) changes nothing.
+    assert await store.upgrade_pin_hash(CARD, legacy, TEST_PINS.hash("2468")) is False
+    assert (await store.card(CARD)).pin_hash == keyed  # type: ignore[union-attr]
+    # Nor does one after staff set a new PIN.
+    await store.set_pin(CARD, "97531")
+    assert await store.upgrade_pin_hash(CARD, keyed, TEST_PINS.hash("2468")) is False
+    assert TEST_PINS.verify("97531", (await store.card(CARD)).pin_hash)  # type: ignore[union-attr]
+    assert await store.upgrade_pin_hash("9999", legacy, keyed) is False
+    assert await store.redis.exists("kl:card:9999") == 0
+
+
+async def test_login_failures_per_terminal_are_kept_for_a_window(store: RedisStore) -> None:
+    keep_s = 600
+    times = [T0 + timedelta(seconds=100 * i) for i in range(8)]  # 0..700 s
+    kept = [await store.record_login_failure("term-1", t, keep_s) for t in times]
+    assert kept[2] == times[:3]
+    # At 700 s the ones at 0 and 100 s (older than 600 s) are forgotten.
+    assert kept[-1] == times[2:]
+    assert await store.login_failures("term-1", T0 + timedelta(seconds=250)) == times[3:]
+    assert await store.login_failures("term-2", T0) == []
+    ttl_ms = await store.redis.pttl("kl:terminal:term-1:loginfail")
+    assert 0 < ttl_ms <= keep_s * 1000
+    await store.clear_login_failures("term-1")
+    assert await store.login_failures("term-1", T0) == []
+
+
+async def test_simultaneous_login_failures_all_count(store: RedisStore) -> None:
+    results = await asyncio.gather(*(store.record_login_failure("term-1", T0, 600) for _ in range(7)))
+    assert sorted(len(r) for r in results) == list(range(1, 8))
+    assert len(await store.login_failures("term-1", T0 - timedelta(seconds=1))) == 7
+    with pytest.raises(ValueError):
+        await store.record_login_failure("term 1", T0, 600)
+    with pytest.raises(ValueError):
+        await store.record_login_failure("term-1", T0, 0)
 
 
 # --- failing closed --------------------------------------------------------------

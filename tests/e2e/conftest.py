@@ -16,6 +16,7 @@ import pytest
 
 from ami.client import AmiClient
 from ivr.model import Facility
+from ivr.pin import PinHasher
 from ivr.tariffs import demo_tariff
 from store.redis_store import RedisStore
 from tests.e2e.harness import AmiWatch
@@ -95,7 +96,8 @@ async def ami(e2e: E2E) -> AsyncIterator[AmiWatch]:
 
 @pytest.fixture
 async def store(e2e: E2E) -> AsyncIterator[RedisStore]:
-    client = RedisStore.from_url(e2e.config.redis_url)
+    # Cards made here get PIN hashes with the stack's own key (the AGI server's).
+    client = RedisStore.from_url(e2e.config.redis_url, PinHasher.from_hex(load_secrets(e2e.config).pin_key))
     try:
         yield client
     finally:

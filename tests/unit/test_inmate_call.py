@@ -22,11 +22,13 @@ from ivr.model import (
     Reservation,
     Settlement,
 )
-from ivr.pin import hash_pin
+from ivr.pin import PinHasher, hash_scrypt
 from ivr.tariffs import Tariff, demo_tariff
 
 NOW = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)  # a Monday, 13:00 in Moscow
-PIN_HASH = hash_pin("2468")
+PINS = PinHasher(bytes(range(32)))
+PIN_HASH = PINS.hash("2468")
+TERMINAL = "term-101"
 
 
 class FakeCaller:
@@ -60,6 +62,8 @@ class Store:
                         ("1001", "+79031234567"): AllowedNumber("+79031234567", "Lawyer", privileged=True)}
         self.tariffs: dict[str, Tariff] = {"f1": demo_tariff()}
         self.failures: list[datetime] = []
+        self.login_fails: dict[str, list[datetime]] = {}
+        self.upgrades: list[tuple[str, str]] = []
         self.active: dict[str, str] = {}
         self.holds: dict[str, int] = {}
         self.records: list[CallRecord] = []
@@ -84,6 +88,21 @@ class Store:
         if len(self.failures) >= 10:
             self.cards[card] = replace(self.cards[card], status=CardStatus.LOCKED)
         return len(self.failures)
+
+    async def upgrade_pin_hash(self, card: str, old: str, new: str) -> bool:
+        if self.cards[card].pin_hash != old:
+            return False
+        self.cards[card] = replace(self.cards[card], pin_hash=new)
+        self.upgrades.append((old, new))
+        return True
+
+    async def login_failures(self, terminal: str, since: datetime) -> list[datetime]:
+        return [t for t in self.login_fails.get(terminal, []) if t > since]
+
+    async def record_login_failure(self, terminal: str, now: datetime, keep_s: int) -> list[datetime]:
+        kept = [t for t in self.login_fails.get(terminal, []) if t > now - timedelta(seconds=keep_s)] + [now]
+        self.login_fails[terminal] = kept
+        return kept
 
     async def acquire_card(self, card: str, uniqueid: str, ttl_s: int) -> bool:
         return self.active.setdefault(card, uniqueid) == uniqueid
@@ -121,12 +140,12 @@ def store() -> Store:
 
 
 def service(store: Store, now: datetime = NOW) -> InmateCalls:
-    return InmateCalls(store, store, now=lambda: now)
+    return InmateCalls(store, store, now=lambda: now, pins=PINS)
 
 
 async def test_login_speaks_balance_in_card_language(store: Store) -> None:
     caller = FakeCaller("1001", "2468")
-    session = await service(store).login(caller, "f1", "u1")
+    session = await service(store).login(caller, "f1", "u1", TERMINAL)
     assert session.card.number == "1001"
     assert caller.language == "ru"
     i = caller.played.index(p.YOUR_BALANCE)
@@ -137,24 +156,121 @@ async def test_login_speaks_balance_in_card_language(store: Store) -> None:
 async def test_wrong_pin_three_times_same_prompt_as_wrong_card(store: Store) -> None:
     caller = FakeCaller("1001", "1111", "9999", "2468", "1001", "0000")
     with pytest.raises(Refused) as refused:
-        await service(store).login(caller, "f1", "u1")
+        await service(store).login(caller, "f1", "u1", TERMINAL)
     assert refused.value.prompt == p.TOO_MANY_TRIES
     assert caller.played.count(p.LOGIN_FAILED) == 3
     assert len(store.failures) == 2  # the unknown card 9999 counts against no card
+    assert len(store.login_fails[TERMINAL]) == 3  # but all three count against the terminal
+
+
+async def test_no_digits_at_all_is_not_a_failed_login(store: Store) -> None:
+    caller = FakeCaller()
+    with pytest.raises(Refused) as refused:
+        await service(store).login(caller, "f1", "u1", TERMINAL)
+    assert refused.value.prompt == p.TOO_MANY_TRIES
+    assert TERMINAL not in store.login_fails and store.failures == []
     assert store.active == {}
 
 
-async def test_ten_failures_lock_the_card(store: Store) -> None:
+async def test_ten_failures_lock_the_card_but_only_the_right_pin_hears_it(store: Store) -> None:
     store.failures = [NOW - timedelta(hours=1)] * 9
     caller = FakeCaller("1001", "1111")
     with pytest.raises(Refused) as refused:
-        await service(store).login(caller, "f1", "u1")
-    assert refused.value.prompt == p.CARD_LOCKED
+        await service(store).login(caller, "f1", "u1", TERMINAL)
+    # The tenth wrong PIN locks the card, and sounds like any wrong card number.
     assert store.cards["1001"].status is CardStatus.LOCKED
-    # Even the right PIN now only hears that the card is locked.
+    assert refused.value.prompt == p.TOO_MANY_TRIES  # (the other two tries: no digits)
+    assert caller.played.count(p.LOGIN_FAILED) == 3
+    assert p.CARD_LOCKED not in caller.played
+    # A wrong PIN on the locked card: the same as an unknown card.
+    locked_wrong = FakeCaller("1001", "1111", "55555", "1111", "1001", "2468")
     with pytest.raises(Refused) as again:
-        await service(store).login(FakeCaller("1001", "2468"), "f1", "u2")
+        await service(store).login(locked_wrong, "f1", "u2", "term-102")
+    assert locked_wrong.played.count(p.LOGIN_FAILED) == 2
+    # Only the right PIN is told that the card is locked.
     assert again.value.prompt == p.CARD_LOCKED
+    assert store.active == {}
+
+
+async def test_unknown_card_and_wrong_pin_sound_the_same(store: Store) -> None:
+    unknown, wrong = FakeCaller("424242", "2468"), FakeCaller("1001", "1111")
+    for caller, terminal in ((unknown, "term-a"), (wrong, "term-b")):
+        with pytest.raises(Refused) as refused:
+            await service(store).login(caller, "f1", "u1", terminal)
+        assert refused.value.prompt == p.TOO_MANY_TRIES
+    assert unknown.played == wrong.played == [p.WELCOME, p.LOGIN_FAILED, p.LOGIN_FAILED, p.LOGIN_FAILED]
+    assert unknown.asked == wrong.asked
+
+
+async def test_five_failed_logins_make_the_terminal_wait(store: Store) -> None:
+    # Two calls of wrong PINs on two cards: the fifth failure stops the second call.
+    store.cards["2002"] = replace(store.cards["1001"], number="2002")
+    first = FakeCaller("1001", "1111", "2002", "1111", "1001", "2222")
+    with pytest.raises(Refused) as refused:
+        await service(store).login(first, "f1", "u1", TERMINAL)
+    assert refused.value.prompt == p.TOO_MANY_TRIES
+    second = FakeCaller("2002", "1111", "1001", "3333", "2002", "4444")
+    with pytest.raises(Refused) as refused:
+        await service(store).login(second, "f1", "u2", TERMINAL)
+    assert refused.value.prompt == p.TERMINAL_WAIT
+    assert second.played.count(p.LOGIN_FAILED) == 1  # the 4th; the 5th ends the call
+    assert len(store.login_fails[TERMINAL]) == 5
+    assert len(store.failures) == 5
+    # A new call from that terminal is not asked for a card at all, even with the right PIN.
+    waiting = FakeCaller("1001", "2468")
+    with pytest.raises(Refused) as refused:
+        await service(store, NOW + timedelta(minutes=9)).login(waiting, "f1", "u3", TERMINAL)
+    assert refused.value.prompt == p.TERMINAL_WAIT
+    assert waiting.asked == []
+    assert len(store.failures) == 5  # a waiting terminal adds nothing to any card
+    # Another terminal is not affected.
+    await service(store).login(FakeCaller("1001", "2468"), "f1", "u4", "term-102")
+    await service(store).end("1001", "u4")
+    # Ten minutes after the first failure, the terminal may try again.
+    later = service(store, NOW + timedelta(minutes=10, seconds=1))
+    session = await later.login(FakeCaller("1001", "2468"), "f1", "u5", TERMINAL)
+    assert session.card.number == "1001"
+
+
+async def test_twenty_failures_a_day_make_the_terminal_wait_longer(store: Store) -> None:
+    store.login_fails[TERMINAL] = [NOW - timedelta(hours=h, minutes=20) for h in range(19)]
+    with pytest.raises(Refused) as refused:
+        await service(store).login(FakeCaller("1001", "1111"), "f1", "u1", TERMINAL)
+    assert refused.value.prompt == p.TERMINAL_WAIT
+    with pytest.raises(Refused) as refused:
+        await service(store, NOW + timedelta(hours=1)).login(FakeCaller("1001", "2468"), "f1", "u2", TERMINAL)
+    assert refused.value.prompt == p.TERMINAL_WAIT
+
+
+async def test_unknown_terminal_is_refused(store: Store) -> None:
+    caller = FakeCaller("1001", "2468")
+    with pytest.raises(Refused) as refused:
+        await service(store).login(caller, "f1", "u1", "")
+    assert refused.value.prompt == p.APOLOGY
+    assert caller.asked == []
+
+
+async def test_legacy_scrypt_pin_is_upgraded_after_a_right_pin(store: Store) -> None:
+    legacy = hash_scrypt("2468", n=2**10)
+    store.cards["1001"] = replace(store.cards["1001"], pin_hash=legacy)
+    with pytest.raises(Refused):
+        await service(store).login(FakeCaller("1001", "1111"), "f1", "u1", TERMINAL)
+    assert store.cards["1001"].pin_hash == legacy  # a wrong PIN upgrades nothing
+    await service(store).login(FakeCaller("1001", "2468"), "f1", "u2", TERMINAL)
+    upgraded = store.cards["1001"].pin_hash
+    assert store.upgrades == [(legacy, upgraded)]
+    assert upgraded.startswith(f"hmac-sha256${PINS.key_id}$") and PINS.verify("2468", upgraded)
+    await service(store).end("1001", "u2")
+    await service(store).login(FakeCaller("1001", "2468"), "f1", "u3", TERMINAL)
+    assert len(store.upgrades) == 1
+
+
+async def test_pin_hash_of_another_key_refuses_and_counts_nothing(store: Store) -> None:
+    store.cards["1001"] = replace(store.cards["1001"], pin_hash=PinHasher(bytes(32)).hash("2468"))
+    with pytest.raises(Refused) as refused:
+        await service(store).login(FakeCaller("1001", "2468"), "f1", "u1", TERMINAL)
+    assert refused.value.prompt == p.APOLOGY
+    assert store.failures == [] and TERMINAL not in store.login_fails
 
 
 @pytest.mark.parametrize(
@@ -177,7 +293,7 @@ async def test_ten_failures_lock_the_card(store: Store) -> None:
 async def test_checks_refuse_with_their_own_prompt(store: Store, change: object, prompt: str) -> None:
     change(store)  # type: ignore[operator]
     with pytest.raises(Refused) as refused:
-        await service(store).login(FakeCaller("1001", "2468"), "f1", "u1")
+        await service(store).login(FakeCaller("1001", "2468"), "f1", "u1", TERMINAL)
     assert refused.value.prompt == prompt
     assert store.active.get("1001") != "u1"
 
@@ -185,12 +301,12 @@ async def test_checks_refuse_with_their_own_prompt(store: Store, change: object,
 async def test_suspect_with_valid_permission_may_call(store: Store) -> None:
     store.inmates["i1"] = replace(store.inmates["i1"], status=InmateStatus.SUSPECT,
                                   permission_until=NOW + timedelta(days=3))
-    await service(store).login(FakeCaller("1001", "2468"), "f1", "u1")
+    await service(store).login(FakeCaller("1001", "2468"), "f1", "u1", TERMINAL)
 
 
 async def _plan(store: Store, *entries: str) -> tuple[CallPlan, FakeCaller]:
     calls = service(store)
-    session = await calls.login(FakeCaller("1001", "2468"), "f1", "u1")
+    session = await calls.login(FakeCaller("1001", "2468"), "f1", "u1", TERMINAL)
     caller = FakeCaller(*entries)
     return await calls.choose_number(caller, session, "u1", 1), caller
 
@@ -261,7 +377,7 @@ def test_answered_seconds_rounding() -> None:
 
 async def test_call_length_is_announced_only_when_shorter_than_usual(store: Store) -> None:
     calls = service(store)
-    session = await calls.login(FakeCaller("1001", "2468"), "f1", "u1")
+    session = await calls.login(FakeCaller("1001", "2468"), "f1", "u1", TERMINAL)
     full = await calls.choose_number(FakeCaller("79161234567"), session, "u1", 1)
     quiet = FakeCaller()
     await calls.announce(quiet, session, full, "ru")
@@ -271,3 +387,39 @@ async def test_call_length_is_announced_only_when_shorter_than_usual(store: Stor
     told = FakeCaller()
     await calls.announce(told, session, short, "ru")
     assert told.played == [p.CALL_MAY_LAST, "word:две", "word:минуты"]
+
+
+def _moscow(hh: int, mm: int, ss: int) -> datetime:
+    return datetime(2026, 11, 23, hh - 3, mm, ss, tzinfo=UTC)
+
+
+async def test_near_closing_time_the_refusal_names_the_schedule(store: Store) -> None:
+    calls = service(store, _moscow(20, 59, 30))  # 30 s before 21:00, less than one 60 s increment
+    session = await calls.login(FakeCaller("1001", "2468"), "f1", "u1", TERMINAL)
+    caller = FakeCaller("79161234567")
+    with pytest.raises(Refused):
+        await calls.choose_number(caller, session, "u1", 1)
+    assert caller.played[0] == p.SCHEDULE_CLOSING
+    assert p.NO_FUNDS not in caller.played
+    assert store.holds == {}
+
+
+async def test_a_short_call_is_announced_in_seconds_not_as_one_minute(store: Store) -> None:
+    store.tariffs["f1"] = replace(demo_tariff(), increment_s=6)
+    calls = service(store, _moscow(20, 59, 15))  # 45 s before closing
+    session = await calls.login(FakeCaller("1001", "2468"), "f1", "u1", TERMINAL)
+    plan = await calls.choose_number(FakeCaller("79161234567"), session, "u1", 1)
+    assert plan.max_s == 45
+    told = FakeCaller()
+    await calls.announce(told, session, plan, "ru")
+    assert told.played == [p.CALL_MAY_LAST, "word:сорок", "word:пять", "word:секунд"]
+
+
+async def test_minutes_and_seconds_are_both_said(store: Store) -> None:
+    calls = service(store, _moscow(20, 58, 30))  # 90 s before closing
+    session = await calls.login(FakeCaller("1001", "2468"), "f1", "u1", TERMINAL)
+    plan = await calls.choose_number(FakeCaller("79161234567"), session, "u1", 1)
+    assert plan.max_s == 90
+    told = FakeCaller()
+    await calls.announce(told, session, plan, "en")
+    assert told.played == [p.CALL_MAY_LAST, "word:one", "word:minute", "word:thirty", "word:seconds"]

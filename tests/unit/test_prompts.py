@@ -52,3 +52,19 @@ def test_minutes_grammar() -> None:
 
 
 _VOCAB = {lang: p.vocabulary(lang) for lang in p.LANGUAGES}
+
+
+@given(st.integers(min_value=1, max_value=7200), st.sampled_from(["ru", "fr", "en"]))
+def test_durations_are_in_the_vocabulary(total_s: int, lang: str) -> None:
+    for item in p.duration(total_s, lang):
+        assert item.removeprefix("word:") in _VOCAB[lang]
+
+
+def test_duration_says_seconds_under_a_minute() -> None:
+    assert p.duration(45, "ru") == ["word:сорок", "word:пять", "word:секунд"]
+    assert p.duration(1, "ru") == ["word:одна", "word:секунда"]
+    assert p.duration(21, "fr") == ["word:vingt", "word:et", "word:une", "word:secondes"]
+    assert p.duration(1, "en") == ["word:one", "word:second"]
+    assert p.duration(120, "ru") == ["word:две", "word:минуты"]
+    assert p.duration(62, "ru") == ["word:одна", "word:минута", "word:две", "word:секунды"]
+    assert p.duration(900, "en") == ["word:fifteen", "word:minutes"]
