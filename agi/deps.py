@@ -11,12 +11,10 @@ from pathlib import Path
 from agi.prompts import facility_file, language_or_default
 from ivr.inmate_call import InmateCalls
 from ivr.model import Facility
+from ivr.recordings import recording_name, switch_path
 from tools.prompts import VOICES, synth
 
 log = logging.getLogger(__name__)
-
-# Where Asterisk (in its root or container) sees the recordings folder.
-ASTERISK_RECORDINGS = "/var/lib/kinline/recordings"
 
 
 @dataclass(frozen=True)
@@ -27,8 +25,7 @@ class CallDeps:
 
     def recording(self, call_id: str) -> tuple[str, Path]:
         """(path for Asterisk, path on this host) of a call's recording."""
-        name = f"{call_id}.wav"
-        return f"{ASTERISK_RECORDINGS}/{name}", self.recordings_dir / name
+        return switch_path(call_id), self.recordings_dir / recording_name(call_id)
 
     async def facility_name(self, facility: Facility) -> str:
         """A sound item saying the facility's name (synthesised once, then cached)."""

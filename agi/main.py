@@ -1,14 +1,16 @@
-"""Start the FastAGI server: the one place that wires the objects together."""
+"""Start the FastAGI server: the one place that wires the objects together.
+
+Attempts whose hangup path never ran are settled by the reconciler, its own
+process (reconciler/main.py), not here."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import logging
+import os
 import signal
 import tomllib
-from datetime import UTC, datetime
 from pathlib import Path
 
 from agi.deps import CallDeps
@@ -19,13 +21,9 @@ from agi.routes.inmate_call import make_inmate_call
 from agi.server import AgiServer, Route
 from ivr.inmate_call import InmateCalls
 from ivr.pin import PinHasher
-from ivr.ports import Wallet
 from store.redis_store import RedisStore, connect
 
 log = logging.getLogger("agi")
-
-REAPER_INTERVAL_S = 5.0
-
 
 def build_routes(deps: CallDeps) -> dict[str, Route]:
     return {
@@ -34,18 +32,6 @@ def build_routes(deps: CallDeps) -> dict[str, Route]:
         "after_dial": make_after_dial(deps),
         "hangup": make_hangup(deps),
     }
-
-
-async def reap(wallet: Wallet, interval: float = REAPER_INTERVAL_S) -> None:
-    """Give back money held by calls that crashed before they were settled."""
-    while True:
-        try:
-            released = await wallet.release_expired(datetime.now(UTC))
-            if released:
-                log.warning("reaper released %d orphaned reservation(s): %s", len(released), released)
-        except Exception:
-            log.exception("reaper failed; retrying")
-        await asyncio.sleep(interval)
 
 
 def load_pin_key(secrets_file: Path) -> PinHasher:
@@ -62,7 +48,6 @@ async def serve(host: str, port: int, redis_url: str, recordings: Path, prompts:
     deps = CallDeps(InmateCalls(store, store, pins=pins), recordings, prompts)
     server = AgiServer(build_routes(deps), host=host, port=port)
     await server.start()
-    reaper = asyncio.create_task(reap(store))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -70,9 +55,6 @@ async def serve(host: str, port: int, redis_url: str, recordings: Path, prompts:
     await stop.wait()
     log.info("shutting down")
     await server.stop()
-    reaper.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await reaper
     await client.aclose()
 
 
@@ -80,7 +62,10 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Kinline FastAGI server")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=4573)
-    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
+    parser.add_argument(
+        "--redis-url", default=os.environ.get("KINLINE_REDIS_URL", "redis://127.0.0.1:6379/0"),
+        help="default $KINLINE_REDIS_URL: pass the URL (it holds the password) in the environment",
+    )
     parser.add_argument("--recordings", type=Path, default=Path("var/recordings"))
     parser.add_argument("--prompts", type=Path, default=Path("var/prompts"))
     parser.add_argument("--secrets", type=Path, default=Path("var/secrets.toml"),

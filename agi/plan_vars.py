@@ -2,36 +2,23 @@
 
 from __future__ import annotations
 
-import json
-from dataclasses import fields
-from datetime import UTC, datetime
-from typing import Any
-
 from agi import variables as v
 from agi.channel import AgiChannel
-from ivr.inmate_call import CallPlan
+from ivr.call_plan import CallPlan, plan_from_json, plan_to_json
 
 # res_agi answers GET VARIABLE from a 1024-byte buffer: stay well inside it.
 MAX_TEXT = 1000
 
 
 def plan_to_text(plan: CallPlan) -> str:
-    data: dict[str, Any] = {}
-    for f in fields(CallPlan):
-        value = getattr(plan, f.name)
-        data[f.name] = int(value.timestamp() * 1000) if isinstance(value, datetime) else value
-    text = json.dumps(data, separators=(",", ":"))
+    text = plan_to_json(plan)
     if len(text) > MAX_TEXT:
         raise ValueError(f"call plan too long for a channel variable ({len(text)} bytes)")
     return text
 
 
 def plan_from_text(text: str) -> CallPlan:
-    data: dict[str, Any] = json.loads(text)
-    for f in fields(CallPlan):
-        if f.type == "datetime":
-            data[f.name] = datetime.fromtimestamp(data[f.name] / 1000, UTC)
-    return CallPlan(**data)
+    return plan_from_json(text)
 
 
 async def save_plan(channel: AgiChannel, plan: CallPlan) -> None:

@@ -2,12 +2,42 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
+from typing import TypeVar
 
 from agi import variables as v
 from agi.channel import AgiChannel
 from agi.deps import CallDeps, recording_sha256
-from ivr.inmate_call import CallPlan
+from ivr.call_plan import CallPlan
+from ivr.errors import KinlineError
+
+T = TypeVar("T")
+
+# The hangup path retries a failed store (Redis restarting...) this long; what
+# is still unsettled then is settled by the reconciler from Asterisk's event log.
+RETRY_FOR_S = 10.0
+
+
+async def retrying(step: Callable[[], Awaitable[T]], what: str, log: logging.LoggerAdapter[logging.Logger],
+                   retry_for_s: float = RETRY_FOR_S) -> T:
+    """Run ``step``, again after a failure of the store (not after a domain error)."""
+    deadline = time.monotonic() + retry_for_s
+    delay = 0.2
+    while True:
+        try:
+            return await step()
+        except KinlineError:
+            raise
+        except Exception as err:
+            if time.monotonic() + delay > deadline:
+                raise
+            log.warning("%s failed (%s: %s); retrying in %.1f s", what, type(err).__name__, err, delay)
+            await asyncio.sleep(delay)
+            delay = min(2.0, delay * 2)
 
 
 async def settle_attempt(channel: AgiChannel, deps: CallDeps, plan: CallPlan) -> str:
@@ -28,9 +58,10 @@ async def settle_attempt(channel: AgiChannel, deps: CallDeps, plan: CallPlan) ->
         sha = await recording_sha256(host_path)
     channel.log.info("dial %s: bridged %s, ended %s: %d ms to bill", status, bridged_at or "never",
                      dial_end or "-", talk_ms)
-    await deps.calls.settle(plan, status, talk_ms, cause, path, sha,
-                            connected_at=_epoch_ms(bridged_at) if status == "ANSWER" else None,
-                            ended_at=_epoch_ms(dial_end))
+    await retrying(lambda: deps.calls.settle(plan, status, talk_ms, cause, path, sha,
+                                             connected_at=_epoch_ms(bridged_at) if status == "ANSWER" else None,
+                                             ended_at=_epoch_ms(dial_end)),
+                   f"settling {plan.call_id}", channel.log)
     await channel.set_variable(v.SETTLED, plan.call_id)
     return status
 

@@ -26,6 +26,8 @@ INTRO = "KINLINE_INTRO"
 
 # The call plan (JSON), kept on the channel between routes.
 PLAN = "KINLINE_PLAN"
+# The attempt's call id, for the dial plan's event-log stamps (CELGenUserEvent).
+CALL_ID = "KINLINE_CALL_ID"
 ATTEMPT = "KINLINE_ATTEMPT"
 CARD = "KINLINE_CARD"
 LANGUAGE = "KINLINE_LANGUAGE"

@@ -35,11 +35,13 @@ class AmiClient:
         secret: str,
         reconnect_delay: float = 1.0,
         action_timeout: float = 10.0,
+        events: str = "on",
     ) -> None:
         self.host, self.port = host, port
         self._username, self._secret = username, secret
         self.reconnect_delay = reconnect_delay
         self.action_timeout = action_timeout
+        self.events = events  # the Login's "Events": "on", "off" or a class list
         self.connected = asyncio.Event()
         self.connections = 0
         self._writer: asyncio.StreamWriter | None = None
@@ -119,7 +121,7 @@ class AmiClient:
         reading = asyncio.create_task(self._read(reader), name="ami-reader")
         try:
             reply = await self._send(
-                "Login", {"Username": self._username, "Secret": self._secret, "Events": "on"}
+                "Login", {"Username": self._username, "Secret": self._secret, "Events": self.events}
             )
             if reply.response.lower() != "success":
                 raise AmiError(f"AMI login refused: {reply.get('Message')}")

@@ -9,14 +9,16 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 from ivr import billing, throttle
 from ivr import prompts as p
+from ivr.call_plan import CallPlan, call_record, plan_to_json, settle_record
+from ivr.call_plan import answered_seconds as answered_seconds
 from ivr.errors import InsufficientFunds, KinlineError, NoRateError, NumberError, PinHashError
-from ivr.model import CallRecord, Card, CardStatus, Facility, Inmate, InmateStatus, Settlement
+from ivr.model import Card, CardStatus, Facility, Inmate, InmateStatus, Settlement
 from ivr.numbering import DialedNumber, Leg, Payer, classify_incomplete, parse_dialed
 from ivr.pin import PinHasher
 from ivr.ports import PIN_FAILURES_TO_LOCK, Directory, Wallet
@@ -69,38 +71,6 @@ class Session:
     inmate: Inmate
     facility: Facility
     tariff: Tariff
-
-
-@dataclass(frozen=True)
-class CallPlan:
-    """Everything needed to dial one number and to bill it afterwards."""
-
-    call_id: str
-    uniqueid: str
-    card: str
-    inmate_id: str
-    facility_id: str
-    e164: str
-    route_kind: str
-    payer: str
-    rate: int
-    fee: int
-    free_threshold_s: int
-    increment_s: int
-    max_s: int
-    warn_s: int
-    record: bool
-    reserved: int
-    started_at: datetime
-
-    @property
-    def warning_prompt(self) -> str:
-        """"One minute left" when that is true; a short call only hears "ending soon"."""
-        return p.LIMIT_WARNING if self.warn_s == 60 else p.LIMIT_WARNING_SOON
-
-    def tariff(self) -> Tariff:
-        return Tariff(rates=(), connection_fee=self.fee, free_threshold_s=self.free_threshold_s,
-                      increment_s=self.increment_s)
 
 
 def _utcnow() -> datetime:
@@ -283,21 +253,22 @@ class InmateCalls:
         if max_s <= 0:
             return p.NO_FUNDS
         amount = billing.charge(max_s, rate.per_minute, session.tariff)
-        call_id = f"{uniqueid}-{attempt}"
-        try:
-            reservation = await self.wallet.reserve(call_id, session.card.number, amount,
-                                                    max_s + RING_S + HOLD_MARGIN_S)
-        except InsufficientFunds:
-            return p.NO_FUNDS
-        return CallPlan(
-            call_id=call_id, uniqueid=uniqueid, card=session.card.number, inmate_id=session.inmate.id,
-            facility_id=facility.id, e164=number.e164, route_kind=kind.value, payer=number.payer.value,
-            rate=rate.per_minute, fee=session.tariff.connection_fee,
+        plan = CallPlan(
+            call_id=f"{uniqueid}-{attempt}", uniqueid=uniqueid, card=session.card.number,
+            inmate_id=session.inmate.id, facility_id=facility.id, e164=number.e164, route_kind=kind.value,
+            payer=number.payer.value, rate=rate.per_minute, fee=session.tariff.connection_fee,
             free_threshold_s=session.tariff.free_threshold_s, increment_s=session.tariff.increment_s,
             max_s=max_s, warn_s=self.warn_s if max_s > self.warn_s else max_s // 2,
-            record=not allowed.privileged,
-            reserved=reservation.amount, started_at=now,
+            record=not allowed.privileged, reserved=amount, started_at=now,
         )
+        try:
+            # The plan is stored with the hold: the reconciler can settle the
+            # attempt from it if the call's own hangup path never runs.
+            reservation = await self.wallet.reserve(plan.call_id, plan.card, amount,
+                                                    max_s + RING_S + HOLD_MARGIN_S, plan_to_json(plan))
+        except InsufficientFunds:
+            return p.NO_FUNDS
+        return replace(plan, reserved=reservation.amount)
 
     async def announce(self, caller: Caller, session: Session, plan: CallPlan, language: str) -> None:
         """Say how long the call may last when money or the schedule make it
@@ -310,35 +281,14 @@ class InmateCalls:
 
     async def settle(self, plan: CallPlan, dial_status: str, answered_ms: int, hangup_cause: str,
                      recording_path: str = "", recording_sha256: str = "",
-                     connected_at: datetime | None = None, ended_at: datetime | None = None) -> Settlement:
-        answered = answered_seconds(answered_ms, plan) if dial_status == "ANSWER" else 0
-        tariff = plan.tariff()
-        record = CallRecord(
-            call_id=plan.call_id, uniqueid=plan.uniqueid, card=plan.card, inmate_id=plan.inmate_id,
-            facility_id=plan.facility_id, number=plan.e164, route_kind=plan.route_kind, payer=plan.payer,
-            started_at=plan.started_at, answered_s=answered,
-            billed_s=billing.billed_seconds(answered, tariff),
-            amount=billing.charge(answered, plan.rate, tariff),
-            dial_status=dial_status or "NONE", hangup_cause=hangup_cause,
-            recording_path=recording_path, recording_sha256=recording_sha256,
-            connected_at=connected_at, ended_at=ended_at,
-        )
-        settlement = await self.wallet.settle(record)
-        log.info("[%s] settled %s: %s answered %d s, charged %d, released %d%s", plan.uniqueid,
-                 plan.call_id, dial_status, answered, settlement.charged, settlement.released,
-                 " (already settled)" if settlement.duplicate else "")
-        return settlement
+                     connected_at: datetime | None = None, ended_at: datetime | None = None,
+                     evidence: str = "call") -> Settlement:
+        record = call_record(plan, dial_status, answered_ms, hangup_cause, recording_path, recording_sha256,
+                             connected_at, ended_at, evidence)
+        return await settle_record(self.wallet, plan, record)
 
     async def end(self, card: str, uniqueid: str) -> None:
         await self.wallet.release_card(card, uniqueid)
-
-
-def answered_seconds(answered_ms: int, plan: CallPlan) -> int:
-    """Whole seconds to bill: a started second counts once past the free
-    threshold (2.9 s is free, 60.2 s is 61 s); never more than the call's limit."""
-    ms = max(0, answered_ms)
-    seconds = -(-ms // 1000) if ms >= plan.free_threshold_s * 1000 else ms // 1000
-    return min(seconds, plan.max_s)
 
 
 DIAL_RESULT_PROMPTS = {"BUSY": p.BUSY, "NOANSWER": p.NO_ANSWER, "CHANUNAVAIL": p.UNREACHABLE,

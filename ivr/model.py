@@ -93,6 +93,10 @@ class CallRecord:
     recording_sha256: str = ""
     connected_at: datetime | None = None  # the bridge (None: never connected)
     ended_at: datetime | None = None  # the end of the dial attempt
+    # How the times were known: "call" (the call's own hangup path), or the
+    # reconciler's "exact" (Asterisk's event log), "heartbeat" (Asterisk died:
+    # billed up to the last moment the call was proven up) or "deadline".
+    evidence: str = "call"
 
 
 @dataclass(frozen=True)
@@ -102,3 +106,30 @@ class Settlement:
     released: int
     balance_after: int
     duplicate: bool  # this call was already settled: nothing moved
+
+
+@dataclass(frozen=True)
+class OpenAttempt:
+    """A dial attempt that still holds money: its plan (JSON) and hold deadline."""
+
+    call_id: str
+    plan: str
+    deadline_ms: int
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """What is proven of an attempt, in epoch milliseconds (None: not known).
+
+    ``bridged_ms``/``ended_ms``/``dial_status``/``hangup_cause`` come from the
+    dial plan's own stamps, logged by Asterisk to disk (CEL); ``heartbeat_ms`` is
+    the last moment the call was proven up while bridged; ``caller_gone_ms`` is
+    when the caller's channel was seen gone (its end logged, or its Asterisk
+    restarted)."""
+
+    bridged_ms: int | None = None
+    ended_ms: int | None = None
+    dial_status: str = ""
+    hangup_cause: str = ""
+    heartbeat_ms: int | None = None
+    caller_gone_ms: int | None = None

@@ -5,7 +5,17 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Protocol
 
-from ivr.model import AllowedNumber, CallRecord, Card, Facility, Inmate, Reservation, Settlement
+from ivr.model import (
+    AllowedNumber,
+    CallRecord,
+    Card,
+    Evidence,
+    Facility,
+    Inmate,
+    OpenAttempt,
+    Reservation,
+    Settlement,
+)
 from ivr.tariffs import Tariff
 
 PIN_FAILURES_TO_LOCK = 10
@@ -56,9 +66,12 @@ class Wallet(Protocol):
         """Free the card if ``uniqueid`` holds it."""
         ...
 
-    async def reserve(self, call_id: str, card: str, amount: int, hold_s: int) -> Reservation:
+    async def reserve(self, call_id: str, card: str, amount: int, hold_s: int, plan: str) -> Reservation:
         """Move ``amount`` from the balance to a hold; raise InsufficientFunds.
-        Idempotent by call_id. A hold older than ``hold_s`` is released by the reaper."""
+        Idempotent by call_id. ``plan`` (the CallPlan as JSON) is kept with the
+        hold until it is settled, so the reconciler can settle the attempt; a
+        hold still open ``hold_s`` after it was made is settled from the best
+        evidence the reconciler has."""
         ...
 
     async def settle(self, record: CallRecord) -> Settlement:
@@ -73,3 +86,26 @@ class Wallet(Protocol):
     async def top_up(self, card: str, amount: int, payment_id: str) -> int:
         """Add money; idempotent by payment_id. Returns the balance."""
         ...
+
+
+class Attempts(Protocol):
+    """What the reconciler reads and writes: open attempts, their evidence,
+    channels seen gone, card locks, and how far Asterisk's log was read."""
+
+    async def open_attempts(self) -> list[OpenAttempt]: ...
+
+    async def evidence(self, call_id: str) -> Evidence: ...
+
+    async def add_evidence(self, call_id: str, **values: str | int) -> None: ...
+
+    async def mark_gone(self, uniqueid: str, at_ms: int) -> None: ...
+
+    async def gone_at(self, uniqueid: str) -> int | None: ...
+
+    async def card_locks(self) -> dict[str, str]: ...
+
+    async def release_card(self, card: str, uniqueid: str) -> None: ...
+
+    async def log_offset(self, node: str) -> int: ...
+
+    async def set_log_offset(self, node: str, offset: int) -> None: ...

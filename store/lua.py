@@ -27,21 +27,28 @@ local function ledger(kglobal, kcard, ts, card, ref, kind, amount, after)
 end
 """
 
-# KEYS: lock key. ARGV: uniqueid, ttl_s. Re-acquiring with the same uniqueid
-# refreshes the TTL (idempotent); any other holder wins.
+# KEYS: lock key, locks index. ARGV: uniqueid, ttl_s, card. Re-acquiring with
+# the same uniqueid refreshes the TTL (idempotent); any other holder wins. The
+# index (card -> uniqueid) lets the reconciler free locks whose call is gone;
+# the TTL is only a last resort.
 ACQUIRE_CARD = """
 local cur = redis.call('GET', KEYS[1])
 if cur == ARGV[1] then
   redis.call('EXPIRE', KEYS[1], ARGV[2])
+  redis.call('HSET', KEYS[2], ARGV[3], ARGV[1])
   return 1
 end
 if cur then return 0 end
 redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2])
+redis.call('HSET', KEYS[2], ARGV[3], ARGV[1])
 return 1
 """
 
-# KEYS: lock key. ARGV: uniqueid.
+# KEYS: lock key, locks index. ARGV: uniqueid, card.
 RELEASE_CARD = """
+if redis.call('HGET', KEYS[2], ARGV[2]) == ARGV[1] then
+  redis.call('HDEL', KEYS[2], ARGV[2])
+end
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   return redis.call('DEL', KEYS[1])
 end
@@ -49,7 +56,7 @@ return 0
 """
 
 # KEYS: card, res:{call}, settled:{call}, holds, ledger, card ledger
-# ARGV: call_id, card, amount, hold_ms
+# ARGV: call_id, card, amount, hold_ms, plan (JSON, kept for the reconciler)
 RESERVE = _PRELUDE + """
 if redis.call('EXISTS', KEYS[3]) == 1 then return {'settled'} end
 local r = redis.call('HMGET', KEYS[2], 'card', 'amount', 'balance_after')
@@ -65,7 +72,7 @@ local after = redis.call('HINCRBY', KEYS[1], 'balance', s(-amount))
 local now = now_ms()
 local deadline = now + tonumber(ARGV[4])
 redis.call('HSET', KEYS[2], 'card', ARGV[2], 'amount', s(amount), 'balance_after', s(after),
-           'created', s(now), 'deadline', s(deadline))
+           'created', s(now), 'deadline', s(deadline), 'plan', ARGV[5])
 redis.call('ZADD', KEYS[4], s(deadline), ARGV[1])
 ledger(KEYS[5], KEYS[6], now, ARGV[2], ARGV[1], 'reserve', amount, after)
 return {'ok', s(amount), s(after)}

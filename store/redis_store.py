@@ -18,7 +18,12 @@ Key layout (all under ``kl:``)::
     kl:card:<n>:cdrs            list   call ids, newest first
     kl:card:<n>:ledger          stream the card's ledger entries
     kl:ledger                   stream every ledger entry: ts card ref kind amount balance_after
-    kl:res:<call_id>            hash   card amount balance_after created deadline (ms)
+    kl:res:<call_id>            hash   card amount balance_after created deadline (ms) plan (JSON)
+    kl:locks                    hash   card -> uniqueid of the call holding it (for the reconciler)
+    kl:ev:<call_id>             hash   what Asterisk proved of an attempt: bridged_ms ended_ms
+                                       dial_status hangup_cause heartbeat_ms caller_gone_ms (7 days)
+    kl:gone:<uniqueid>          string ms when Asterisk logged the channel's end (2 days)
+    kl:cel:<node>               string bytes of the node's CEL log already read
     kl:holds                    zset   call_id by hold deadline (ms), for the reaper
     kl:settled:<call_id>        hash   card charged released balance_after ts
     kl:cdr:<call_id>            string CallRecord as JSON (amount = what was really charged)
@@ -47,20 +52,24 @@ from ivr.model import (
     CallRecord,
     Card,
     CardStatus,
+    Evidence,
     Facility,
     Inmate,
     InmateStatus,
+    OpenAttempt,
     Reservation,
     Settlement,
 )
 from ivr.pin import PinHasher
-from ivr.ports import PIN_FAILURE_WINDOW_S, PIN_FAILURES_TO_LOCK, Directory, Wallet
+from ivr.ports import PIN_FAILURE_WINDOW_S, PIN_FAILURES_TO_LOCK, Attempts, Directory, Wallet
 from ivr.tariffs import Rate, RouteKind, Tariff
 from store import lua
 
 PREFIX = "kl:"
 LEDGER = f"{PREFIX}ledger"
 HOLDS = f"{PREFIX}holds"
+LOCKS = f"{PREFIX}locks"
+EVIDENCE_TTL_S = 7 * 24 * 3600
 LEDGER_KINDS = ("topup", "reserve", "charge", "release", "refund", "adjust")
 _E164 = re.compile(r"^\+[1-9][0-9]{6,14}$")
 _REAP_BATCH = 100
@@ -344,13 +353,13 @@ class RedisStore:
         _check_id("uniqueid", uniqueid)
         if type(ttl_s) is not int or ttl_s <= 0:
             raise ValueError(f"ttl_s must be a positive integer: {ttl_s!r}")
-        got = await self._lua_acquire(keys=[self._card_key(card, "active")], args=[uniqueid, ttl_s])
+        got = await self._lua_acquire(keys=[self._card_key(card, "active"), LOCKS], args=[uniqueid, ttl_s, card])
         return bool(got)
 
     async def release_card(self, card: str, uniqueid: str) -> None:
-        await self._lua_release_card(keys=[self._card_key(card, "active")], args=[uniqueid])
+        await self._lua_release_card(keys=[self._card_key(card, "active"), LOCKS], args=[uniqueid, card])
 
-    async def reserve(self, call_id: str, card: str, amount: int, hold_s: int) -> Reservation:
+    async def reserve(self, call_id: str, card: str, amount: int, hold_s: int, plan: str = "{}") -> Reservation:
         _check_id("call_id", call_id)
         _check_amount(amount)
         if type(hold_s) is not int or hold_s <= 0:
@@ -364,7 +373,7 @@ class RedisStore:
                 LEDGER,
                 self._card_key(card, "ledger"),
             ],
-            args=[call_id, card, amount, hold_s * 1000],
+            args=[call_id, card, amount, hold_s * 1000, plan],
         )
         status = out[0]
         if status == "ok":
@@ -690,6 +699,64 @@ class RedisStore:
         return holder, int(await self.redis.ttl(key))
 
 
-def _implements_ports(store: RedisStore) -> tuple[Directory, Wallet]:
-    """Never called: mypy checks here that RedisStore matches both Protocols."""
-    return store, store
+    # --- reconciliation (ivr.ports.Attempts) ------------------------------------
+
+    async def open_attempts(self) -> list[OpenAttempt]:
+        """Every attempt that still holds money, oldest first."""
+        ids = [_str(i) for i in await self.redis.zrange(HOLDS, 0, -1) if isinstance(i, bytes | str)]
+        if not ids:
+            return []
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for call_id in ids:
+                pipe.hmget(self._res_key(call_id), "plan", "deadline")
+            rows = await pipe.execute()
+        out = []
+        for call_id, (plan, deadline) in zip(ids, rows, strict=True):
+            if plan and plan != "{}" and deadline:
+                out.append(OpenAttempt(call_id=call_id, plan=_str(plan), deadline_ms=int(deadline)))
+        return out
+
+    async def evidence(self, call_id: str) -> Evidence:
+        h = _hash(await self.redis.hgetall(f"{PREFIX}ev:{call_id}"))
+
+        def num(name: str) -> int | None:
+            return int(h[name]) if h.get(name, "").isdigit() else None
+
+        return Evidence(bridged_ms=num("bridged_ms"), ended_ms=num("ended_ms"),
+                        dial_status=h.get("dial_status", ""), hangup_cause=h.get("hangup_cause", ""),
+                        heartbeat_ms=num("heartbeat_ms"), caller_gone_ms=num("caller_gone_ms"))
+
+    async def add_evidence(self, call_id: str, **values: str | int) -> None:
+        """Record what is proven of an attempt (fields of ``Evidence``)."""
+        _check_id("call_id", call_id)
+        key = f"{PREFIX}ev:{call_id}"
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(key, mapping={k: str(v) for k, v in values.items()})
+            pipe.expire(key, EVIDENCE_TTL_S)
+            await pipe.execute()
+
+    async def mark_gone(self, uniqueid: str, at_ms: int) -> None:
+        await self.redis.set(f"{PREFIX}gone:{uniqueid}", str(at_ms), ex=2 * 24 * 3600, nx=True)
+
+    async def gone_at(self, uniqueid: str) -> int | None:
+        raw = _opt(await self.redis.get(f"{PREFIX}gone:{uniqueid}"))
+        return int(raw) if raw is not None else None
+
+    async def card_locks(self) -> dict[str, str]:
+        """card -> uniqueid of the call holding it."""
+        return _hash(await self.redis.hgetall(LOCKS))
+
+    async def lock_holder(self, card: str) -> str | None:
+        return _opt(await self.redis.get(self._card_key(card, "active")))
+
+    async def log_offset(self, node: str) -> int:
+        raw = _opt(await self.redis.get(f"{PREFIX}cel:{node}"))
+        return int(raw) if raw is not None else 0
+
+    async def set_log_offset(self, node: str, offset: int) -> None:
+        await self.redis.set(f"{PREFIX}cel:{node}", str(offset))
+
+
+def _implements_ports(store: RedisStore) -> tuple[Directory, Wallet, Attempts]:
+    """Never called: mypy checks here that RedisStore matches the Protocols."""
+    return store, store, store

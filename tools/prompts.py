@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import subprocess
 import sys
 import tempfile
@@ -37,7 +38,13 @@ def synth(text: str, voice: str, wav: Path) -> bool:
         out = Path(tmp) / "out.wav"
         subprocess.run(["sox", str(raw), "-r", "8000", "-c", "1", "-b", "16", "-e", "signed-integer", str(out)],
                        check=True, capture_output=True)
+        out.chmod(0o644)  # prompts are public: Asterisk (its own user) reads them
         out.replace(wav)
+    for folder in (wav.parent, *wav.parent.parents):
+        if folder.stat().st_mode & 0o005 != 0o005 and folder.stat().st_uid == os.getuid():
+            folder.chmod(folder.stat().st_mode | 0o055)
+        if folder.name in ("prompts", ""):
+            break
     stamp.write_text(digest)
     return True
 

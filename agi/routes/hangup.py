@@ -8,7 +8,7 @@ from agi.deps import CallDeps
 from agi.plan_vars import load_plan
 from agi.protocol import AgiEnvironment
 from agi.server import Route
-from agi.settle import settle_attempt
+from agi.settle import retrying, settle_attempt
 
 
 def make_hangup(deps: CallDeps) -> Route:
@@ -18,6 +18,6 @@ def make_hangup(deps: CallDeps) -> Route:
             await settle_attempt(channel, deps, plan)
         card = await channel.get_variable(v.CARD)
         if card:
-            await deps.calls.end(card, env.uniqueid)
+            await retrying(lambda: deps.calls.end(card, env.uniqueid), f"freeing card {card}", channel.log)
 
     return hangup

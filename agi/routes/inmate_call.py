@@ -51,6 +51,8 @@ async def plan_and_dial(channel: AgiChannel, caller: AgiCaller, deps: CallDeps, 
         await refuse(channel, caller, refused)
         return
     await save_plan(channel, plan)
+    await channel.set_variable(v.CALL_ID, plan.call_id)
+    await channel.set_variable(v.DIAL_END, "")
     await channel.set_variable(v.ATTEMPT, attempt)
     channel.log.info("dialing %s (%s, attempt %d): up to %d s, %d reserved, %s", plan.e164[:5] + "...",
                      plan.route_kind, attempt, plan.max_s, plan.reserved,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -9,8 +10,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from ivr import prompts as p
+from ivr.call_plan import CallPlan
 from ivr.errors import InsufficientFunds
-from ivr.inmate_call import CallPlan, Entry, InmateCalls, Refused, answered_seconds
+from ivr.inmate_call import Entry, InmateCalls, Refused, answered_seconds
 from ivr.model import (
     AllowedNumber,
     CallRecord,
@@ -111,7 +113,8 @@ class Store:
         if self.active.get(card) == uniqueid:
             del self.active[card]
 
-    async def reserve(self, call_id: str, card: str, amount: int, hold_s: int) -> Reservation:
+    async def reserve(self, call_id: str, card: str, amount: int, hold_s: int, plan: str) -> Reservation:
+        assert json.loads(plan)["call_id"] == call_id
         c = self.cards[card]
         if c.balance < amount:
             raise InsufficientFunds(card)

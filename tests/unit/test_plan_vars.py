@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 from agi.plan_vars import MAX_TEXT, plan_from_text, plan_to_text
 from agi.protocol import format_command, parse_result
-from ivr.inmate_call import CallPlan
+from ivr.call_plan import CallPlan
 
 PLAN = CallPlan(
     call_id="1795381910.123-3", uniqueid="1795381910.123", card="9549192177", inmate_id="inmate-(x) 1",

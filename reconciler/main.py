@@ -1,0 +1,198 @@
+"""The reconciler process: reads Asterisk's event log, watches the switch, and
+settles every attempt its hangup path left open (ivr/settlement.py has the rules).
+
+    python -m reconciler.main --cel-log <state>/logs/asterisk/cel-custom/kinline.csv \
+        --recordings <state>/recordings --ami-port 5038
+
+Redis' URL comes from $KINLINE_REDIS_URL and the read-only AMI user from
+$KINLINE_AMI_USER / $KINLINE_AMI_SECRET (never on a command line).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import hashlib
+import logging
+import os
+import signal
+import time
+from pathlib import Path
+
+from ami.client import AmiClient
+from ami.protocol import AmiError
+from ivr.call_plan import CallPlan
+from ivr.recordings import recording_name, switch_path
+from ivr.settlement import Reconciler, SwitchView
+from reconciler.cel import channel_started_ms, parse_line
+from store.redis_store import RedisStore, connect
+
+log = logging.getLogger("reconciler")
+
+INTERVAL_S = 1.0
+# FullyBooted's Uptime is in whole seconds and a uniqueid's stamp too: a
+# channel counts as lost with an earlier run of Asterisk only when it started
+# this long before the current run.
+BOOT_SLACK_MS = 3_000
+MAX_READ = 4 * 1024 * 1024
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class LogTail:
+    """Whole new lines of a growing file, from a byte offset."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def read(self, offset: int) -> tuple[list[str], int]:
+        try:
+            with self.path.open("rb") as fh:
+                size = fh.seek(0, os.SEEK_END)
+                if size < offset:
+                    log.warning("event log %s shrank (rotated?): reading it from the start", self.path)
+                    offset = 0
+                fh.seek(offset)
+                data = fh.read(MAX_READ)
+        except FileNotFoundError:
+            return [], offset
+        end = data.rfind(b"\n") + 1
+        return [line.decode("utf-8", "replace") for line in data[:end].splitlines()], offset + end
+
+
+class SwitchWatch:
+    """Asterisk's current run (start time, from FullyBooted's Uptime at each
+    login) and whether it answers now (AMI Ping)."""
+
+    def __init__(self, client: AmiClient) -> None:
+        self.client = client
+        self.booted_ms: int | None = None
+        self._events = client.subscribe()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._watch(), name="switch-watch")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _watch(self) -> None:
+        while True:
+            message = await self._events.get()
+            uptime = message.get("Uptime")
+            if message.event == "FullyBooted" and uptime.isdigit():
+                booted = now_ms() - int(uptime) * 1000
+                if self.booted_ms is None or abs(booted - self.booted_ms) > BOOT_SLACK_MS:
+                    log.info("Asterisk running since %d (uptime %s s)", booted, uptime)
+                self.booted_ms = booted
+
+    async def view(self) -> SwitchView:
+        sent = now_ms()
+        try:
+            await asyncio.wait_for(self.client.action("Ping"), 2.0)
+        except (AmiError, TimeoutError, OSError):
+            return SwitchView(alive_at_ms=None, lost=self.lost)
+        return SwitchView(alive_at_ms=sent if self.booted_ms is not None else None, lost=self.lost)
+
+    def lost(self, uniqueid: str) -> bool:
+        started = channel_started_ms(uniqueid)
+        return self.booted_ms is not None and started is not None and started < self.booted_ms - BOOT_SLACK_MS
+
+
+class Recordings:
+    """A recording as (path for the switch, SHA-256), read from this host's copy of the folder."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    async def __call__(self, plan: CallPlan) -> tuple[str, str]:
+        path = self.folder / recording_name(plan.call_id)
+
+        def digest() -> str:
+            try:
+                return hashlib.sha256(path.read_bytes()).hexdigest()
+            except FileNotFoundError:
+                return ""
+
+        sha = await asyncio.to_thread(digest)
+        if not sha:
+            log.error("[%s] recording %s missing", plan.uniqueid, path.name)
+            return "", ""
+        return switch_path(plan.call_id), sha
+
+
+async def cycle(reconciler: Reconciler, store: RedisStore, tail: LogTail, watch: SwitchWatch, node: str) -> None:
+    switch = await watch.view()  # before reading the log: see ivr.settlement.HEARTBEAT_MARGIN_MS
+    offset = await store.log_offset(node)
+    lines, new_offset = tail.read(offset)
+    for line in lines:
+        try:
+            fact = parse_line(line)
+        except ValueError as err:
+            log.error("event log: %s", err)
+            continue
+        if fact is not None:
+            await reconciler.record(fact)
+    if new_offset != offset:
+        await store.set_log_offset(node, new_offset)
+    report = await reconciler.run_once(now_ms(), switch)
+    if report.settled or report.locks_released:
+        log.info("settled %s; freed cards %s", report.settled, report.locks_released)
+
+
+async def serve(redis_url: str, cel_log: Path, recordings: Path, ami_host: str, ami_port: int,
+                ami_user: str, ami_secret: str, node: str, interval: float = INTERVAL_S) -> None:
+    client = connect(redis_url)
+    store = RedisStore(client)
+    ami = AmiClient(ami_host, ami_port, ami_user, ami_secret, events="off")
+    watch = SwitchWatch(ami)
+    watch.start()
+    ami_task = asyncio.create_task(ami.start(timeout=365 * 24 * 3600), name="ami-start")
+    reconciler = Reconciler(store, store, Recordings(recordings))
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    log.info("reconciling from %s every %.1f s", cel_log, interval)
+    tail = LogTail(cel_log)
+    while not stop.is_set():
+        try:
+            await cycle(reconciler, store, tail, watch, node)
+        except Exception as err:  # Redis down, a bad record...: try again next time
+            log.warning("reconcile cycle failed: %s: %s", type(err).__name__, err)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), interval)
+    log.info("shutting down")
+    ami_task.cancel()
+    with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+        await ami_task
+    await watch.stop()
+    await ami.close()
+    await client.aclose()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Kinline reconciler")
+    parser.add_argument("--cel-log", type=Path, required=True)
+    parser.add_argument("--recordings", type=Path, required=True)
+    parser.add_argument("--ami-host", default="127.0.0.1")
+    parser.add_argument("--ami-port", type=int, default=5038)
+    parser.add_argument("--node", default="asterisk", help="names this Asterisk's log in Redis")
+    parser.add_argument("--interval", type=float, default=INTERVAL_S)
+    parser.add_argument("--log-level", default="INFO")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    redis_url = os.environ.get("KINLINE_REDIS_URL", "redis://127.0.0.1:6379/0")
+    asyncio.run(serve(redis_url, args.cel_log, args.recordings, args.ami_host, args.ami_port,
+                      os.environ.get("KINLINE_AMI_USER", ""), os.environ.get("KINLINE_AMI_SECRET", ""),
+                      args.node, args.interval))
+
+
+if __name__ == "__main__":
+    main()
