@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import re
 import secrets
 import tomllib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +28,23 @@ class StackConfig:
     state: Path
     asterisk_root: Path
     appendfsync: str
+    # The production profile (config/production.example.toml). Left out, as in
+    # dev and test, SIP listens on ``host``, the trunk is ``host:trunk_port`` and
+    # terminals may connect from any address.
+    sip_bind: str | None = None  # SIP listens here (the facility network)
+    carrier_host: str | None = None  # the carrier: the trunk dials it, and only it is the trunk
+    carrier_port: int | None = None
+    terminal_subnets: Mapping[str, tuple[str, ...]] | None = None  # facility -> subnets its terminals use
+
+    @property
+    def sip_host(self) -> str:
+        """The address SIP listens on."""
+        return self.sip_bind or self.host
+
+    @property
+    def carrier(self) -> str:
+        """The carrier's address:port: the trunk's contact and the one source identified as the trunk."""
+        return f"{self.carrier_host or self.host}:{self.carrier_port or self.trunk_port}"
 
     @property
     def redis_url(self) -> str:
@@ -59,6 +78,7 @@ def load_config(path: Path | str | None = None) -> StackConfig:
     rtp_start, rtp_end = int(ports["rtp_start"]), int(ports["rtp_end"])
     if offset:
         rtp_start, rtp_end = 30000 + offset * 1000, 30999 + offset * 1000
+    sip_bind, carrier_host, carrier_port, subnets = _production(raw)
     fsync = raw.get("redis", {}).get("appendfsync", "always")
     if fsync not in ("always", "everysec", "no"):
         raise ValueError(f"redis.appendfsync must be always, everysec or no, not {fsync!r}")
@@ -74,6 +94,52 @@ def load_config(path: Path | str | None = None) -> StackConfig:
         state=state if state.is_absolute() else REPO / state,
         asterisk_root=Path(os.environ.get("KINLINE_ASTERISK_ROOT") or paths["asterisk_root"]),
         appendfsync=fsync,
+        sip_bind=sip_bind,
+        carrier_host=carrier_host,
+        carrier_port=carrier_port,
+        terminal_subnets=subnets,
+    )
+
+
+_FACILITY_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+
+
+def _ipv4(value: object, what: str) -> str:
+    try:
+        return str(ipaddress.IPv4Address(str(value)))
+    except ValueError as err:
+        raise ValueError(f"{what} must be an IPv4 address, not {value!r}") from err
+
+
+def _production(raw: Mapping[str, object]) -> tuple[str | None, str | None, int | None,
+                                                    dict[str, tuple[str, ...]] | None]:
+    """network.sip_bind, [carrier] address/port and [terminal_subnets], checked."""
+    network = raw.get("network")
+    sip_bind = network.get("sip_bind") if isinstance(network, dict) else None
+    carrier = raw.get("carrier", {})
+    if not isinstance(carrier, dict):
+        raise ValueError("[carrier] must be a table")
+    port = carrier.get("port")
+    if port is not None and (type(port) is not int or not 0 < port < 65536):
+        raise ValueError(f"carrier.port must be a port number, not {port!r}")
+    subnets: dict[str, tuple[str, ...]] | None = None
+    table = raw.get("terminal_subnets")
+    if table is not None:
+        if not isinstance(table, dict):
+            raise ValueError("[terminal_subnets] must be a table: facility = [subnets]")
+        subnets = {}
+        for facility, nets in table.items():
+            if not _FACILITY_ID.match(facility) or not isinstance(nets, list) or not nets:
+                raise ValueError(f"terminal_subnets.{facility} must be a non-empty list of subnets")
+            try:
+                subnets[facility] = tuple(str(ipaddress.IPv4Network(str(n))) for n in nets)
+            except ValueError as err:
+                raise ValueError(f"terminal_subnets.{facility}: {err}") from err
+    return (
+        _ipv4(sip_bind, "network.sip_bind") if sip_bind is not None else None,
+        _ipv4(carrier["address"], "carrier.address") if "address" in carrier else None,
+        port,
+        subnets,
     )
 
 

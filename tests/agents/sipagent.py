@@ -113,15 +113,15 @@ class Agent:
         ep.libInit(cfg)
         tcfg = pj.TransportConfig()
         tcfg.port = self.opts.port
-        tcfg.boundAddress = "127.0.0.1"
-        tcfg.publicAddress = "127.0.0.1"
+        tcfg.boundAddress = self.opts.bind
+        tcfg.publicAddress = self.opts.bind
         ep.transportCreate(pj.PJSIP_TRANSPORT_UDP, tcfg)
         ep.audDevManager().setNullDev()
         ep.libStart()
         acfg = pj.AccountConfig()
-        acfg.idUri = f"sip:{self.opts.user}@127.0.0.1"
-        acfg.mediaConfig.transportConfig.boundAddress = "127.0.0.1"
-        acfg.mediaConfig.transportConfig.publicAddress = "127.0.0.1"
+        acfg.idUri = f"sip:{self.opts.user}@{self.opts.bind}"
+        acfg.mediaConfig.transportConfig.boundAddress = self.opts.bind
+        acfg.mediaConfig.transportConfig.publicAddress = self.opts.bind
         acfg.mediaConfig.transportConfig.port = self.opts.rtp_port
         acfg.natConfig.iceEnabled = False
         acfg.natConfig.sipStunUse = pj.PJSUA_STUN_USE_DISABLED
@@ -218,6 +218,7 @@ def main() -> None:
     parser.add_argument("--user", default="relative")
     parser.add_argument("--password", default="")
     parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--bind", default="127.0.0.1", help="local address for SIP and RTP")
     parser.add_argument("--rtp-port", type=int, default=20000)
     parser.add_argument("--mode", choices=("answer", "busy", "noanswer"), default="answer")
     parser.add_argument("--ring", type=float, default=0.2)
