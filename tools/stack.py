@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import os
 import shlex
 import signal
@@ -20,12 +21,19 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from tools.asterisk_conf import write_generated
-from tools.config import REPO, StackConfig, load_config, load_secrets
+from guard.firewall import table_name as guard_table_name
+from tools.asterisk_conf import asterisk_ids, write_generated
+from tools.config import REDIS_USER, REPO, StackConfig, load_config, load_secrets
 from tools.prompts import generate as generate_prompts
 
-SERVICES = ("redis", "agi", "asterisk")
-ASTERISK_COMMAND = ["/usr/sbin/asterisk", "-f", "-n", "-C", "/etc/asterisk/asterisk.conf"]
+SERVICES = ("redis", "agi", "asterisk", "guard", "reconciler")
+# Asterisk drops root for the root's (Debian package's) own "asterisk" user.
+ASTERISK_COMMAND = ["/usr/sbin/asterisk", "-f", "-n", "-U", "asterisk", "-G", "asterisk",
+                    "-C", "/etc/asterisk/asterisk.conf"]
+# Folders Asterisk writes (bind-mounted into its root): owned by its user, 0700.
+ASTERISK_WRITABLE = ("spool", "recordings", "logs/asterisk", "logs/asterisk/cel-custom", "run/asterisk", "astdb")
+# Spawned services create their files (recordings, Redis AOF, logs) 0600 / folders 0700.
+SERVICE_UMASK = 0o077
 
 
 class StackError(Exception):
@@ -38,13 +46,47 @@ def _out(message: str) -> None:
 
 
 def prepare(config: StackConfig) -> None:
-    """Folders, secrets, generated Asterisk config and prompts."""
-    for sub in ("run", "logs/asterisk", "redis", "spool", "recordings", "astdb",
-                "run/asterisk", "prompts", "generated"):
-        config.path(sub).mkdir(parents=True, exist_ok=True)
+    """Folders, secrets, generated Asterisk config, Redis users and prompts."""
+    config.state.mkdir(mode=0o700, parents=True, exist_ok=True)
+    for sub in ("run", "logs", "redis", *ASTERISK_WRITABLE):
+        config.path(sub).mkdir(mode=0o700, parents=True, exist_ok=True)
+    config.path("prompts").mkdir(exist_ok=True)  # read by Asterisk's user: not secret
+    _give_to_asterisk(config)
     secrets = load_secrets(config)
     write_generated(config, secrets)
+    write_redis_acl(config, secrets.redis_password)
     generate_prompts(config.path("prompts"))
+
+
+def _give_to_asterisk(config: StackConfig) -> None:
+    """Asterisk's writable folders (and what an older stack left in them) belong to its user."""
+    ids = asterisk_ids(config)
+    if ids is None:
+        return  # no root yet: up() refuses to start without one
+    uid, gid = ids
+    for sub in ASTERISK_WRITABLE:
+        top = config.path(sub)
+        os.chown(top, uid, gid)
+        for dirpath, dirnames, filenames in os.walk(top):
+            for name in (*dirnames, *filenames):
+                os.chown(os.path.join(dirpath, name), uid, gid, follow_symlinks=False)
+
+
+def redis_acl_path(config: StackConfig) -> Path:
+    return config.path("redis-users.acl")
+
+
+def write_redis_acl(config: StackConfig, password: str) -> None:
+    """Redis users: the default user off; the services' user with a password (stored as its
+    SHA-256), every key and command except administration. Created 0600."""
+    digest = hashlib.sha256(password.encode()).hexdigest()
+    text = f"user default off\nuser {REDIS_USER} on #{digest} ~* &* +@all -@admin\n"
+    path = redis_acl_path(config)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    os.replace(tmp, path)
 
 
 # Services this process spawned, by pid: kept so that they can be reaped (a child
@@ -133,6 +175,11 @@ def start_service(config: StackConfig, name: str) -> None:
     elif name == "asterisk":
         _spawn(config, name, asterisk_argv(config))
         wait_asterisk_booted(config)
+    elif name == "guard":
+        _spawn(config, name, guard_argv(config))
+        wait_guard(config)
+    elif name == "reconciler":
+        _spawn(config, name, reconciler_argv(config))
     else:
         raise StackError(f"no service {name!r}")
 
@@ -141,14 +188,24 @@ def _spawn(config: StackConfig, name: str, argv: list[str]) -> int:
     if (pid := _pid(config, name)) is not None:
         _out(f"{name}: already running (pid {pid})")
         return pid
-    log = config.path("logs", f"{name}.log").open("ab")
-    env = dict(os.environ, PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1")
+    log = os.fdopen(os.open(config.path("logs", f"{name}.log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab")
     proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                            start_new_session=True, cwd=REPO, env=env)
+                            start_new_session=True, cwd=REPO, env=service_env(config),
+                            umask=SERVICE_UMASK)
     _children[proc.pid] = proc
     _write_pidfile(config, name, proc.pid)
     _out(f"{name}: started (pid {proc.pid})")
     return proc.pid
+
+
+def service_env(config: StackConfig) -> dict[str, str]:
+    """The services' environment: secrets travel here, never on a command line (ps shows those)."""
+    secrets = load_secrets(config)
+    return dict(
+        os.environ, PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1",
+        KINLINE_REDIS_URL=config.redis_url,
+        KINLINE_AMI_USER=secrets.ami_user, KINLINE_AMI_SECRET=secrets.ami_secret,
+    )
 
 
 def redis_argv(config: StackConfig) -> list[str]:
@@ -156,15 +213,42 @@ def redis_argv(config: StackConfig) -> list[str]:
         "redis-server", "--bind", config.host, "--port", str(config.redis_port),
         "--dir", str(config.path("redis")), "--appendonly", "yes",
         "--appendfsync", config.appendfsync, "--save", "", "--daemonize", "no",
-        "--protected-mode", "yes", "--logfile", "",
+        "--protected-mode", "yes", "--logfile", "", "--aclfile", str(redis_acl_path(config)),
     ]
 
 
 def agi_argv(config: StackConfig) -> list[str]:
-    return [sys.executable, "-m", "agi.main", "--host", config.host,
-            "--port", str(config.agi_port), "--redis-url", config.redis_url,
+    """The FastAGI server; it reads Redis' URL (with the password) from $KINLINE_REDIS_URL."""
+    return [sys.executable, "-m", "agi.main", "--host", config.host, "--port", str(config.agi_port),
             "--recordings", str(config.path("recordings")), "--prompts", str(config.path("prompts")),
             "--secrets", str(config.path("secrets.toml"))]
+
+
+def reconciler_argv(config: StackConfig) -> list[str]:
+    """Settles what a call's hangup path left open; Redis URL and AMI user from the environment."""
+    return [sys.executable, "-m", "reconciler.main", "--ami-host", config.host, "--ami-port", str(config.ami_port),
+            "--cel-log", str(config.path("logs", "asterisk", "cel-custom", "kinline.csv")),
+            "--recordings", str(config.path("recordings"))]
+
+
+def guard_argv(config: StackConfig) -> list[str]:
+    """The SIP guard; AMI credentials from $KINLINE_AMI_USER / $KINLINE_AMI_SECRET."""
+    return [sys.executable, "-m", "guard.main", "--ami-host", config.host, "--ami-port", str(config.ami_port),
+            "--sip-port", str(config.sip_port)]
+
+
+def wait_guard(config: StackConfig, timeout: float = 15.0) -> None:
+    """The guard is ready when its nftables table exists (it makes it after logging in to AMI)."""
+    table = guard_table_name(config.sip_port)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if _pid(config, "guard") is None:
+            break
+        done = subprocess.run(["nft", "list", "table", "inet", table], capture_output=True, timeout=5)
+        if done.returncode == 0:
+            return
+        time.sleep(0.2)
+    raise StackError(f"the guard did not set up nftables table {table} (see {config.path('logs', 'guard.log')})")
 
 
 def asterisk_mounts(config: StackConfig) -> list[tuple[Path, str, bool]]:
@@ -185,7 +269,11 @@ def asterisk_mounts(config: StackConfig) -> list[tuple[Path, str, bool]]:
 
 def asterisk_argv(config: StackConfig) -> list[str]:
     root = config.asterisk_root
-    script = ["set -e"]
+    quoted_root = shlex.quote(str(root))
+    # The cached root is shared by every stack: Asterisk sees it read-only, with a
+    # private /tmp, and writes only into the folders mounted from this stack's state.
+    script = ["set -e", f"mount --bind {quoted_root} {quoted_root}", f"mount -o remount,bind,ro {quoted_root}",
+              f"mount -t tmpfs -o mode=1777,size=16m tmpfs {shlex.quote(str(root / 'tmp'))}"]
     for src, dest, ro in asterisk_mounts(config):
         inside = root / dest.lstrip("/")
         # A symlink on the way would point the mount at the host's own files.
