@@ -11,6 +11,8 @@ from tools import stack
 from tools.config import REPO, load_config
 
 COMPOSE = REPO / "docker-compose.yml"
+# What compose's `setup` renders from: config/production.toml, a copy of the example.
+PRODUCTION = REPO / "config" / "production.example.toml"
 
 
 def _compose() -> dict[str, Any]:
@@ -32,7 +34,7 @@ def test_services_exist() -> None:
 
 
 def test_redis_matches_dev_config() -> None:
-    config = load_config(REPO / "config" / "dev.toml")
+    config = load_config(PRODUCTION)
     command = _compose()["services"]["redis"]["command"]
     dev = stack.redis_argv(config)
     assert _flag(command, "--port") == str(config.redis_port) == _flag(dev, "--port")
@@ -44,7 +46,7 @@ def test_redis_matches_dev_config() -> None:
 
 
 def test_agi_matches_dev_config() -> None:
-    config = load_config(REPO / "config" / "dev.toml")
+    config = load_config(PRODUCTION)
     command = _compose()["services"]["agi"]["command"]
     dev = stack.agi_argv(config)
     assert command[1:3] == dev[1:3] == ["-m", "agi.main"]
@@ -53,7 +55,7 @@ def test_agi_matches_dev_config() -> None:
 
 
 def test_asterisk_mounts_match_dev_stack() -> None:
-    config = load_config(REPO / "config" / "dev.toml")
+    config = load_config(PRODUCTION)
     service = _compose()["services"]["asterisk"]
     mounts = {v.split(":")[1]: v.split(":")[0] for v in service["volumes"]}
     dev_mounts = {inside: host for host, inside, _ in stack.asterisk_mounts(config)}
@@ -68,6 +70,26 @@ def test_asterisk_mounts_match_dev_stack() -> None:
     assert mounts["/var/lib/kinline/recordings"] == "recordings"
     assert {"recordings", "redis-data"} <= set(_compose()["volumes"])
     assert service["command"] == stack.ASTERISK_COMMAND
+
+
+def test_setup_renders_the_production_profile() -> None:
+    setup = _compose()["services"]["setup"]
+    assert _flag(setup["command"], "--config") == "config/production.toml"
+    assert "./config/production.toml:/app/config/production.toml:ro" in setup["volumes"]
+    config = load_config(PRODUCTION)
+    assert config.host == "127.0.0.1", "AGI, AMI and Redis stay on loopback"
+    assert config.sip_host != config.host and config.carrier_host and config.terminal_subnets
+    dev = load_config(REPO / "config" / "dev.toml")
+    for port in ("sip_port", "agi_port", "ami_port", "redis_port"):
+        assert getattr(config, port) == getattr(dev, port), port
+
+
+def test_every_long_running_service_restarts() -> None:
+    services = _compose()["services"]
+    assert services["setup"]["restart"] == "no"
+    for name, service in services.items():
+        if name != "setup":
+            assert service.get("restart") in ("unless-stopped", "always"), name
 
 
 def test_asterisk_dockerfile_installs_the_root_packages() -> None:
