@@ -8,12 +8,13 @@ import hashlib
 import secrets
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from ami.protocol import AmiMessage
-from ivr.model import AllowedNumber, Inmate, InmateStatus
+from ivr.model import AllowedNumber, CardStatus, Inmate, InmateStatus
 from store.redis_store import RedisStore
 from tests.e2e.conftest import E2E
 from tests.e2e.harness import AmiWatch, SipAgent
@@ -61,6 +62,7 @@ class Terminal:
 @pytest.fixture
 async def call_in(e2e: E2E, ami: AmiWatch) -> AsyncIterator[object]:
     agents: list[SipAgent] = []
+    seen: set[str] = set()  # a second call in one test must not find the first one's channel
 
     async def start(facility: str = "open") -> Terminal:
         t = e2e.terminals[facility]
@@ -69,7 +71,9 @@ async def call_in(e2e: E2E, ami: AmiWatch) -> AsyncIterator[object]:
             "--rtp-port", "20600",
         )
         agents.append(agent)
-        channel = await ami.wait_for("Newchannel", lambda m: m.get("Channel").startswith(f"PJSIP/{t.name}-"))
+        channel = await ami.wait_for("Newchannel", lambda m: m.get("Channel").startswith(f"PJSIP/{t.name}-")
+                                     and m.get("Uniqueid") not in seen)
+        seen.add(channel.get("Uniqueid"))
         return Terminal(agent, ami, channel.get("Uniqueid"))
 
     yield start
@@ -165,7 +169,23 @@ async def test_good_call_is_connected_recorded_and_billed_exactly(
     await store.release_card(card, "probe")
 
 
-async def test_wrong_pin_three_times(e2e: E2E, ami: AmiWatch, store: RedisStore, call_in: object) -> None:
+def _played(ami: AmiWatch, uid: str, name: str) -> bool:
+    return any(m.event == "AGIExecStart" and m.get("Uniqueid") == uid and f'"kinline/en/{name}"' in m.get("Command")
+               for m in ami.events)
+
+
+@pytest.fixture
+async def clean_terminal(e2e: E2E, store: RedisStore) -> AsyncIterator[str]:
+    """The open facility's terminal, its failed logins forgotten after the test
+    (5 in 10 min would make it wait, and the other tests call from it)."""
+    name = e2e.terminals["open"].name
+    await store.clear_login_failures(name)
+    yield name
+    await store.clear_login_failures(name)
+
+
+async def test_wrong_pin_three_times(e2e: E2E, ami: AmiWatch, store: RedisStore, call_in: object,
+                                     clean_terminal: str) -> None:
     card = await new_card(store, "open", 10_000)
     term: Terminal = await call_in()  # type: ignore[operator]
     for _ in range(3):
@@ -174,9 +194,53 @@ async def test_wrong_pin_three_times(e2e: E2E, ami: AmiWatch, store: RedisStore,
     await term.prompt("too-many-tries")
     assert await term.hangup_cause() == "16"
     assert not _dials(ami, term.uid)
-    from datetime import UTC, datetime
-    assert await store.pin_failures(card, datetime.now(UTC)) == 3
+    now = datetime.now(UTC)
+    assert await store.pin_failures(card, now) == 3
+    # Counted against the terminal too (its SIP endpoint name).
+    assert len(await store.login_failures(clean_terminal, now - timedelta(minutes=10))) == 3
     assert (await store.card(card)).balance == 10_000  # type: ignore[union-attr]
+
+
+async def test_locked_card_is_told_only_after_the_right_pin(e2e: E2E, ami: AmiWatch, store: RedisStore,
+                                                           call_in: object, clean_terminal: str) -> None:
+    card = await new_card(store, "open", 10_000)
+    await store.set_card_status(card, CardStatus.LOCKED)
+    term: Terminal = await call_in()  # type: ignore[operator]
+    await term.login(card, "1357")
+    await term.prompt("login-failed")  # a wrong PIN on a locked card sounds like any wrong entry
+    assert not _played(ami, term.uid, "card-locked")
+    await term.login(card, PIN)
+    await term.prompt("card-locked")
+    assert await term.hangup_cause() == "16"
+    assert not _dials(ami, term.uid)
+
+
+async def test_terminal_waits_after_five_failed_logins(e2e: E2E, ami: AmiWatch, store: RedisStore,
+                                                       call_in: object, clean_terminal: str) -> None:
+    card = await new_card(store, "open", 10_000)
+    now = datetime.now(UTC)
+    for i in range(4):  # four failed logins in the last minutes, on any cards
+        await store.record_login_failure(clean_terminal, now - timedelta(minutes=4 - i), 24 * 3600)
+    term: Terminal = await call_in()  # type: ignore[operator]
+    await term.login("4242424242", PIN)  # an unknown card: the fifth failure
+    await term.prompt("terminal-wait")
+    assert await term.hangup_cause() == "16"
+    assert not _played(ami, term.uid, "login-failed")
+    await term.agent.close()  # frees its RTP port for the next call
+    # The next call from that terminal is not even asked for a card, right PIN or not.
+    again: Terminal = await call_in()  # type: ignore[operator]
+    await again.prompt("terminal-wait")
+    assert await again.hangup_cause() == "16"
+    assert not _played(ami, again.uid, "enter-card")
+    await again.agent.close()
+    assert await store.pin_failures(card, datetime.now(UTC)) == 0
+    # Once staff clear it, the terminal logs in again.
+    await store.clear_login_failures(clean_terminal)
+    third: Terminal = await call_in()  # type: ignore[operator]
+    await third.login(card)
+    await third.prompt("your-balance")
+    await third.agent.send("hangup")
+    await third.hangup_cause()
 
 
 async def test_number_not_allowed(e2e: E2E, ami: AmiWatch, store: RedisStore, call_in: object) -> None:
