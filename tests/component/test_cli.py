@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import csv
 import io
 import json
@@ -12,6 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+import redis
 
 from ivr.model import CallRecord, CardStatus, InmateStatus
 from ivr.pin import PinHasher
@@ -32,6 +34,11 @@ def cli(flushed: RedisServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     state = tmp_path / "state"
     monkeypatch.setenv("KINLINE_STATE", str(state))
     monkeypatch.delenv("KINLINE_CONFIG", raising=False)
+    # The services' Redis user, with this state folder's password (as the stack's ACL file makes it).
+    password = load_secrets(load_config(config)).redis_password
+    with contextlib.closing(redis.Redis(host=flushed.host, port=flushed.port)) as client:
+        client.acl_setuser("kinline", enabled=True, reset_passwords=True, passwords=[f"+{password}"],
+                           keys=["*"], channels=["*"], commands=["+@all", "-@admin"])
     return CliRunner(config, state, flushed)
 
 
