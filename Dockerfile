@@ -1,7 +1,7 @@
-# Production image of the Python services: FastAGI server, push bridge, set-up.
+# Production image of the Python services: FastAGI server, push bridge, guard, set-up.
 FROM python:3.11-slim-bookworm
 RUN apt-get update \
- && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends espeak-ng sox \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends espeak-ng sox nftables \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /app
 COPY pyproject.toml README.md ./
@@ -9,6 +9,9 @@ COPY ivr ivr
 COPY agi agi
 COPY ami ami
 COPY pushbridge pushbridge
+COPY store store
+COPY guard guard
+COPY reconciler reconciler
 COPY tools tools
 COPY prompts prompts
 COPY config config

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 
 import redis.asyncio as aioredis
@@ -29,7 +30,10 @@ async def serve(redis_url: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description="Kinline push bridge")
-    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
+    parser.add_argument(
+        "--redis-url", default=os.environ.get("KINLINE_REDIS_URL", "redis://127.0.0.1:6379/0"),
+        help="default $KINLINE_REDIS_URL: pass the URL (it holds the password) in the environment",
+    )
     args = parser.parse_args()
     logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(name)s %(message)s")
     asyncio.run(serve(args.redis_url))

@@ -7,7 +7,9 @@ here, into <state>/generated.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import re
 import socket
 from collections.abc import Mapping
@@ -60,6 +62,14 @@ def save_terminals(config: StackConfig, terminals: list[Terminal]) -> None:
     tmp.replace(path)
 
 
+SIP_REALM = "kinline"  # asterisk/conf/pjsip.conf: default_realm and the terminal-auth template's realm
+
+
+def md5_cred(username: str, password: str, realm: str = SIP_REALM) -> str:
+    """RFC 2617 HA1: what Asterisk needs to check a digest, without the password itself."""
+    return hashlib.md5(f"{username}:{realm}:{password}".encode(), usedforsecurity=False).hexdigest()
+
+
 def terminal_acl(terminal: Terminal, subnets: Mapping[str, tuple[str, ...]] | None) -> str:
     """Endpoint ACL lines: with ``subnets`` (the production profile) a terminal is
     accepted only from its facility's subnets, and from nowhere if its facility has
@@ -76,13 +86,29 @@ def terminals_conf(terminals: list[Terminal], subnets: Mapping[str, tuple[str, .
     for t in terminals:
         t.validate()
         parts.append(
-            f"\n[{t.name}](terminal-auth)\nusername = {t.name}\npassword = {t.password}\n"
+            f"\n[{t.name}](terminal-auth)\nusername = {t.name}\nmd5_cred = {md5_cred(t.name, t.password)}\n"
             f"\n[{t.name}](terminal-aor)\n"
             f"\n[{t.name}](terminal-endpoint)\nauth = {t.name}\naors = {t.name}\n"
             f"language = {t.language}\nset_var = KINLINE_FACILITY={t.facility}\n"
             + terminal_acl(t, subnets)
         )
     return "".join(parts)
+
+
+# AMI classes the read-only user receives: call progress, AGI, user events,
+# dial plan steps, boot (system) and security events (the guard). It may run no
+# action that needs a write class. The other user may only originate.
+AMI_READ_CLASSES = "system,call,dtmf,reporting,cdr,dialplan,agi,user,security"
+
+
+def manager_users_conf(host: str, secrets: Secrets) -> str:
+    acl = f"deny = 0.0.0.0/0.0.0.0\npermit = {host}/255.255.255.255\n"
+    return (
+        f"[{secrets.ami_user}]\nsecret = {secrets.ami_secret}\n{acl}"
+        f"read = {AMI_READ_CLASSES}\nwrite =\n\n"
+        f"[{secrets.ami_originate_user}]\nsecret = {secrets.ami_originate_secret}\n{acl}"
+        "read = call\nwrite = originate\n"
+    )
 
 
 def render(config: StackConfig, secrets: Secrets) -> dict[str, str]:
@@ -101,15 +127,14 @@ def render(config: StackConfig, secrets: Secrets) -> dict[str, str]:
             "[trunk]\ntype = endpoint\ncontext = from-trunk\ndisallow = all\n"
             "allow = ulaw,alaw\naors = trunk\ndirect_media = no\ndtmf_mode = rfc4733\n"
             "rtp_symmetric = yes\nsend_rpid = no\nallow_transfer = no\n"
+            # Only the carrier's address and port reach the trunk, never its name in From.
+            "identify_by = ip\n\n"
+            f"[trunk-identify]\ntype = identify\nendpoint = trunk\nmatch = {config.carrier}\n"
         ),
         "pjsip_terminals.conf": terminals_conf(load_terminals(config), config.terminal_subnets),
         "rtp_ports.conf": f"rtpstart = {config.rtp_start}\nrtpend = {config.rtp_end}\n",
         "manager_general.conf": f"port = {config.ami_port}\nbindaddr = {host}\n",
-        "manager_users.conf": (
-            f"[{secrets.ami_user}]\nsecret = {secrets.ami_secret}\n"
-            f"deny = 0.0.0.0/0.0.0.0\npermit = {host}/255.255.255.255\n"
-            "read = all\nwrite = all\n"
-        ),
+        "manager_users.conf": manager_users_conf(host, secrets),
         "hosts": (
             f"127.0.0.1\tlocalhost\n127.0.1.1\t{socket.gethostname()}\n"
             "::1\tlocalhost ip6-localhost ip6-loopback\n"
@@ -117,13 +142,37 @@ def render(config: StackConfig, secrets: Secrets) -> dict[str, str]:
     }
 
 
+def asterisk_ids(config: StackConfig) -> tuple[int, int] | None:
+    """The uid and gid of the ``asterisk`` user of the Asterisk root (None without a root)."""
+    ids: list[int] = []
+    for table in ("passwd", "group"):
+        try:
+            lines = (config.asterisk_root / "etc" / table).read_text().splitlines()
+        except OSError:
+            return None
+        entry = next((line.split(":") for line in lines if line.startswith("asterisk:")), None)
+        if entry is None:
+            return None
+        ids.append(int(entry[2]))
+    return ids[0], ids[1]
+
+
 def write_generated(config: StackConfig, secrets: Secrets) -> Path:
+    """Write <state>/generated: root-owned, readable by Asterisk's group only (0640 in a 0750 folder)."""
     out = config.path("generated")
-    out.mkdir(parents=True, exist_ok=True)
+    out.mkdir(mode=0o750, parents=True, exist_ok=True)
+    ids = asterisk_ids(config)
+    gid = ids[1] if ids else -1
+    os.chown(out, -1, gid)
+    out.chmod(0o750)
     for name, content in render(config, secrets).items():
         target = out / name
         tmp = target.with_suffix(target.suffix + ".tmp")
-        tmp.write_text(content)
-        tmp.chmod(0o600)
+        tmp.unlink(missing_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
+        with os.fdopen(fd, "w") as fh:
+            os.fchown(fh.fileno(), -1, gid)
+            os.fchmod(fh.fileno(), 0o640)  # whatever the caller's umask: Asterisk's group reads it
+            fh.write(content)
         tmp.replace(target)
     return out

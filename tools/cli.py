@@ -622,7 +622,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.write(f"kinline: {err}\n")
         return 2
     except redis.RedisError as err:
-        sys.stderr.write(f"kinline: Redis at {config.redis_url} failed: {err}\n")
+        sys.stderr.write(f"kinline: Redis at {config.redis_address} failed: {err}\n")
         return 1
     except OSError as err:
         sys.stderr.write(f"kinline: {err}\n")

@@ -13,6 +13,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = REPO / "config" / "dev.toml"
+REDIS_USER = "kinline"  # the services' Redis ACL user (tools/stack.py writes its ACL)
 
 
 @dataclass(frozen=True)
@@ -48,7 +49,14 @@ class StackConfig:
 
     @property
     def redis_url(self) -> str:
-        return f"redis://{self.host}:{self.redis_port}/0"
+        """The services' Redis user with its password (from the secrets): never print it."""
+        password = load_secrets(self).redis_password
+        return f"redis://{REDIS_USER}:{password}@{self.host}:{self.redis_port}/0"
+
+    @property
+    def redis_address(self) -> str:
+        """Where Redis listens, for messages (no credentials)."""
+        return f"{self.host}:{self.redis_port}"
 
     @property
     def agi_url(self) -> str:

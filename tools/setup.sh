@@ -4,7 +4,7 @@
 set -eu
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES="debootstrap redis-server sip-tester espeak-ng sox tcpdump util-linux iproute2 ca-certificates"
+APT_PACKAGES="debootstrap redis-server sip-tester espeak-ng sox tcpdump util-linux iproute2 ca-certificates nftables"
 missing=""
 for p in $APT_PACKAGES; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

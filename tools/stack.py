@@ -55,6 +55,7 @@ def prepare(config: StackConfig) -> None:
     secrets = load_secrets(config)
     write_generated(config, secrets)
     write_redis_acl(config, secrets.redis_password)
+    write_services_env(config)
     generate_prompts(config.path("prompts"))
 
 
@@ -198,14 +199,30 @@ def _spawn(config: StackConfig, name: str, argv: list[str]) -> int:
     return proc.pid
 
 
+def service_secrets(config: StackConfig) -> dict[str, str]:
+    """What the Python services need from the secrets, as environment variables."""
+    secrets = load_secrets(config)
+    return {"KINLINE_REDIS_URL": config.redis_url,
+            "KINLINE_AMI_USER": secrets.ami_user, "KINLINE_AMI_SECRET": secrets.ami_secret}
+
+
 def service_env(config: StackConfig) -> dict[str, str]:
     """The services' environment: secrets travel here, never on a command line (ps shows those)."""
-    secrets = load_secrets(config)
-    return dict(
-        os.environ, PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1",
-        KINLINE_REDIS_URL=config.redis_url,
-        KINLINE_AMI_USER=secrets.ami_user, KINLINE_AMI_SECRET=secrets.ami_secret,
-    )
+    return dict(os.environ, PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1", **service_secrets(config))
+
+
+def services_env_path(config: StackConfig) -> Path:
+    return config.path("services.env")
+
+
+def write_services_env(config: StackConfig) -> None:
+    """The same variables as a 0600 env file, for docker-compose.yml's ``env_file``."""
+    path = services_env_path(config)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write("".join(f"{k}={v}\n" for k, v in service_secrets(config).items()))
+    os.replace(tmp, path)
 
 
 def redis_argv(config: StackConfig) -> list[str]:

@@ -43,6 +43,10 @@ def test_redis_matches_dev_config() -> None:
     assert _flag(command, "--appendfsync") == config.appendfsync == _flag(dev, "--appendfsync")
     assert any(v.endswith(":/data") for v in _compose()["services"]["redis"]["volumes"])
     assert _flag(command, "--dir") == "/data"
+    # Users (default off, a password for the services) from the ACL file setup writes.
+    acl = _flag(command, "--aclfile")
+    assert Path(_flag(dev, "--aclfile")) == stack.redis_acl_path(config)
+    assert f"./var/{stack.redis_acl_path(config).name}:{acl}:ro" in _compose()["services"]["redis"]["volumes"]
 
 
 def test_agi_matches_dev_config() -> None:
@@ -50,8 +54,31 @@ def test_agi_matches_dev_config() -> None:
     command = _compose()["services"]["agi"]["command"]
     dev = stack.agi_argv(config)
     assert command[1:3] == dev[1:3] == ["-m", "agi.main"]
-    for flag in ("--host", "--port", "--redis-url"):
+    for flag in ("--host", "--port"):
         assert _flag(command, flag) == _flag(dev, flag), flag
+
+
+def test_secrets_reach_the_services_by_environment_only() -> None:
+    """The Redis URL (with its password) and the AMI user come from the env file setup
+    writes (what tools/stack.py gives its services), never from a command line."""
+    config = load_config(PRODUCTION)
+    services = _compose()["services"]
+    env_file = f"./var/{stack.services_env_path(config).name}"
+    for name in ("agi", "pushbridge", "guard"):
+        assert services[name]["env_file"] == env_file, name
+        assert not any("redis://" in str(arg) for arg in services[name]["command"])
+    for argv in (stack.agi_argv(config), stack.guard_argv(config), stack.redis_argv(config)):
+        assert not any("redis://" in arg for arg in argv)
+
+
+def test_guard_matches_dev_stack() -> None:
+    config = load_config(PRODUCTION)
+    service = _compose()["services"]["guard"]
+    command, dev = service["command"], stack.guard_argv(config)
+    assert command[1:3] == dev[1:3] == ["-m", "guard.main"]
+    for flag in ("--ami-host", "--ami-port", "--sip-port"):
+        assert _flag(command, flag) == _flag(dev, flag), flag
+    assert service["cap_add"] == ["NET_ADMIN"]
 
 
 def test_asterisk_mounts_match_dev_stack() -> None:

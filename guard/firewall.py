@@ -1,0 +1,77 @@
+"""Blocks as nftables set elements with a timeout: the kernel ends each block by itself.
+
+One table per stack, named after its SIP port; its rules drop only packets from a
+blocked address to that port, so other stacks and services are untouched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+
+log = logging.getLogger(__name__)
+
+
+class FirewallError(Exception):
+    """nft refused a command or could not be run."""
+
+
+def table_name(sip_port: int) -> str:
+    return f"kinline_guard_{sip_port}"
+
+
+def ruleset(sip_port: int) -> str:
+    """The table, emptied if it existed (a guard killed earlier leaves it behind)."""
+    table = table_name(sip_port)
+    return (
+        f"add table inet {table}\n"
+        f"delete table inet {table}\n"
+        f"table inet {table} {{\n"
+        "  set blocked4 { type ipv4_addr; flags timeout; }\n"
+        "  set blocked6 { type ipv6_addr; flags timeout; }\n"
+        "  chain input {\n"
+        "    type filter hook input priority -10; policy accept;\n"
+        f"    ip saddr @blocked4 meta l4proto {{ udp, tcp }} th dport {sip_port} drop\n"
+        f"    ip6 saddr @blocked6 meta l4proto {{ udp, tcp }} th dport {sip_port} drop\n"
+        "  }\n"
+        "}\n"
+    )
+
+
+def block_command(sip_port: int, address: str, seconds: int) -> str:
+    ip = ipaddress.ip_address(address)  # ValueError on anything that is not an address
+    if not 1 <= seconds <= 86_400:
+        raise ValueError(f"block time must be 1 s to 1 day, not {seconds}")
+    family = "blocked4" if ip.version == 4 else "blocked6"
+    return f"add element inet {table_name(sip_port)} {family} {{ {ip} timeout {seconds}s }}\n"
+
+
+class NftFirewall:
+    """Runs ``nft -f -`` for each change."""
+
+    def __init__(self, sip_port: int, nft: str = "nft") -> None:
+        self.sip_port = sip_port
+        self.nft = nft
+
+    async def _run(self, script: str) -> None:
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                self.nft, "-f", "-", stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            )
+        except OSError as exc:
+            raise FirewallError(f"cannot run {self.nft}: {exc}") from exc
+        _, err = await asyncio.wait_for(proc.communicate(script.encode()), 10)
+        if proc.returncode != 0:
+            raise FirewallError(f"nft failed ({proc.returncode}): {err.decode(errors='replace').strip()}")
+
+    async def setup(self) -> None:
+        await self._run(ruleset(self.sip_port))
+
+    async def block(self, address: str, seconds: int) -> None:
+        await self._run(block_command(self.sip_port, address, seconds))
+
+    async def teardown(self) -> None:
+        table = table_name(self.sip_port)
+        await self._run(f"add table inet {table}\ndelete table inet {table}\n")
