@@ -51,6 +51,7 @@ def test_production_rendering(tmp_path: Path) -> None:
     out = _render(load_config(EXAMPLE), tmp_path)
     assert "bind = 192.0.2.10:5060\n" in out["pjsip_transport.conf"]
     assert "contact = sip:198.51.100.7:5060\n" in out["pjsip_trunk.conf"]
+    assert "match = 198.51.100.7:5060\n" in out["pjsip_trunk.conf"]
     assert "bindaddr = 127.0.0.1\n" in out["manager_general.conf"]
     assert out["globals.conf"] == "KINLINE_AGI = agi://127.0.0.1:4573\n"
 
