@@ -242,6 +242,13 @@ async def terminal_remove(store: RedisStore, config: StackConfig, opts: argparse
     _out(reloaded)
 
 
+async def terminal_unthrottle(store: RedisStore, config: StackConfig, opts: argparse.Namespace) -> None:
+    """Forget a terminal's failed logins: a terminal told to wait may log in again at once."""
+    failures = await store.login_failures(opts.name, datetime.now(UTC) - timedelta(days=1))
+    await store.clear_login_failures(opts.name)
+    _out(f"terminal {opts.name}: {len(failures)} failed login(s) of the last 24 h cleared")
+
+
 async def inmate_add(store: RedisStore, config: StackConfig, opts: argparse.Namespace) -> None:
     _check(_ID, "inmate id", opts.id)
     facility = await _need_facility(store, opts.facility)
@@ -512,6 +519,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--password", default=None, help="12-64 letters or digits (default: generated)")
     p.add_argument("--language", default=None, choices=LANGUAGES, help="default: the facility's language")
     p = sub(term, "remove", terminal_remove, "remove a terminal; Asterisk no longer accepts it")
+    p.add_argument("name")
+    p = sub(term, "unthrottle", terminal_unthrottle, "clear a terminal's failed logins (it may log in again)")
     p.add_argument("name")
 
     inm = group("inmate", "inmates")

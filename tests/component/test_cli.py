@@ -9,7 +9,7 @@ import io
 import json
 import re
 from dataclasses import fields
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -372,3 +372,20 @@ def test_redis_down_exits_1(tmp_path: Path, capsys: pytest.CaptureFixture[str],
     assert main(["--config", str(config), "card", "show", "1001"]) == 1
     err = capsys.readouterr().err
     assert err.startswith("kinline: Redis at") and err.count("\n") == 1
+
+
+def test_terminal_unthrottle_clears_failed_logins(cli: CliRunner, capsys: pytest.CaptureFixture[str]) -> None:
+    now = datetime.now(UTC)
+
+    async def fail(store: RedisStore) -> None:
+        for _ in range(5):
+            await store.record_login_failure("term-a1", now, 24 * 3600)
+
+    cli.run(fail)
+    assert "5 failed login(s)" in ok(cli(capsys, "terminal", "unthrottle", "term-a1"))
+
+    async def check(store: RedisStore) -> None:
+        assert await store.login_failures("term-a1", now - timedelta(days=1)) == []
+
+    cli.run(check)
+    assert "0 failed login(s)" in ok(cli(capsys, "terminal", "unthrottle", "term-a1"))
