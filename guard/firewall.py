@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+from typing import Protocol
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +46,10 @@ def block_command(sip_port: int, address: str, seconds: int) -> str:
         raise ValueError(f"block time must be 1 s to 1 day, not {seconds}")
     family = "blocked4" if ip.version == 4 else "blocked6"
     return f"add element inet {table_name(sip_port)} {family} {{ {ip} timeout {seconds}s }}\n"
+
+
+class Firewall(Protocol):
+    async def block(self, address: str, seconds: int) -> None: ...
 
 
 class NftFirewall:

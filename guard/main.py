@@ -21,13 +21,13 @@ import time
 from ami.client import AmiClient
 from ami.protocol import AmiMessage
 from guard.events import auth_failure
-from guard.firewall import FirewallError, NftFirewall
+from guard.firewall import Firewall, FirewallError, NftFirewall
 from guard.policy import FailureCounter
 
 log = logging.getLogger("guard")
 
 
-async def handle(message: AmiMessage, counter: FailureCounter, firewall: NftFirewall, now: float) -> None:
+async def handle(message: AmiMessage, counter: FailureCounter, firewall: Firewall, now: float) -> None:
     failure = auth_failure(message)
     if failure is None:
         return
@@ -42,6 +42,7 @@ async def handle(message: AmiMessage, counter: FailureCounter, firewall: NftFire
     try:
         await firewall.block(block.address, block.seconds)
     except (FirewallError, TimeoutError) as exc:
+        counter.lift(block.address)  # the next failure tries again
         log.error("[%s] could not block after %d failures: %s", block.address, block.failures, exc)
         return
     log.warning("[%s] blocked for %d s after %d SIP authentication failures",

@@ -50,6 +50,10 @@ class FailureCounter:
             del self._failures[next(iter(self._failures))]
         return None
 
+    def lift(self, address: str) -> None:
+        """Forget ``address``'s block (it could not be applied): its next failure blocks again."""
+        self._blocked_until.pop(address, None)
+
     def is_blocked(self, address: str, now: float) -> bool:
         self.expire(now)
         return address in self._blocked_until

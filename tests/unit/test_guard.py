@@ -7,7 +7,8 @@ import pytest
 
 from ami.protocol import AmiMessage
 from guard.events import auth_failure, parse_remote_address
-from guard.firewall import block_command, ruleset, table_name
+from guard.firewall import FirewallError, block_command, ruleset, table_name
+from guard.main import handle
 from guard.policy import Block, FailureCounter
 
 
@@ -109,3 +110,37 @@ def test_nft_commands() -> None:
         block_command(15060, "127.0.0.2 }; flush ruleset", 300)
     with pytest.raises(ValueError):
         block_command(15060, "127.0.0.2", 0)
+
+
+class FakeFirewall:
+    def __init__(self, fail: bool = False) -> None:
+        self.blocks: list[tuple[str, int]] = []
+        self.fail = fail
+
+    async def block(self, address: str, seconds: int) -> None:
+        if self.fail:
+            raise FirewallError("nft failed (1): no table")
+        self.blocks.append((address, seconds))
+
+
+async def test_events_in_blocks_out() -> None:
+    counter = FailureCounter(threshold=3, window_s=60, block_s=120)
+    firewall = FakeFirewall()
+    events = [_event("ChallengeSent"), _event("InvalidAccountID"), _event("SuccessfulAuth"),
+              _event("ChallengeResponseFailed"), _event("InvalidAccountID", remote="IPV4/UDP/127.0.0.3/5060"),
+              _event("InvalidPassword", service="AMI"), _event("ChallengeResponseFailed"),
+              _event("ChallengeResponseFailed")]  # the last comes while blocked
+    for n, event in enumerate(events):
+        await handle(event, counter, firewall, float(n))
+    assert firewall.blocks == [("127.0.0.2", 120)]
+
+
+async def test_a_failed_block_is_logged_not_raised(caplog: pytest.LogCaptureFixture) -> None:
+    counter = FailureCounter(threshold=1, window_s=60, block_s=120)
+    await handle(_event("InvalidAccountID"), counter, FakeFirewall(fail=True), 0.0)
+    assert "[127.0.0.2] could not block after 1 failures: nft failed (1): no table" in caplog.text
+    # Not taken as blocked: the next failure tries again.
+    assert not counter.is_blocked("127.0.0.2", 1.0)
+    firewall = FakeFirewall()
+    await handle(_event("InvalidAccountID"), counter, firewall, 2.0)
+    assert firewall.blocks == [("127.0.0.2", 120)]
