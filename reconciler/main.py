@@ -150,7 +150,7 @@ async def serve(redis_url: str, cel_log: Path, recordings: Path, ami_host: str, 
                 ami_user: str, ami_secret: str, node: str, interval: float = INTERVAL_S) -> None:
     client = connect(redis_url)
     store = RedisStore(client)
-    ami = AmiClient(ami_host, ami_port, ami_user, ami_secret, events="off")
+    ami = AmiClient(ami_host, ami_port, ami_user, ami_secret, events="system")  # FullyBooted: the start time
     watch = SwitchWatch(ami)
     watch.start()
     ami_task = asyncio.create_task(ami.start(timeout=365 * 24 * 3600), name="ami-start")

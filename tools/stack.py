@@ -79,9 +79,15 @@ def redis_acl_path(config: StackConfig) -> Path:
 
 def write_redis_acl(config: StackConfig, password: str) -> None:
     """Redis users: the default user off; the services' user with a password (stored as its
-    SHA-256), every key and command except administration. Created 0600."""
+    SHA-256), every key and command except administration. Created 0600.
+
+    The default user is off (nobody can log in as it) but keeps its permissions:
+    Redis 7.0 checks the default user's permissions when it replays the AOF's
+    MULTI/EXEC blocks (every Lua script is logged as one) at start-up, and with a
+    permission-less default user it refuses them all: every money movement since
+    the last rewrite would be lost on restart (tests/e2e/test_faults.py restarts Redis)."""
     digest = hashlib.sha256(password.encode()).hexdigest()
-    text = f"user default off\nuser {REDIS_USER} on #{digest} ~* &* +@all -@admin\n"
+    text = f"user default off ~* &* +@all\nuser {REDIS_USER} on #{digest} ~* &* +@all -@admin\n"
     path = redis_acl_path(config)
     tmp = path.with_suffix(f".tmp{os.getpid()}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -308,6 +314,9 @@ def asterisk_argv(config: StackConfig) -> list[str]:
 
 def _port_busy(host: str, port: int, kind: int) -> bool:
     with socket.socket(socket.AF_INET, kind) as sock:
+        if kind == socket.SOCK_STREAM:
+            # as the services do: a port whose last connections are in TIME_WAIT is free
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError:
@@ -339,27 +348,37 @@ def wait_port(host: str, port: int, timeout: float, what: str) -> None:
 
 
 def wait_asterisk_booted(config: StackConfig, timeout: float = 30.0) -> None:
-    """Log in to AMI and wait for FullyBooted."""
+    """Log in to AMI and wait for FullyBooted (again if Asterisk drops the
+    connection while it starts)."""
     secrets = load_secrets(config)
     wait_port(config.host, config.ami_port, timeout, "Asterisk AMI")
     deadline = time.monotonic() + timeout
-    with socket.create_connection((config.host, config.ami_port), timeout=timeout) as sock:
-        sock.sendall(
-            f"Action: Login\r\nUsername: {secrets.ami_user}\r\nSecret: {secrets.ami_secret}\r\n"
-            "Events: system\r\n\r\n".encode()
-        )
+    while time.monotonic() < deadline:
+        try:
+            if _booted(config, secrets.ami_user, secrets.ami_secret, deadline):
+                return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise StackError("Asterisk did not report FullyBooted")
+
+
+def _booted(config: StackConfig, user: str, secret: str, deadline: float) -> bool:
+    left = max(0.1, deadline - time.monotonic())
+    with socket.create_connection((config.host, config.ami_port), timeout=left) as sock:
+        sock.sendall(f"Action: Login\r\nUsername: {user}\r\nSecret: {secret}\r\nEvents: system\r\n\r\n".encode())
         data = b""
         while time.monotonic() < deadline:
             chunk = sock.recv(4096)
             if not chunk:
-                break
+                return False
             data += chunk
             if b"Authentication failed" in data:
                 raise StackError("AMI login failed: secrets and generated config disagree")
             if b"Event: FullyBooted" in data:
                 sock.sendall(b"Action: Logoff\r\n\r\n")
-                return
-    raise StackError("Asterisk did not report FullyBooted")
+                return True
+    return False
 
 
 def up(config: StackConfig) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from agi import variables as v
 from agi.caller import AgiCaller
 from agi.channel import AgiChannel
@@ -31,7 +33,13 @@ def make_inmate_call(deps: CallDeps) -> Route:
             await deps.calls.end(session.card.number, env.uniqueid)
             raise
         await channel.set_variable(v.LANGUAGE, caller.language)
-        await plan_and_dial(channel, caller, deps, session, env.uniqueid, attempt=1)
+        try:
+            await plan_and_dial(channel, caller, deps, session, env.uniqueid, attempt=1)
+        except asyncio.CancelledError:
+            # The server is stopping: the caller hears the apology; free the card now
+            # (the reconciler would, once the channel is gone, but a restart may be slow).
+            await asyncio.shield(deps.calls.end(session.card.number, env.uniqueid))
+            raise
 
     return inmate_call
 
