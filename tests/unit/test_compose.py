@@ -81,6 +81,23 @@ def test_guard_matches_dev_stack() -> None:
     assert service["cap_add"] == ["NET_ADMIN"]
 
 
+def test_reconciler_reads_what_asterisk_writes() -> None:
+    config = load_config(PRODUCTION)
+    services = _compose()["services"]
+    command, dev = services["reconciler"]["command"], stack.reconciler_argv(config)
+    assert command[1:3] == dev[1:3] == ["-m", "reconciler.main"]
+    for flag in ("--ami-host", "--ami-port"):
+        assert _flag(command, flag) == _flag(dev, flag), flag
+    assert _flag(dev, "--cel-log").endswith("/logs/asterisk/cel-custom/kinline.csv")
+    asterisk = {v.split(":")[1]: v.split(":")[0] for v in services["asterisk"]["volumes"]}
+    mine = {v.split(":")[1]: v.split(":")[0] for v in services["reconciler"]["volumes"]}
+    assert _flag(command, "--cel-log") == "/var/log/asterisk/cel-custom/kinline.csv"
+    assert mine["/var/log/asterisk"] == asterisk["/var/log/asterisk"] == "asterisk-logs"
+    assert _flag(command, "--recordings") == "/var/lib/kinline/recordings"
+    assert mine["/var/lib/kinline/recordings"] == asterisk["/var/lib/kinline/recordings"]
+    assert services["reconciler"]["env_file"] == "./var/services.env"
+
+
 def test_asterisk_mounts_match_dev_stack() -> None:
     config = load_config(PRODUCTION)
     service = _compose()["services"]["asterisk"]
