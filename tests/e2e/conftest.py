@@ -14,12 +14,11 @@ from datetime import UTC, datetime
 
 import pytest
 
-from ami.client import AmiClient
 from ivr.model import Facility
 from ivr.pin import PinHasher
 from ivr.tariffs import demo_tariff
 from store.redis_store import RedisStore
-from tests.e2e.harness import AmiWatch
+from tests.e2e.harness import AmiWatch, watching
 from tools import stack
 from tools.asterisk_conf import Terminal, save_terminals
 from tools.config import StackConfig, load_config, load_secrets
@@ -83,15 +82,8 @@ def e2e(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2E]:
 
 @pytest.fixture
 async def ami(e2e: E2E) -> AsyncIterator[AmiWatch]:
-    secret = load_secrets(e2e.config)
-    client = AmiClient(e2e.config.host, e2e.config.ami_port, secret.ami_user, secret.ami_secret)
-    await client.start()
-    watch = AmiWatch(client)
-    try:
+    async with watching(e2e.config) as watch:
         yield watch
-    finally:
-        watch.close()
-        await client.close()
 
 
 @pytest.fixture

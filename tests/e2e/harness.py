@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 from ami.client import AmiClient
 from ami.protocol import AmiMessage
+from tools.config import StackConfig, load_secrets
 
 AGENT = Path(__file__).resolve().parent.parent / "agents" / "sipagent.py"
 
@@ -99,6 +101,20 @@ class SipAgent:
                 self.proc.kill()
                 await self.proc.wait()
         self._reader.cancel()
+
+
+@contextlib.asynccontextmanager
+async def watching(config: StackConfig) -> AsyncIterator[AmiWatch]:
+    """An AmiWatch on a stack, as its read-only AMI user, closed afterwards."""
+    secret = load_secrets(config)
+    client = AmiClient(config.host, config.ami_port, secret.ami_user, secret.ami_secret)
+    await client.start()
+    watch = AmiWatch(client)
+    try:
+        yield watch
+    finally:
+        watch.close()
+        await client.close()
 
 
 class AmiWatch:

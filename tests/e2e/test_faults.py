@@ -108,6 +108,14 @@ async def _unlocked(store: RedisStore, card: str) -> bool:
     return await store.lock_holder(card) is None
 
 
+async def _bridged_call(store: RedisStore, call_in: object, relative: SipAgent) -> tuple[str, Terminal]:
+    """A new card calls the relative, who answers and hears the introduction: now bridged."""
+    card, term = await dial_through(store, call_in, MOBILE, balance=BALANCE)
+    await relative.wait_for("incoming", timeout=30)
+    await term.bridged()
+    return card, term
+
+
 def _check_recording(e2e: E2E, cdr: CallRecord) -> None:
     assert cdr.recording_path.endswith(f"/{cdr.call_id}.wav")
     data = e2e.config.path("recordings", f"{cdr.call_id}.wav").read_bytes()
@@ -117,9 +125,7 @@ def _check_recording(e2e: E2E, cdr: CallRecord) -> None:
 async def test_agi_killed_mid_bridge_and_down_until_after_hangup(
     e2e: E2E, ami: AmiWatch, store: RedisStore, call_in: object, relative: SipAgent, restore: None
 ) -> None:
-    card, term = await dial_through(store, call_in, MOBILE, balance=BALANCE)
-    await relative.wait_for("incoming", timeout=30)
-    await term.bridged()
+    card, term = await _bridged_call(store, call_in, relative)
     bridged = time.monotonic()
     _kill(e2e, "agi")
     await asyncio.sleep(4)
@@ -138,9 +144,7 @@ async def test_agi_killed_mid_bridge_and_down_until_after_hangup(
 async def test_redis_killed_mid_bridge_and_restarted(
     e2e: E2E, ami: AmiWatch, store: RedisStore, call_in: object, relative: SipAgent, restore: None
 ) -> None:
-    card, term = await dial_through(store, call_in, MOBILE, balance=BALANCE)
-    await relative.wait_for("incoming", timeout=30)
-    await term.bridged()
+    card, term = await _bridged_call(store, call_in, relative)
     _kill(e2e, "redis")
     await _dead(e2e, "redis")
     await asyncio.sleep(4)
@@ -159,9 +163,7 @@ async def test_redis_killed_mid_bridge_and_restarted(
 async def test_asterisk_killed_mid_bridge_is_billed_up_to_the_last_proven_moment(
     e2e: E2E, ami: AmiWatch, store: RedisStore, call_in: object, relative: SipAgent, restore: None
 ) -> None:
-    card, term = await dial_through(store, call_in, MOBILE, balance=BALANCE)
-    await relative.wait_for("incoming", timeout=30)
-    await term.bridged()
+    card, _ = await _bridged_call(store, call_in, relative)
     bridged = time.monotonic()
     await asyncio.sleep(6)
     _kill(e2e, "asterisk")

@@ -24,12 +24,11 @@ from pathlib import Path
 
 import pytest
 
-from ami.client import AmiClient
 from ivr.model import AllowedNumber, Facility, Inmate, InmateStatus
 from ivr.pin import PinHasher
 from ivr.tariffs import demo_tariff
 from store.redis_store import RedisStore
-from tests.e2e.harness import AGENT, AmiWatch, SipAgent
+from tests.e2e.harness import AGENT, AmiWatch, SipAgent, watching
 from tools import stack
 from tools.asterisk_conf import Terminal, save_terminals
 from tools.config import REPO, StackConfig, load_config, load_secrets
@@ -158,15 +157,8 @@ def prod(networks: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[P
 
 @pytest.fixture
 async def ami(prod: Prod) -> AsyncIterator[AmiWatch]:
-    secret = load_secrets(prod.config)
-    client = AmiClient(prod.config.host, prod.config.ami_port, secret.ami_user, secret.ami_secret)
-    await client.start()
-    watch = AmiWatch(client)
-    try:
+    async with watching(prod.config) as watch:
         yield watch
-    finally:
-        watch.close()
-        await client.close()
 
 
 @pytest.fixture
