@@ -37,6 +37,9 @@ GRACE_MS = 5_000
 # A heartbeat proves the call was up when the switch answered; events reach
 # the log a few ms late, so the proven moment is taken this much earlier.
 HEARTBEAT_MARGIN_MS = 1_000
+# A heartbeat is stored at most this often per call (each one is a fsynced
+# Redis write): a call lost with its switch is billed up to ~3 s short, never long.
+HEARTBEAT_EVERY_MS = 2_000
 
 
 @dataclass(frozen=True)
@@ -125,11 +128,12 @@ RecordingOf = Callable[[CallPlan], Awaitable[tuple[str, str]]]
 
 class Reconciler:
     def __init__(self, attempts: Attempts, wallet: Wallet, recording: RecordingOf,
-                 grace_ms: int = GRACE_MS) -> None:
+                 grace_ms: int = GRACE_MS, heartbeat_every_ms: int = HEARTBEAT_EVERY_MS) -> None:
         self.attempts = attempts
         self.wallet = wallet
         self.recording = recording
         self.grace_ms = grace_ms
+        self.heartbeat_every_ms = heartbeat_every_ms
 
     async def record(self, fact: Fact) -> None:
         """Keep a fact from the switch's log (idempotent: the same fact twice changes nothing)."""
@@ -171,7 +175,7 @@ class Reconciler:
               and switch.alive_at_ms is not None and not switch.lost(plan.uniqueid))
         if up and switch.alive_at_ms is not None:
             beat = switch.alive_at_ms - HEARTBEAT_MARGIN_MS
-            if beat > max(ev.heartbeat_ms or 0, ev.bridged_ms or 0):
+            if beat - max(ev.heartbeat_ms or 0, ev.bridged_ms or 0) >= self.heartbeat_every_ms:
                 await self.attempts.add_evidence(plan.call_id, heartbeat_ms=beat)
                 report.heartbeats += 1
                 ev = await self.attempts.evidence(plan.call_id)

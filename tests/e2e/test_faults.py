@@ -174,8 +174,9 @@ async def test_asterisk_killed_mid_bridge_is_billed_up_to_the_last_proven_moment
     _report("Asterisk killed: kill -> settled record", time.monotonic() - killed)
     talked = killed - bridged
     assert cdr.evidence == "heartbeat" and cdr.dial_status == "ANSWER"
-    # never more than the call really lasted; at most ~3 s less (1 s beats, 1 s margin)
-    assert talked - 4 <= cdr.answered_s <= talked + 0.5
+    # never more than the call really lasted; at most ~4 s less (a beat stored every 2 s,
+    # checked every 1 s, 1 s margin)
+    assert talked - 5 <= cdr.answered_s <= talked + 0.5
     assert cdr.amount == FEE_AND_ONE_MINUTE
     assert cdr.connected_at is not None and cdr.ended_at is not None
     _check_recording(e2e, cdr)

@@ -236,3 +236,14 @@ async def test_frees_a_card_lock_only_when_its_call_is_gone(memory: Memory, reco
     report = await reconciler.run_once(T0, SwitchView(alive_at_ms=T0, lost=lambda uid: uid.startswith("1794")))
     assert sorted(report.locks_released) == ["1001", "1003"]
     assert memory.locks == {"1002": "1795000000.9"}
+
+
+async def test_heartbeats_are_stored_at_most_every_two_seconds(memory: Memory, reconciler: Reconciler) -> None:
+    memory.open(PLAN)
+    await reconciler.record(Bridged(PLAN.call_id, T0))
+    beats = []
+    for ms in range(1_000, 9_001, 1_000):
+        report = await reconciler.run_once(T0 + ms, SwitchView(alive_at_ms=T0 + ms))
+        if report.heartbeats:
+            beats.append(memory.ev[PLAN.call_id]["heartbeat_ms"])
+    assert beats == [T0 + 2_000, T0 + 4_000, T0 + 6_000, T0 + 8_000]
