@@ -8,10 +8,14 @@ here, into <state>/generated.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
+import logging
 import os
 import re
+import secrets
 import socket
+import string
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -19,12 +23,46 @@ from pathlib import Path
 from tools.config import Secrets, StackConfig
 
 _SAFE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+_PASSWORD = re.compile(r"^[A-Za-z0-9]{12,64}$")
+_MD5_HEX = re.compile(r"^[0-9a-f]{32}$")
 LANGUAGES = ("ru", "fr", "en")
+SIP_REALM = "kinline"  # asterisk/conf/pjsip.conf: default_realm and the terminal-auth template's realm
+
+log = logging.getLogger(__name__)
+
+
+def md5_cred(username: str, password: str, realm: str = SIP_REALM) -> str:
+    """RFC 2617 HA1: what Asterisk needs to check a digest, without the password itself."""
+    return hashlib.md5(f"{username}:{realm}:{password}".encode(), usedforsecurity=False).hexdigest()
 
 
 @dataclass(frozen=True)
 class Terminal:
-    """A prison terminal: a SIP device with digest credentials."""
+    """A prison terminal as the switch keeps it: a SIP device known by its digest
+    (``md5_cred``, MD5 of "name:kinline:password"), never by its password."""
+
+    name: str
+    md5_cred: str
+    language: str = "ru"
+    facility: str = ""
+
+    def validate(self) -> None:
+        if not _SAFE.match(self.name):
+            raise ValueError(f"terminal name must be letters, digits, ._-: {self.name!r}")
+        if not _MD5_HEX.match(self.md5_cred):
+            raise ValueError(f"terminal {self.name}: md5_cred must be 32 lowercase hex digits")
+        if self.language not in LANGUAGES:
+            raise ValueError(f"language must be one of {LANGUAGES}")
+
+    def accepts(self, password: str) -> bool:
+        """Whether ``password`` is this terminal's (constant-time compare of the digests)."""
+        return hmac.compare_digest(md5_cred(self.name, password), self.md5_cred)
+
+
+@dataclass(frozen=True)
+class TerminalLogin:
+    """A terminal's name and plaintext password, as given to staff once (``kinline
+    terminal add``) or held by a test's SIP agent. Only ``stored()``, the digest, is saved."""
 
     name: str
     password: str
@@ -32,42 +70,78 @@ class Terminal:
     facility: str = ""
 
     def validate(self) -> None:
-        if not _SAFE.match(self.name):
-            raise ValueError(f"terminal name must be letters, digits, ._-: {self.name!r}")
-        if not re.fullmatch(r"[A-Za-z0-9]{12,64}", self.password):
+        if not _PASSWORD.match(self.password):
             raise ValueError("terminal password must be 12-64 letters or digits")
-        if self.language not in LANGUAGES:
-            raise ValueError(f"language must be one of {LANGUAGES}")
+        self.stored().validate()
+
+    def stored(self) -> Terminal:
+        return Terminal(self.name, md5_cred(self.name, self.password), self.language, self.facility)
+
+
+def new_password() -> str:
+    """24 random letters and digits (about 143 bits)."""
+    alphabet = string.ascii_letters + string.digits
+    return "".join(secrets.choice(alphabet) for _ in range(24))
 
 
 def terminals_path(config: StackConfig) -> Path:
     return config.path("terminals.json")
 
 
+def _terminal(item: object) -> Terminal:
+    """One entry of terminals.json. An entry of the old format holds the plaintext
+    ``password`` instead of ``md5_cred``: it becomes the digest here."""
+    if not isinstance(item, dict) or not all(isinstance(v, str) for v in item.values()):
+        raise ValueError("terminals.json: an entry is not an object of strings")
+    fields = dict(item)
+    password = fields.pop("password", None)
+    try:
+        if password is None:
+            return Terminal(**fields)
+        if "md5_cred" in fields:
+            raise ValueError(f"terminals.json: terminal {fields.get('name')!r} has both a password and md5_cred")
+        return TerminalLogin(**fields, password=password).stored()
+    except TypeError as err:  # a missing or unknown field
+        raise ValueError(f"terminals.json: bad entry for terminal {fields.get('name')!r}: {err}") from err
+
+
 def load_terminals(config: StackConfig) -> list[Terminal]:
+    """The terminals of terminals.json. A file of the old format (plaintext passwords)
+    is rewritten at once with digests only, so the passwords leave the disk."""
     path = terminals_path(config)
     if not path.exists():
         return []
-    return [Terminal(**item) for item in json.loads(path.read_text())]
+    items = json.loads(path.read_text())
+    if not isinstance(items, list):
+        raise ValueError("terminals.json: not a list")
+    terminals = [_terminal(item) for item in items]
+    for terminal in terminals:
+        terminal.validate()
+    old = [item["name"] for item in items if "password" in item]
+    if old:
+        save_terminals(config, terminals)
+        log.warning("terminals.json: plaintext SIP passwords of %s replaced by their md5_cred", ", ".join(old))
+    return terminals
 
 
 def save_terminals(config: StackConfig, terminals: list[Terminal]) -> None:
+    """Write terminals.json (digests only), created 0600: never readable by others, even for a moment."""
     for terminal in terminals:
         terminal.validate()
-    path = terminals_path(config)
+    write_private(terminals_path(config), json.dumps([asdict(t) for t in terminals], indent=1))
+
+
+def write_private(path: Path, text: str) -> None:
+    """Replace ``path`` with ``text`` in a file created 0600 (never readable by others,
+    even for a moment, whatever the umask)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps([asdict(t) for t in terminals], indent=1))
-    tmp.chmod(0o600)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        os.fchmod(fh.fileno(), 0o600)
+        fh.write(text)
     tmp.replace(path)
-
-
-SIP_REALM = "kinline"  # asterisk/conf/pjsip.conf: default_realm and the terminal-auth template's realm
-
-
-def md5_cred(username: str, password: str, realm: str = SIP_REALM) -> str:
-    """RFC 2617 HA1: what Asterisk needs to check a digest, without the password itself."""
-    return hashlib.md5(f"{username}:{realm}:{password}".encode(), usedforsecurity=False).hexdigest()
 
 
 def terminal_acl(terminal: Terminal, subnets: Mapping[str, tuple[str, ...]] | None) -> str:
@@ -86,7 +160,7 @@ def terminals_conf(terminals: list[Terminal], subnets: Mapping[str, tuple[str, .
     for t in terminals:
         t.validate()
         parts.append(
-            f"\n[{t.name}](terminal-auth)\nusername = {t.name}\nmd5_cred = {md5_cred(t.name, t.password)}\n"
+            f"\n[{t.name}](terminal-auth)\nusername = {t.name}\nmd5_cred = {t.md5_cred}\n"
             f"\n[{t.name}](terminal-aor)\n"
             f"\n[{t.name}](terminal-endpoint)\nauth = {t.name}\naors = {t.name}\n"
             f"language = {t.language}\nset_var = KINLINE_FACILITY={t.facility}\n"

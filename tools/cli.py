@@ -12,8 +12,6 @@ import asyncio
 import csv
 import getpass
 import re
-import secrets
-import string
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import fields, replace
@@ -126,11 +124,6 @@ def _parse_rate(text: str) -> Rate:
     return Rate(prefix, kind, parse_money(price))
 
 
-def _new_password() -> str:
-    alphabet = string.ascii_letters + string.digits
-    return "".join(secrets.choice(alphabet) for _ in range(24))
-
-
 def _pin(given: str | None) -> str:
     if given is not None:
         return given
@@ -210,21 +203,40 @@ def _print_tariff(tariff: Tariff, currency: str) -> None:
 
 
 async def terminal_add(store: RedisStore, config: StackConfig, opts: argparse.Namespace) -> None:
-    from tools.asterisk_conf import Terminal, load_terminals, save_terminals
+    """Only the password's digest (md5_cred) is stored: a generated password is shown here, once."""
+    from tools.asterisk_conf import TerminalLogin, load_terminals, new_password, save_terminals
     from tools.stack import apply_terminals
 
     facility = await _need_facility(store, opts.facility)
     terminals = load_terminals(config)
     if any(t.name == opts.name for t in terminals):
         raise UsageError(f"terminal {opts.name} exists")
-    password = opts.password or _new_password()
-    terminal = Terminal(opts.name, password, opts.language or facility.language, facility.id)
-    terminal.validate()
-    save_terminals(config, [*terminals, terminal])
+    login = TerminalLogin(opts.name, opts.password or new_password(), opts.language or facility.language, facility.id)
+    login.validate()
+    save_terminals(config, [*terminals, login.stored()])
     reloaded = apply_terminals(config)
-    _out(f"terminal {terminal.name} added to facility {facility.id}")
+    _out(f"terminal {login.name} added to facility {facility.id}")
     if not opts.password:
-        _out(f"SIP password (shown once): {password}")
+        _out(f"SIP password (shown once, not stored): {login.password}")
+    _out(reloaded)
+
+
+async def terminal_password(store: RedisStore, config: StackConfig, opts: argparse.Namespace) -> None:
+    """Give a terminal a new SIP password (its old one cannot be shown: only its digest is stored)."""
+    from tools.asterisk_conf import TerminalLogin, load_terminals, new_password, save_terminals
+    from tools.stack import apply_terminals
+
+    terminals = load_terminals(config)
+    old = next((t for t in terminals if t.name == opts.name), None)
+    if old is None:
+        raise UsageError(f"no terminal {opts.name}")
+    login = TerminalLogin(old.name, opts.password or new_password(), old.language, old.facility)
+    login.validate()
+    save_terminals(config, [login.stored() if t.name == old.name else t for t in terminals])
+    reloaded = apply_terminals(config)
+    _out(f"terminal {login.name}: new SIP password set; the old one no longer works")
+    if not opts.password:
+        _out(f"SIP password (shown once, not stored): {login.password}")
     _out(reloaded)
 
 
@@ -513,11 +525,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("id")
 
     term = group("terminal", "prison terminals (SIP devices)")
-    p = sub(term, "add", terminal_add, "add a terminal; prints a generated SIP password once")
+    p = sub(term, "add", terminal_add, "add a terminal; prints a generated SIP password once (its digest is stored)")
     p.add_argument("name")
     p.add_argument("--facility", required=True)
     p.add_argument("--password", default=None, help="12-64 letters or digits (default: generated)")
     p.add_argument("--language", default=None, choices=LANGUAGES, help="default: the facility's language")
+    p = sub(term, "password", terminal_password, "set a terminal's SIP password; prints a generated one once")
+    p.add_argument("name")
+    p.add_argument("--password", default=None, help="12-64 letters or digits (default: generated)")
     p = sub(term, "remove", terminal_remove, "remove a terminal; Asterisk no longer accepts it")
     p.add_argument("name")
     p = sub(term, "unthrottle", terminal_unthrottle, "clear a terminal's failed logins (it may log in again)")

@@ -3,19 +3,23 @@
 Facility "demo" with the seed tariff (mobile 3.59, landline 3.07, app 2.05
 RUB/min, fee 1.50 RUB, 15 min max), one inmate, card 1001 with PIN 2468 and
 500.00 RUB, two relatives and a lawyer on its list, and a demo terminal.
+
+terminals.json keeps only the demo terminal's digest, like every terminal's. So
+that each `make run` can print the same password again, the demo keeps it in
+<state>/demo_sip_password (0600, like secrets.toml): the one SIP password at
+rest, for a demo on loopback. Terminals made with `kinline terminal add` have none.
 """
 
 from __future__ import annotations
 
-import secrets
-import string
+from pathlib import Path
 from typing import Any
 
 from ivr.errors import StoreConflict
 from ivr.model import AllowedNumber, Facility, Inmate, InmateStatus
 from ivr.tariffs import demo_tariff
 from store.redis_store import RedisStore
-from tools.asterisk_conf import Terminal, load_terminals, save_terminals
+from tools.asterisk_conf import TerminalLogin, load_terminals, new_password, save_terminals, write_private
 from tools.config import StackConfig
 
 FACILITY = Facility(
@@ -40,17 +44,33 @@ NUMBERS = (
 TERMINAL = "demo-term"
 
 
-def _ensure_terminal(config: StackConfig) -> Terminal:
-    """The demo terminal in terminals.json; an existing one keeps its password."""
+def demo_password_path(config: StackConfig) -> Path:
+    return config.path("demo_sip_password")
+
+
+def demo_sip_password(config: StackConfig) -> str | None:
+    """The demo terminal's SIP password, if the demo was loaded (bench/ calls with it)."""
+    path = demo_password_path(config)
+    return path.read_text().strip() if path.exists() else None
+
+
+def _ensure_terminal(config: StackConfig) -> TerminalLogin:
+    """The demo terminal and its password. An existing one keeps its password; without
+    the password file, or if it no longer matches the stored digest (e.g. terminals.json
+    of the old format, whose plaintext was dropped), the terminal gets a new one."""
     terminals = load_terminals(config)
-    for terminal in terminals:
-        if terminal.name == TERMINAL:
-            return terminal
-    alphabet = string.ascii_letters + string.digits
-    password = "".join(secrets.choice(alphabet) for _ in range(24))
-    terminal = Terminal(TERMINAL, password, FACILITY.language, FACILITY.id)
-    save_terminals(config, [*terminals, terminal])
-    return terminal
+    current = next((t for t in terminals if t.name == TERMINAL), None)
+    password = demo_sip_password(config)
+    if current is not None and password is not None and current.accepts(password):
+        return TerminalLogin(current.name, password, current.language, current.facility)
+    login = TerminalLogin(TERMINAL, new_password(), FACILITY.language, FACILITY.id)
+    login.validate()
+    write_private(demo_password_path(config), login.password + "\n")
+    if current is None:
+        save_terminals(config, [*terminals, login.stored()])
+    else:
+        save_terminals(config, [login.stored() if t.name == TERMINAL else t for t in terminals])
+    return login
 
 
 async def load_demo(store: RedisStore, config: StackConfig) -> dict[str, Any]:
@@ -70,14 +90,14 @@ async def load_demo(store: RedisStore, config: StackConfig) -> dict[str, Any]:
     balance = await store.top_up(CARD, TOPUP_AMOUNT, TOPUP_ID)
     for number in NUMBERS:
         await store.allow_number(CARD, number)
-    terminal = _ensure_terminal(config)
+    login = _ensure_terminal(config)
     return {
         "facility": FACILITY.id,
         "card": CARD,
         "pin": PIN,
         "balance": balance,  # minor units
         "numbers": [n.e164 for n in NUMBERS],
-        "terminal": terminal.name,
-        "sip_password": terminal.password,
+        "terminal": login.name,
+        "sip_password": login.password,
         "sip_server": f"{config.host}:{config.sip_port}",
     }

@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import csv
+import hashlib
 import io
 import json
 import re
+import stat
 from dataclasses import fields
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -257,24 +259,93 @@ def test_export_cdr_after_a_settle(cli: CliRunner, capsys: pytest.CaptureFixture
     assert "+79161234567" in show and "8.68 RUB" in show
 
 
-def test_terminal_add_writes_config_and_prints_the_password_once(
+def _md5_cred(name: str, password: str) -> str:
+    """RFC 2617 HA1 with the realm of asterisk/conf/pjsip.conf, computed here on its own."""
+    return hashlib.md5(f"{name}:kinline:{password}".encode(), usedforsecurity=False).hexdigest()
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_terminal_add_stores_only_the_digest_and_prints_the_password_once(
     cli: CliRunner, capsys: pytest.CaptureFixture[str]
 ) -> None:
     provision(cli, capsys)
     out = ok(cli(capsys, "terminal", "add", "term1", "--facility", "f1"))
-    password = re.search(r"SIP password \(shown once\): ([A-Za-z0-9]+)", out)
-    assert password is not None and len(password.group(1)) >= 20
+    found = re.search(r"SIP password \(shown once, not stored\): ([A-Za-z0-9]+)", out)
+    assert found is not None and len(found.group(1)) >= 20
+    password = found.group(1)
     assert "not running" in out
-    saved = json.loads((cli.state / "terminals.json").read_text())
-    assert saved == [{"name": "term1", "password": password.group(1), "language": "ru", "facility": "f1"}]
+    path = cli.state / "terminals.json"
+    saved = json.loads(path.read_text())
+    assert saved == [{"name": "term1", "md5_cred": _md5_cred("term1", password), "language": "ru", "facility": "f1"}]
+    assert _mode(path) == 0o600
     conf = (cli.state / "generated" / "pjsip_terminals.conf").read_text()
     assert "[term1](terminal-auth)" in conf and "KINLINE_FACILITY=f1" in conf
+    assert f"md5_cred = {_md5_cred('term1', password)}" in conf
+    # The password is nowhere in the state folder: neither the terminals file nor the generated config.
+    for file in cli.state.rglob("*"):
+        if file.is_file():
+            assert password.encode() not in file.read_bytes(), file
+    assert password not in ok(cli(capsys, "facility", "show", "f1"))
+
     code, _, err = cli(capsys, "terminal", "add", "term1", "--facility", "f1")
     assert code == 2 and "exists" in err
     code, _, err = cli(capsys, "terminal", "add", "term2", "--facility", "nope")
     assert code == 2 and "no facility nope" in err
     code, _, err = cli(capsys, "terminal", "add", "term2", "--facility", "f1", "--password", "short")
     assert code == 2 and "password" in err
+    # A password given by staff is stored as its digest and not echoed.
+    out = ok(cli(capsys, "terminal", "add", "term2", "--facility", "f1", "--password", "GivenByStaff2025"))
+    assert "GivenByStaff2025" not in out and "shown once" not in out
+    assert json.loads(path.read_text())[1]["md5_cred"] == _md5_cred("term2", "GivenByStaff2025")
+    assert b"GivenByStaff2025" not in path.read_bytes()
+
+
+def test_terminal_password_replaces_the_digest(cli: CliRunner, capsys: pytest.CaptureFixture[str]) -> None:
+    provision(cli, capsys)
+    ok(cli(capsys, "terminal", "add", "term1", "--facility", "f1", "--language", "en"))
+    ok(cli(capsys, "terminal", "add", "term2", "--facility", "f1", "--password", "KeepThisOne2025"))
+    path = cli.state / "terminals.json"
+    before = json.loads(path.read_text())
+    out = ok(cli(capsys, "terminal", "password", "term1"))
+    found = re.search(r"SIP password \(shown once, not stored\): ([A-Za-z0-9]+)", out)
+    assert found is not None and "old one no longer works" in out
+    after = json.loads(path.read_text())
+    assert after[0] == {**before[0], "md5_cred": _md5_cred("term1", found.group(1))}
+    assert after[0]["md5_cred"] != before[0]["md5_cred"] and after[0]["language"] == "en"
+    assert after[1] == before[1]  # the other terminal is untouched
+    conf = (cli.state / "generated" / "pjsip_terminals.conf").read_text()
+    assert f"md5_cred = {_md5_cred('term1', found.group(1))}" in conf and before[0]["md5_cred"] not in conf
+    out = ok(cli(capsys, "terminal", "password", "term1", "--password", "ChosenByStaff2025"))
+    assert "ChosenByStaff2025" not in out and json.loads(path.read_text())[0]["md5_cred"] == _md5_cred(
+        "term1", "ChosenByStaff2025")
+    code, _, err = cli(capsys, "terminal", "password", "nobody")
+    assert code == 2 and "no terminal nobody" in err
+    code, _, err = cli(capsys, "terminal", "password", "term1", "--password", "short")
+    assert code == 2 and "password" in err
+    assert json.loads(path.read_text())[0]["md5_cred"] == _md5_cred("term1", "ChosenByStaff2025")
+
+
+def test_an_old_terminals_file_with_passwords_is_converted(
+    cli: CliRunner, capsys: pytest.CaptureFixture[str]
+) -> None:
+    provision(cli, capsys)
+    path = cli.state / "terminals.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    old = [{"name": "term-old", "password": "OldPlaintext2024", "language": "fr", "facility": "f1"}]
+    path.write_text(json.dumps(old))
+    path.chmod(0o644)
+    # Any command that reads the terminals rewrites the file with digests only.
+    assert "term-old" in ok(cli(capsys, "facility", "show", "f1"))
+    assert json.loads(path.read_text()) == [
+        {"name": "term-old", "md5_cred": _md5_cred("term-old", "OldPlaintext2024"), "language": "fr", "facility": "f1"}
+    ]
+    assert b"OldPlaintext2024" not in path.read_bytes() and _mode(path) == 0o600
+    ok(cli(capsys, "terminal", "add", "term-new", "--facility", "f1"))
+    conf = (cli.state / "generated" / "pjsip_terminals.conf").read_text()
+    assert f"md5_cred = {_md5_cred('term-old', 'OldPlaintext2024')}" in conf and "[term-new](terminal-auth)" in conf
 
 
 def test_demo_load_is_idempotent(cli: CliRunner, capsys: pytest.CaptureFixture[str]) -> None:
@@ -282,6 +353,23 @@ def test_demo_load_is_idempotent(cli: CliRunner, capsys: pytest.CaptureFixture[s
     second = ok(cli(capsys, "demo", "load"))
     assert "1001" in first and "2468" in first and "500.00 RUB" in first
     assert first == second  # same terminal password, same balance
+    # terminals.json holds the demo terminal's digest; its password is in the demo's own 0600 file.
+    password = re.search(r"sip_password +([A-Za-z0-9]+)", first)
+    assert password is not None and len(password.group(1)) >= 20
+    assert json.loads((cli.state / "terminals.json").read_text()) == [
+        {"name": "demo-term", "md5_cred": _md5_cred("demo-term", password.group(1)), "language": "ru",
+         "facility": "demo"}
+    ]
+    kept = cli.state / "demo_sip_password"
+    assert kept.read_text().strip() == password.group(1) and _mode(kept) == 0o600
+    # Without that file (or with one that no longer matches) the demo terminal gets a new password.
+    kept.unlink()
+    third = ok(cli(capsys, "demo", "load"))
+    renewed = re.search(r"sip_password +([A-Za-z0-9]+)", third)
+    assert renewed is not None and renewed.group(1) != password.group(1)
+    assert json.loads((cli.state / "terminals.json").read_text())[0]["md5_cred"] == _md5_cred(
+        "demo-term", renewed.group(1))
+    assert kept.read_text().strip() == renewed.group(1)
 
     async def check(store: RedisStore) -> None:
         card = await store.card("1001")

@@ -20,7 +20,7 @@ from ivr.tariffs import demo_tariff
 from store.redis_store import RedisStore
 from tests.e2e.harness import AmiWatch, watching
 from tools import stack
-from tools.asterisk_conf import Terminal, save_terminals
+from tools.asterisk_conf import TerminalLogin, save_terminals
 from tools.config import StackConfig, load_config, load_secrets
 
 pytestmark = pytest.mark.e2e
@@ -29,8 +29,9 @@ pytestmark = pytest.mark.e2e
 @dataclass(frozen=True)
 class E2E:
     config: StackConfig
-    terminal: Terminal  # facility "test-facility": the diagnostic greeting
-    terminals: dict[str, Terminal]  # facility id -> its terminal
+    # The tests' SIP logins: the passwords live only here, in memory; the stack stores their digests.
+    terminal: TerminalLogin  # facility "test-facility": the diagnostic greeting
+    terminals: dict[str, TerminalLogin]  # facility id -> its terminal
 
     def target(self, exten: str = "9999") -> str:
         return f"sip:{exten}@{self.config.host}:{self.config.sip_port}"
@@ -68,9 +69,9 @@ def e2e(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2E]:
     state = tmp_path_factory.mktemp("stack")
     os.environ["KINLINE_STATE"] = str(state)
     config = load_config("config/test.toml")
-    terminal = Terminal("term9001", secrets.token_hex(12), "en", "test-facility")
-    terminals = {f: Terminal(f"term-{f}", secrets.token_hex(12), "en", f) for f in FACILITIES}
-    save_terminals(config, [terminal, *terminals.values()])
+    terminal = TerminalLogin("term9001", secrets.token_hex(12), "en", "test-facility")
+    terminals = {f: TerminalLogin(f"term-{f}", secrets.token_hex(12), "en", f) for f in FACILITIES}
+    save_terminals(config, [t.stored() for t in (terminal, *terminals.values())])
     stack.up(config)
     try:
         asyncio.run(_provision(config))

@@ -30,7 +30,7 @@ from ivr.tariffs import demo_tariff
 from store.redis_store import RedisStore
 from tests.e2e.harness import AGENT, AmiWatch, SipAgent, watching
 from tools import stack
-from tools.asterisk_conf import Terminal, save_terminals
+from tools.asterisk_conf import TerminalLogin, save_terminals
 from tools.config import REPO, StackConfig, load_config, load_secrets
 
 pytestmark = pytest.mark.e2e
@@ -86,8 +86,8 @@ def networks() -> Iterator[None]:
 @dataclass(frozen=True)
 class Prod:
     config: StackConfig
-    terminal: Terminal  # of FACILITY, whose subnet is TERM_NET.0/24
-    stranger: Terminal  # of a facility with no subnet: accepted from nowhere
+    terminal: TerminalLogin  # of FACILITY, whose subnet is TERM_NET.0/24
+    stranger: TerminalLogin  # of a facility with no subnet: accepted from nowhere
 
     def target(self, exten: str) -> str:
         return f"sip:{exten}@{self.config.sip_host}:{self.config.sip_port}"
@@ -144,9 +144,9 @@ def prod(networks: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[P
         if saved is not None:
             os.environ["KINLINE_STATE"] = saved
     assert (config.host, config.sip_host) == ("127.0.0.1", SIP_BIND)
-    terminal = Terminal("term-prod", secrets.token_hex(12), "en", FACILITY.id)
-    stranger = Terminal("term-stranger", secrets.token_hex(12), "en", "elsewhere")
-    save_terminals(config, [terminal, stranger])
+    terminal = TerminalLogin("term-prod", secrets.token_hex(12), "en", FACILITY.id)
+    stranger = TerminalLogin("term-stranger", secrets.token_hex(12), "en", "elsewhere")
+    save_terminals(config, [terminal.stored(), stranger.stored()])  # the passwords stay in memory
     stack.up(config)
     try:
         asyncio.run(_provision(config))

@@ -7,13 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from tools.asterisk_conf import Terminal, render, terminals_conf
+from tools.asterisk_conf import TerminalLogin, render, terminals_conf
 from tools.config import REPO, Secrets, StackConfig, load_config
 
 EXAMPLE = REPO / "config" / "production.example.toml"
 SECRETS = Secrets("ami", "s1", "orig", "s2", "redis-pw", "00" * 32)
-TERMINALS = [Terminal("t-a", "a" * 16, "ru", "colony1"), Terminal("t-b", "b" * 16, "ru", "colony2"),
-             Terminal("t-c", "c" * 16, "ru", "nowhere")]
+TERMINALS = [TerminalLogin("t-a", "a" * 16, "ru", "colony1").stored(),
+             TerminalLogin("t-b", "b" * 16, "ru", "colony2").stored(),
+             TerminalLogin("t-c", "c" * 16, "ru", "nowhere").stored()]
 
 
 @pytest.fixture(autouse=True)
