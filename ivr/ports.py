@@ -16,6 +16,7 @@ from ivr.model import (
     Reservation,
     Settlement,
 )
+from ivr.relatives import CardSettings, Payout, RelativeEntry, Transfer
 from ivr.tariffs import Tariff
 
 PIN_FAILURES_TO_LOCK = 10
@@ -109,3 +110,74 @@ class Attempts(Protocol):
     async def log_offset(self, node: str) -> int: ...
 
     async def set_log_offset(self, node: str, offset: int) -> None: ...
+
+
+# --- relatives (issue 7): accounts, login codes, SMS ---------------------------
+
+
+class RelativeAccounts(Protocol):
+    """A relative's balance and settings; every movement one atomic script,
+    idempotent by its id, never below zero, with a ledger entry."""
+
+    async def balance(self, phone: str) -> int | None: ...
+
+    async def entries(self, phone: str, limit: int) -> list[RelativeEntry]: ...
+
+    async def create_payment(self, payment_id: str, phone: str, amount: int) -> None:
+        """Remember a payment made at the provider, to credit when it succeeds."""
+        ...
+
+    async def credit_payment(self, payment_id: str, amount: int) -> tuple[bool, int]:
+        """Credit a succeeded payment once: (newly credited, balance after).
+        NotFound if unknown, StoreConflict if ``amount`` differs from the payment's."""
+        ...
+
+    async def card_allows(self, phone: str, card: str) -> bool:
+        """True if ``card`` exists and its approved list holds ``phone``."""
+        ...
+
+    async def transfer(self, op_id: str, phone: str, card: str, amount: int) -> Transfer:
+        """Move money to the card (both balances in one script); InsufficientFunds,
+        NotFound (no card, or the phone is not on its list); idempotent by op_id."""
+        ...
+
+    async def refund(self, op_id: str, phone: str, amount: int) -> Payout:
+        """Take unspent money out for a payout record; idempotent by op_id."""
+        ...
+
+    async def card_settings(self, phone: str, card: str) -> CardSettings | None: ...
+
+    async def put_card_settings(self, phone: str, card: str, settings: CardSettings) -> None: ...
+
+
+class LoginCodes(Protocol):
+    """One-time codes (kept hashed) and sessions (tokens kept hashed)."""
+
+    async def issue_code(self, phone: str, code_hash: str, now: datetime) -> bool:
+        """Keep a new code (replacing the last) unless CODES_PER_HOUR were issued
+        in the last hour: then False and nothing changes."""
+        ...
+
+    async def check_code(self, phone: str, code_hash: str, token_hash: str) -> str:
+        """ok (the session is open, the account exists), wrong, expired or exhausted."""
+        ...
+
+    async def session_phone(self, token_hash: str) -> str | None: ...
+
+
+class Idempotency(Protocol):
+    """First answers of requests made with an Idempotency-Key."""
+
+    async def begin(self, scope: str, fingerprint: str) -> tuple[str, int, str]:
+        """("new", 0, "") the first time; ("done", status, body) for a repeat;
+        ("mismatch", 0, "") for another request under the same key; ("busy", 0, "")
+        while the first is still running."""
+        ...
+
+    async def finish(self, scope: str, status: int, body: str) -> None: ...
+
+    async def abandon(self, scope: str) -> None: ...
+
+
+class SmsSender(Protocol):
+    async def send(self, phone: str, text: str) -> None: ...
