@@ -209,9 +209,11 @@ def render(config: StackConfig, secrets: Secrets) -> dict[str, str]:
         "rtp_ports.conf": f"rtpstart = {config.rtp_start}\nrtpend = {config.rtp_end}\n",
         "manager_general.conf": f"port = {config.ami_port}\nbindaddr = {host}\n",
         "manager_users.conf": manager_users_conf(host, secrets),
+        # The host name in both families: without its IPv6 line, a lookup of
+        # the host name's AAAA record at Asterisk's start went to DNS, off the machine.
         "hosts": (
             f"127.0.0.1\tlocalhost\n127.0.1.1\t{socket.gethostname()}\n"
-            "::1\tlocalhost ip6-localhost ip6-loopback\n"
+            f"::1\tlocalhost ip6-localhost ip6-loopback {socket.gethostname()}\n"
         ),
     }
 
