@@ -24,6 +24,7 @@ class StackConfig:
     agi_port: int
     ami_port: int
     redis_port: int
+    api_port: int  # the relatives' HTTP API (api/main.py)
     rtp_start: int
     rtp_end: int
     state: Path
@@ -97,6 +98,7 @@ def load_config(path: Path | str | None = None) -> StackConfig:
         agi_port=int(ports["agi"]) + shift,
         ami_port=int(ports["ami"]) + shift,
         redis_port=int(ports["redis"]) + shift,
+        api_port=int(ports["api"]) + shift,
         rtp_start=rtp_start,
         rtp_end=rtp_end,
         state=state if state.is_absolute() else REPO / state,
@@ -159,6 +161,7 @@ class Secrets:
     ami_originate_secret: str
     redis_password: str  # the services' Redis ACL user "kinline"
     pin_key: str  # hex; the server-side key of PIN hashes (never stored in Redis)
+    payment_webhook_secret: str = ""  # HMAC key of the payment provider's webhooks (api/ refuses a short one)
 
 
 _SECRET_DEFAULTS: dict[str, Callable[[], str]] = {
@@ -168,6 +171,7 @@ _SECRET_DEFAULTS: dict[str, Callable[[], str]] = {
     "ami_originate_secret": lambda: secrets.token_hex(16),
     "redis_password": lambda: secrets.token_hex(24),
     "pin_key": lambda: secrets.token_hex(32),
+    "payment_webhook_secret": lambda: secrets.token_hex(32),
 }
 
 

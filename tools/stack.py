@@ -26,7 +26,7 @@ from tools.asterisk_conf import asterisk_ids, write_generated
 from tools.config import REDIS_USER, REPO, StackConfig, load_config, load_secrets
 from tools.prompts import generate as generate_prompts
 
-SERVICES = ("redis", "agi", "asterisk", "guard", "reconciler")
+SERVICES = ("redis", "api", "agi", "asterisk", "guard", "reconciler")
 # Asterisk drops root for the root's (Debian package's) own "asterisk" user.
 ASTERISK_COMMAND = ["/usr/sbin/asterisk", "-f", "-n", "-U", "asterisk", "-G", "asterisk",
                     "-C", "/etc/asterisk/asterisk.conf"]
@@ -176,6 +176,9 @@ def start_service(config: StackConfig, name: str) -> None:
     if name == "redis":
         _spawn(config, name, redis_argv(config))
         wait_port(config.host, config.redis_port, 10, "Redis")
+    elif name == "api":
+        _spawn(config, name, api_argv(config))
+        wait_port(config.host, config.api_port, 15, "relatives' API")
     elif name == "agi":
         _spawn(config, name, agi_argv(config))
         wait_port(config.host, config.agi_port, 10, "FastAGI server")
@@ -245,6 +248,12 @@ def agi_argv(config: StackConfig) -> list[str]:
     return [sys.executable, "-m", "agi.main", "--host", config.host, "--port", str(config.agi_port),
             "--recordings", str(config.path("recordings")), "--prompts", str(config.path("prompts")),
             "--secrets", str(config.path("secrets.toml"))]
+
+
+def api_argv(config: StackConfig) -> list[str]:
+    """The relatives' HTTP API; Redis URL from the environment, webhook secret from the secrets file."""
+    return [sys.executable, "-m", "api.main", "--host", config.host, "--port", str(config.api_port),
+            "--secrets", str(config.path("secrets.toml")), "--sms-log", str(config.path("logs", "sms.log"))]
 
 
 def reconciler_argv(config: StackConfig) -> list[str]:
@@ -329,6 +338,7 @@ def _check_ports_free(config: StackConfig) -> None:
     host, sip = config.host, config.sip_host
     wanted = [("redis", host, config.redis_port, socket.SOCK_STREAM),
               ("agi", host, config.agi_port, socket.SOCK_STREAM),
+              ("api", host, config.api_port, socket.SOCK_STREAM),
               ("asterisk", host, config.ami_port, socket.SOCK_STREAM),
               ("asterisk", sip, config.sip_port, socket.SOCK_DGRAM)]
     for name, address, port, kind in wanted:

@@ -154,3 +154,23 @@ def test_dev_ports_are_loopback_and_distinct() -> None:
         ports = [config.sip_port, config.trunk_port, config.agi_port, config.ami_port, config.redis_port]
         assert len(set(ports)) == len(ports)
         assert all(not config.rtp_start <= p <= config.rtp_end for p in ports)
+
+
+def test_api_matches_dev_stack() -> None:
+    """The relatives' API: same module, address and port as the dev stack; secrets
+    from setup's files, never on the command line."""
+    config = load_config(PRODUCTION)
+    service = _compose()["services"]["api"]
+    command, dev = service["command"], stack.api_argv(config)
+    assert command[1:3] == dev[1:3] == ["-m", "api.main"]
+    for flag in ("--host", "--port"):
+        assert _flag(command, flag) == _flag(dev, flag), flag
+    assert _flag(command, "--port") == str(config.api_port)
+    assert _flag(command, "--secrets") == "/app/var/secrets.toml"
+    assert Path(_flag(dev, "--secrets")).name == "secrets.toml"
+    assert "./var:/app/var" in service["volumes"]
+    assert service["env_file"] == f"./var/{stack.services_env_path(config).name}"
+    assert service["network_mode"] == "host"
+    assert service["restart"] == "unless-stopped"
+    assert "api" in stack.SERVICES
+    assert not any("redis://" in str(arg) for arg in [*command, *dev])

@@ -1,0 +1,46 @@
+"""What the routes need, built once by api/main.py and kept on the app's state."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from fastapi import Depends, HTTPException, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from api.payments import PaymentProvider
+from ivr.ports import Idempotency, LoginCodes, RelativeAccounts, SmsSender
+from ivr.relatives import token_hash
+
+log = logging.getLogger(__name__)
+
+_bearer = HTTPBearer(auto_error=False)
+
+
+@dataclass(frozen=True)
+class ApiDeps:
+    accounts: RelativeAccounts
+    codes: LoginCodes
+    idempotency: Idempotency
+    sms: SmsSender
+    provider: PaymentProvider
+    webhook_secret: str
+
+
+def get_deps(request: Request) -> ApiDeps:
+    deps = request.app.state.deps
+    assert isinstance(deps, ApiDeps)
+    return deps
+
+
+async def current_phone(
+    request: Request,
+    credentials: HTTPAuthorizationCredentials | None = Depends(_bearer),  # noqa: B008
+) -> str:
+    """The relative's phone number from the session token (Authorization: Bearer)."""
+    if credentials is None or credentials.scheme.lower() != "bearer" or not credentials.credentials:
+        raise HTTPException(401, "log in first", headers={"WWW-Authenticate": "Bearer"})
+    phone = await get_deps(request).codes.session_phone(token_hash(credentials.credentials))
+    if phone is None:
+        raise HTTPException(401, "session expired or unknown", headers={"WWW-Authenticate": "Bearer"})
+    return phone

@@ -1,0 +1,71 @@
+"""Start the relatives' HTTP API: the one place that wires its objects together.
+
+Redis' URL (with its password) comes from $KINLINE_REDIS_URL and the webhook
+secret from the stack's secrets file: neither is on a command line."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import tomllib
+from pathlib import Path
+
+import uvicorn
+from fastapi import FastAPI
+
+from api.deps import ApiDeps
+from api.payments import FakeProvider
+from api.routes import auth, me, money, webhooks
+from api.sms import FileSms
+from store.redis_store import connect
+from store.relatives import RelativeStore
+
+log = logging.getLogger("api")
+
+
+def build_app(deps: ApiDeps) -> FastAPI:
+    app = FastAPI(title="Kinline relatives' API", version="1", openapi_url="/openapi.json",
+                  docs_url=None, redoc_url=None)
+    app.state.deps = deps
+    for module in (auth, me, money, webhooks):
+        app.include_router(module.router())
+    return app
+
+
+def load_webhook_secret(secrets_file: Path) -> str:
+    """``payment_webhook_secret`` from the stack's secrets file; missing: the API does not start."""
+    with secrets_file.open("rb") as fh:
+        secret = str(tomllib.load(fh)["payment_webhook_secret"])
+    if len(secret) < 16:
+        raise ValueError("payment_webhook_secret is too short")
+    return secret
+
+
+def build_from(redis_url: str, sms_log: Path, webhook_secret: str) -> FastAPI:
+    store = RelativeStore(connect(redis_url))
+    return build_app(ApiDeps(accounts=store, codes=store, idempotency=store, sms=FileSms(sms_log),
+                             provider=FakeProvider(), webhook_secret=webhook_secret))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Kinline relatives' HTTP API")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8080)
+    parser.add_argument(
+        "--redis-url", default=os.environ.get("KINLINE_REDIS_URL", "redis://127.0.0.1:6379/0"),
+        help="default $KINLINE_REDIS_URL: pass the URL (it holds the password) in the environment",
+    )
+    parser.add_argument("--secrets", type=Path, default=Path("var/secrets.toml"),
+                        help="the stack's secrets file (payment_webhook_secret)")
+    parser.add_argument("--sms-log", type=Path, default=Path("var/logs/sms.log"),
+                        help="the dev SMS adapter appends 'phone code' lines here")
+    parser.add_argument("--log-level", default="INFO")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    app = build_from(args.redis_url, args.sms_log, load_webhook_secret(args.secrets))
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level.lower(), access_log=False)
+
+
+if __name__ == "__main__":
+    main()
