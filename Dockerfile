@@ -1,4 +1,4 @@
-# Production image of the Python services: FastAGI server, push bridge, guard, set-up.
+# Production image of the Python services: FastAGI server, relatives' API, push bridge, guard, set-up.
 FROM python:3.11-slim-bookworm
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends espeak-ng sox nftables \
@@ -7,6 +7,7 @@ WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY ivr ivr
 COPY agi agi
+COPY api api
 COPY ami ami
 COPY pushbridge pushbridge
 COPY store store

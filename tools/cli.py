@@ -29,6 +29,7 @@ from ivr.pin import PinHasher
 from ivr.schedule import parse_schedule
 from ivr.tariffs import Rate, RouteKind, Tariff
 from store.redis_store import RedisStore, check_e164, connect
+from store.relatives import RelativeStore
 from tools.config import StackConfig, load_config, load_secrets
 
 LANGUAGES = ("ru", "fr", "en")
@@ -481,6 +482,22 @@ async def refund(store: RedisStore, config: StackConfig, opts: argparse.Namespac
     await _payment(store, opts, store.refund)
 
 
+async def payout_list(store: RedisStore, config: StackConfig, opts: argparse.Namespace) -> None:
+    payouts = [p for p in await RelativeStore(store.redis).payouts(opts.limit) if opts.all or p.status != "paid"]
+    if not payouts:
+        _out("no payouts" if opts.all else "no payouts to pay")
+    for p in payouts:
+        paid = f"  paid {p.paid_at:%Y-%m-%d %H:%M} UTC" if p.paid_at else ""
+        _out(f"{p.id}  {p.created:%Y-%m-%d %H:%M} UTC  {p.phone:<16} {format_money(p.amount):>12}  {p.status}{paid}")
+
+
+async def payout_paid(store: RedisStore, config: StackConfig, opts: argparse.Namespace) -> None:
+    if await RelativeStore(store.redis).mark_payout_paid(opts.id):
+        _out(f"payout {opts.id} marked paid")
+    else:
+        _out(f"payout {opts.id} was already paid")
+
+
 async def demo_load(store: RedisStore, config: StackConfig, opts: argparse.Namespace) -> None:
     from tools.demo_data import FACILITY, load_demo
     from tools.stack import apply_terminals
@@ -612,6 +629,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("card")
     p.add_argument("amount")
     p.add_argument("--payment-id", required=True)
+
+    pay = group("payout", "refunds relatives asked for (the relatives' API): staff pay them, then mark them paid")
+    p = sub(pay, "list", payout_list, "payouts not yet paid, oldest first")
+    p.add_argument("--all", action="store_true", help="paid ones too")
+    p.add_argument("--limit", type=int, default=1000)
+    p = sub(pay, "paid", payout_paid, "mark a payout paid (after the money was sent)")
+    p.add_argument("id")
 
     dem = group("demo", "demo data for make run")
     sub(dem, "load", demo_load, "load the demo facility, tariff, inmate, card 1001 and numbers (idempotent)")
