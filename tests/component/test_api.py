@@ -339,3 +339,47 @@ async def test_openapi_lists_v1(http: httpx.AsyncClient) -> None:
     assert all(p.startswith("/v1/") for p in spec["paths"])
     assert {"/v1/auth/code", "/v1/auth/session", "/v1/me/balance", "/v1/me/ledger", "/v1/me/topups",
             "/v1/me/transfers", "/v1/me/refunds", "/v1/me/cards/{card}", "/v1/webhooks/payments"} <= set(spec["paths"])
+
+
+# --- schemathesis: the OpenAPI spec against the live server ------------------
+
+FUZZ_EXAMPLES = 25  # per operation
+FUZZ_TIME_LIMIT_S = 90.0  # operations not reached by then are skipped (the run stays bounded)
+
+
+def test_schemathesis_finds_no_server_error(api_server: Api, flushed: RedisServer) -> None:
+    """Every operation of /openapi.json with generated (valid and invalid) input,
+    logged in as a relative with money and a card: never a 5xx."""
+    import schemathesis
+    from hypothesis import HealthCheck, given, settings
+
+    with httpx.Client(base_url=api_server.url, timeout=10) as client:
+        assert client.post("/v1/auth/code", json={"phone": PHONE}).status_code == 202
+        r = client.post("/v1/auth/session", json={"phone": PHONE, "code": api_server.last_code(PHONE)})
+        auth = {"Authorization": f"Bearer {r.json()['token']}"}
+        r = client.post("/v1/me/topups", json={"amount": 10**6}, headers={**auth, "Idempotency-Key": "seed"})
+        body, headers = webhook(r.json()["payment_id"], 10**6)
+        assert client.post("/v1/webhooks/payments", content=body, headers=headers).json()["credited"] is True
+
+    schema = schemathesis.openapi.from_url(f"{api_server.url}/openapi.json")
+    operations = [result.ok() for result in schema.get_all_operations()]
+    assert len(operations) >= 10
+    started = time.monotonic()
+    errors: list[str] = []
+    tried = 0
+    for operation in operations:
+        if time.monotonic() - started > FUZZ_TIME_LIMIT_S:
+            break
+        tried += 1
+
+        @settings(max_examples=FUZZ_EXAMPLES, deadline=None, database=None,
+                  suppress_health_check=list(HealthCheck))
+        @given(case=operation.as_strategy())
+        def run(case: schemathesis.Case) -> None:
+            response = case.call(base_url=api_server.url, headers=auth, timeout=10)
+            if response.status_code >= 500:
+                errors.append(f"{case.method} {case.formatted_path} -> {response.status_code}: {response.text[:200]}")
+
+        run()
+    assert tried == len(operations), f"only {tried} of {len(operations)} operations in {FUZZ_TIME_LIMIT_S} s"
+    assert errors == []
