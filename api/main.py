@@ -12,7 +12,9 @@ import tomllib
 from pathlib import Path
 
 import uvicorn
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from redis.exceptions import RedisError
 
 from api.deps import ApiDeps
 from api.payments import FakeProvider
@@ -30,7 +32,16 @@ def build_app(deps: ApiDeps) -> FastAPI:
     app.state.deps = deps
     for module in (auth, me, money, webhooks):
         app.include_router(module.router())
+    app.add_exception_handler(RedisError, _store_down)
     return app
+
+
+async def _store_down(request: Request, err: Exception) -> JSONResponse:
+    """Fail closed: nothing is read or moved without the store; the client may retry
+    (a money POST keeps its Idempotency-Key)."""
+    log.error("%s %s refused: store unavailable (%s)", request.method, request.url.path, err)
+    return JSONResponse({"detail": "service unavailable: try again later"}, status_code=503,
+                        headers={"Retry-After": "5"})
 
 
 def load_webhook_secret(secrets_file: Path) -> str:

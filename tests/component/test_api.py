@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import threading
@@ -13,6 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 import uvicorn
+from fastapi import FastAPI
 
 from api.main import build_from
 from api.payments import SIGNATURE_HEADER, TIMESTAMP_HEADER, TOLERANCE_S, sign
@@ -38,11 +40,10 @@ class Api:
         return [code for p, code in lines if p == phone][-1]
 
 
-@pytest.fixture(scope="module")
-def api_server(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
-    sms_log = tmp_path_factory.mktemp("api") / "sms.log"
+@contextlib.contextmanager
+def serving(app: FastAPI) -> Iterator[str]:
+    """``app`` under a real uvicorn on 127.0.0.1 (a thread); its base URL."""
     port = _free_port()
-    app = build_from(redis_server.url, sms_log, SECRET)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -52,10 +53,17 @@ def api_server(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFacto
             pytest.fail("uvicorn did not start")
         time.sleep(0.02)
     try:
-        yield Api(f"http://127.0.0.1:{port}", sms_log)
+        yield f"http://127.0.0.1:{port}"
     finally:
         server.should_exit = True
         thread.join(START_TIMEOUT_S)
+
+
+@pytest.fixture(scope="module")
+def api_server(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
+    sms_log = tmp_path_factory.mktemp("api") / "sms.log"
+    with serving(build_from(redis_server.url, sms_log, SECRET)) as url:
+        yield Api(url, sms_log)
 
 
 @pytest.fixture
@@ -383,3 +391,43 @@ def test_schemathesis_finds_no_server_error(api_server: Api, flushed: RedisServe
         run()
     assert tried == len(operations), f"only {tried} of {len(operations)} operations in {FUZZ_TIME_LIMIT_S} s"
     assert errors == []
+
+
+async def test_session_expires(http: httpx.AsyncClient, api_server: Api, store: RedisStore) -> None:
+    from ivr.relatives import SESSION_TTL_S, token_hash
+
+    auth = await login(http, api_server)
+    key = f"kl:session:{token_hash(auth['Authorization'].split()[1])}"
+    assert 0 < await store.redis.ttl(key) <= SESSION_TTL_S
+    await store.redis.pexpire(key, 1)
+    await asyncio.sleep(0.05)
+    assert (await http.get("/v1/me/balance", headers=auth)).status_code == 401
+
+
+async def test_fake_provider_pays_a_payment(http: httpx.AsyncClient, api_server: Api, tmp_path: Path) -> None:
+    from api import fake_provider
+
+    auth = await login(http, api_server)
+    r = await http.post("/v1/me/topups", json={"amount": 700}, headers={**auth, "Idempotency-Key": "fp"})
+    secrets_file = tmp_path / "secrets.toml"
+    secrets_file.write_text(f'payment_webhook_secret = "{SECRET}"\n')
+    argv = [r.json()["payment_id"], "700", "--url", api_server.url, "--secrets", str(secrets_file)]
+    assert await asyncio.to_thread(fake_provider.main, argv) == 0
+    assert await my_balance(http, auth) == 700
+    secrets_file.write_text(f'payment_webhook_secret = "{"z" * 64}"\n')
+    assert await asyncio.to_thread(fake_provider.main, argv) == 1  # wrong secret: 401
+
+
+def test_store_down_is_503_and_moves_nothing(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Redis unreachable: every request is refused with 503 (no SMS sent), logged."""
+    sms_log = tmp_path / "sms.log"
+    caplog.set_level(logging.ERROR, logger="api")
+    with serving(build_from(f"redis://127.0.0.1:{_free_port()}/0", sms_log, SECRET)) as url, \
+            httpx.Client(base_url=url, timeout=15) as client:
+        r = client.post("/v1/auth/code", json={"phone": PHONE})
+        assert r.status_code == 503 and r.headers["Retry-After"] == "5"
+        assert client.get("/v1/me/balance", headers={"Authorization": "Bearer x"}).status_code == 503
+        body, headers = webhook("fake_x", 100)
+        assert client.post("/v1/webhooks/payments", content=body, headers=headers).status_code == 503
+    assert not sms_log.exists()
+    assert any("store unavailable" in rec.getMessage() for rec in caplog.records)
