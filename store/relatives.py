@@ -18,7 +18,7 @@ Key layout (all under ``kl:``)::
     kl:auth:code:<phone>        hash   hash tries (expires after CODE_TTL_S)
     kl:auth:sent:<phone>        zset   codes issued in the last hour, score = ms
     kl:session:<sha256(token)>  string phone (expires after SESSION_TTL_S)
-    kl:idem:<scope>             hash   fingerprint state (pending|done) status body (24 h)
+    kl:idem:<scope>             hash   fingerprint state (pending|done) status body (24 h; pending: 60 s)
 """
 
 from __future__ import annotations
@@ -51,6 +51,7 @@ log = logging.getLogger(__name__)
 REL_LEDGER = f"{PREFIX}rel-ledger"
 PAYOUTS = f"{PREFIX}payouts"
 IDEMPOTENCY_TTL_S = 24 * 3600
+PENDING_TTL_S = 60
 
 _PRELUDE = """
 local function s(n) return string.format('%d', n) end
@@ -177,7 +178,9 @@ redis.call('SET', KEYS[3], ARGV[3], 'EX', ARGV[4])
 return 'ok'
 """
 
-# KEYS: idempotency record. ARGV: fingerprint, ttl_s
+# KEYS: idempotency record. ARGV: fingerprint, pending_ttl_s. A pending record
+# lives only pending_ttl_s: if the server died mid-request, the key is free again
+# then (the store's own operation id still makes the retry move money once).
 IDEM_BEGIN = """
 local r = redis.call('HMGET', KEYS[1], 'fingerprint', 'state', 'status', 'body')
 if r[1] then
@@ -385,7 +388,7 @@ class RelativeStore:
 
     async def begin(self, scope: str, fingerprint: str) -> tuple[str, int, str]:
         out = _words(await self._idem_begin(keys=[f"{PREFIX}idem:{scope}"],
-                                            args=[fingerprint, str(IDEMPOTENCY_TTL_S)]))
+                                            args=[fingerprint, str(PENDING_TTL_S)]))
         if out[0] == "done":
             return "done", int(out[1]), out[2]
         return out[0], 0, ""

@@ -12,7 +12,7 @@ from ivr.model import AllowedNumber
 from ivr.ports import Idempotency, LoginCodes, RelativeAccounts
 from ivr.relatives import CODES_PER_HOUR, TRIES_PER_CODE, CardSettings, code_hash, token_hash
 from store.redis_store import RedisStore
-from store.relatives import RelativeStore
+from store.relatives import IDEMPOTENCY_TTL_S, PENDING_TTL_S, RelativeStore
 from tests.component.test_redis_store import CARD, balance, provision
 
 PHONE = "+79161234567"
@@ -162,9 +162,11 @@ async def test_card_settings_round_trip(rel: RelativeStore) -> None:
 
 async def test_idempotency_records(rel: RelativeStore) -> None:
     assert await rel.begin("s1", "f1") == ("new", 0, "")
+    assert 0 < await rel.redis.ttl("kl:idem:s1") <= PENDING_TTL_S  # a server that died frees the key
     assert await rel.begin("s1", "f1") == ("busy", 0, "")
     assert await rel.begin("s1", "f2") == ("mismatch", 0, "")
     await rel.finish("s1", 201, '{"a": 1}')
+    assert PENDING_TTL_S < await rel.redis.ttl("kl:idem:s1") <= IDEMPOTENCY_TTL_S
     assert await rel.begin("s1", "f1") == ("done", 201, '{"a": 1}')
     assert await rel.begin("s2", "f1") == ("new", 0, "")
     await rel.abandon("s2")
