@@ -44,7 +44,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from redis.commands.core import AsyncScript
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from ivr.errors import InsufficientFunds, NotFound, PinHashError, StoreConflict
 from ivr.model import (
@@ -79,7 +82,12 @@ MAX_AMOUNT = 10**15  # minor units; keeps every sum exact in Lua's doubles
 def connect(url: str) -> aioredis.Redis:
     """A client on a blocking pool: under load a caller waits up to 2 s for a
     connection instead of failing at once; every socket operation times out
-    after 2 s (then RedisError propagates: the call is refused)."""
+    after 2 s (then RedisError propagates: the call is refused).
+
+    After Redis restarts, every pooled connection is stale: a connection idle
+    for a second is checked with a PING first, and a command that meets a
+    dropped connection is sent once more on a new one. (A money script run
+    twice moves nothing: each is idempotent by its id.)"""
     pool = aioredis.BlockingConnectionPool.from_url(
         url,
         max_connections=64,
@@ -87,6 +95,9 @@ def connect(url: str) -> aioredis.Redis:
         socket_timeout=2,
         socket_connect_timeout=2,
         decode_responses=True,
+        health_check_interval=1,
+        retry=Retry(NoBackoff(), 1),
+        retry_on_error=[RedisConnectionError],
     )
     return aioredis.Redis.from_pool(pool)
 
