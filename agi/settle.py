@@ -13,6 +13,7 @@ from agi import variables as v
 from agi.channel import AgiChannel
 from agi.deps import CallDeps, recording_sha256
 from ivr.call_plan import CallPlan
+from ivr.drops import end_cause
 from ivr.errors import KinlineError
 
 T = TypeVar("T")
@@ -51,13 +52,13 @@ async def settle_attempt(channel: AgiChannel, deps: CallDeps, plan: CallPlan) ->
     talk_ms = 0
     if status == "ANSWER" and bridged_at.isdigit() and dial_end.isdigit():
         talk_ms = max(0, int(dial_end) - int(bridged_at))
-    cause = await channel.get_variable(v.HANGUPCAUSE) or ""
+    cause = end_cause(await channel.get_variable(v.HANGUPCAUSE) or "", await channel.get_variable(v.FAR_CAUSE) or "")
     path, sha = "", ""
     if plan.record and status == "ANSWER":
         path, host_path = deps.recording(plan.call_id)
         sha = await recording_sha256(host_path)
-    channel.log.info("dial %s: bridged %s, ended %s: %d ms to bill", status, bridged_at or "never",
-                     dial_end or "-", talk_ms)
+    channel.log.info("dial %s: bridged %s, ended %s (cause %s): %d ms to bill", status, bridged_at or "never",
+                     dial_end or "-", cause or "-", talk_ms)
     await retrying(lambda: deps.calls.settle(plan, status, talk_ms, cause, path, sha,
                                              connected_at=_epoch_ms(bridged_at) if status == "ANSWER" else None,
                                              ended_at=_epoch_ms(dial_end)),

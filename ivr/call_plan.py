@@ -12,7 +12,7 @@ from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from typing import Any
 
-from ivr import billing
+from ivr import billing, drops
 from ivr import prompts as p
 from ivr.model import CallRecord, Settlement
 from ivr.ports import Wallet
@@ -77,29 +77,42 @@ def answered_seconds(answered_ms: int, plan: CallPlan) -> int:
     return min(seconds, plan.max_s)
 
 
+def completed_seconds(answered_ms: int, plan: CallPlan) -> int:
+    """Seconds of a dropped call that are billed: the whole increments completed
+    before the drop (the increment in which it dropped is credited)."""
+    whole_s = min(max(0, answered_ms) // 1000, plan.max_s)
+    return whole_s - whole_s % plan.increment_s
+
+
 def call_record(plan: CallPlan, dial_status: str, answered_ms: int, hangup_cause: str,
                 recording_path: str = "", recording_sha256: str = "",
                 connected_at: datetime | None = None, ended_at: datetime | None = None,
                 evidence: str = "call") -> CallRecord:
-    """The call detail record of an attempt, priced by its plan."""
+    """The call detail record of an attempt, priced by its plan.
+
+    A call that dropped (``ivr.drops``: the network or the platform failed) is
+    billed for its completed increments only; ``credit_reason`` says why."""
     answered = answered_seconds(answered_ms, plan) if dial_status == "ANSWER" else 0
     tariff = plan.tariff()
+    credit_reason = drops.drop_reason(dial_status, hangup_cause)
+    billable = completed_seconds(answered_ms, plan) if credit_reason else answered
     return CallRecord(
         call_id=plan.call_id, uniqueid=plan.uniqueid, card=plan.card, inmate_id=plan.inmate_id,
         facility_id=plan.facility_id, number=plan.e164, route_kind=plan.route_kind, payer=plan.payer,
         started_at=plan.started_at, answered_s=answered,
-        billed_s=billing.billed_seconds(answered, tariff),
-        amount=billing.charge(answered, plan.rate, tariff),
+        billed_s=billing.billed_seconds(billable, tariff),
+        amount=billing.charge(billable, plan.rate, tariff),
         dial_status=dial_status or "NONE", hangup_cause=hangup_cause,
         recording_path=recording_path, recording_sha256=recording_sha256,
-        connected_at=connected_at, ended_at=ended_at, evidence=evidence,
+        connected_at=connected_at, ended_at=ended_at, evidence=evidence, credit_reason=credit_reason,
     )
 
 
 async def settle_record(wallet: Wallet, plan: CallPlan, record: CallRecord) -> Settlement:
     """Charge the record from the attempt's hold (once: a second time moves nothing)."""
     settlement = await wallet.settle(record)
-    log.info("[%s] settled %s (%s): %s answered %d s, charged %d, released %d%s", plan.uniqueid,
+    log.info("[%s] settled %s (%s): %s answered %d s, charged %d, released %d%s%s", plan.uniqueid,
              plan.call_id, record.evidence, record.dial_status, record.answered_s, settlement.charged,
-             settlement.released, " (already settled)" if settlement.duplicate else "")
+             settlement.released, f" ({record.credit_reason})" if record.credit_reason else "",
+             " (already settled)" if settlement.duplicate else "")
     return settlement

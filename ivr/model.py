@@ -97,6 +97,9 @@ class CallRecord:
     # reconciler's "exact" (Asterisk's event log), "heartbeat" (Asterisk died:
     # billed up to the last moment the call was proven up) or "deadline".
     evidence: str = "call"
+    # Why the call was billed less than its answered time ("" when it was not):
+    # a dropped call (ivr.drops) is not billed for the increment it dropped in.
+    credit_reason: str = ""
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,10 @@
 
 Pure: lines in, facts out. A line is: event type, event time, channel
 uniqueid, user event name, extra. The dial plan's own events carry
-``kl1 <call id> <ms> [<dial status> <hangup cause>]`` in their extra.
+``kl1 <call id> <ms> [<dial status> <hangup cause>]`` or, for an end since
+dropped calls are credited, ``kl2 <call id> <ms> <dial status> <hangup cause>
+<far leg's cause>`` in their extra (the far leg's cause is empty unless the
+relative's leg ended first). Both versions are read.
 """
 
 from __future__ import annotations
@@ -10,9 +13,11 @@ from __future__ import annotations
 import csv
 import json
 
+from ivr.drops import end_cause
 from ivr.settlement import Bridged, ChannelEnded, Ended, Fact
 
 VERSION = "kl1"
+VERSIONS = ("kl1", "kl2")
 
 
 def parse_line(line: str) -> Fact | None:
@@ -28,14 +33,15 @@ def parse_line(line: str) -> Fact | None:
     if user_event not in ("kinline_bridged", "kinline_end") or kind not in ("USER_DEFINED", user_event):
         return None
     words = _payload(extra).split(" ")
-    if len(words) < 3 or words[0] != VERSION or not words[1] or not words[2].isdigit():
+    if len(words) < 3 or words[0] not in VERSIONS or not words[1] or not words[2].isdigit():
         raise ValueError(f"malformed kinline event: {line.strip()!r}")
     call_id, at_ms = words[1], int(words[2])
     if user_event == "kinline_bridged":
         return Bridged(call_id, at_ms)
     status = words[3] if len(words) > 3 else ""
     cause = words[4] if len(words) > 4 else ""
-    return Ended(call_id, at_ms, status, cause)
+    far_cause = words[5] if words[0] == "kl2" and len(words) > 5 else ""
+    return Ended(call_id, at_ms, status, end_cause(cause, far_cause))
 
 
 def _payload(extra: str) -> str:

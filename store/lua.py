@@ -19,9 +19,13 @@ local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
-local function ledger(kglobal, kcard, ts, card, ref, kind, amount, after)
+local function ledger(kglobal, kcard, ts, card, ref, kind, amount, after, note)
   local f = {'ts', s(ts), 'card', card, 'ref', ref, 'kind', kind,
              'amount', s(amount), 'balance_after', s(after)}
+  if note and note ~= '' then
+    table.insert(f, 'note')
+    table.insert(f, note)
+  end
   redis.call('XADD', kglobal, '*', unpack(f))
   redis.call('XADD', kcard, '*', unpack(f))
 end
@@ -79,7 +83,8 @@ return {'ok', s(amount), s(after)}
 """
 
 # KEYS: card, res:{call}, settled:{call}, holds, ledger, card ledger, cdr:{call}, card cdrs
-# ARGV: call_id, card, amount wanted, CDR JSON without its closing amount
+# ARGV: call_id, card, amount wanted, CDR JSON without its closing amount,
+# note for the charge entry (why it is less than the time answered; may be empty)
 SETTLE = _PRELUDE + """
 local done = redis.call('HMGET', KEYS[3], 'charged', 'released', 'balance_after')
 if done[1] then return {'duplicate', done[1], done[2], done[3]} end
@@ -94,7 +99,7 @@ if r[1] then
   local held = tonumber(r[2])
   charged = math.min(want, held)
   released = held - charged
-  ledger(KEYS[5], KEYS[6], now, ARGV[2], ARGV[1], 'charge', charged, tonumber(bal))
+  ledger(KEYS[5], KEYS[6], now, ARGV[2], ARGV[1], 'charge', charged, tonumber(bal), ARGV[5])
   after = redis.call('HINCRBY', KEYS[1], 'balance', s(released))
   ledger(KEYS[5], KEYS[6], now, ARGV[2], ARGV[1], 'release', released, after)
 else
@@ -103,7 +108,7 @@ else
   charged = math.max(0, math.min(want, tonumber(bal)))
   released = 0
   after = redis.call('HINCRBY', KEYS[1], 'balance', s(-charged))
-  ledger(KEYS[5], KEYS[6], now, ARGV[2], ARGV[1], 'charge', charged, after)
+  ledger(KEYS[5], KEYS[6], now, ARGV[2], ARGV[1], 'charge', charged, after, ARGV[5])
 end
 redis.call('DEL', KEYS[2])
 redis.call('ZREM', KEYS[4], ARGV[1])

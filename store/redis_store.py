@@ -17,7 +17,7 @@ Key layout (all under ``kl:``)::
     kl:card:<n>:active          string uniqueid of the call holding the card (with TTL)
     kl:card:<n>:cdrs            list   call ids, newest first
     kl:card:<n>:ledger          stream the card's ledger entries
-    kl:ledger                   stream every ledger entry: ts card ref kind amount balance_after
+    kl:ledger                   stream every ledger entry: ts card ref kind amount balance_after [note]
     kl:res:<call_id>            hash   card amount balance_after created deadline (ms) plan (JSON)
     kl:locks                    hash   card -> uniqueid of the call holding it (for the reconciler)
     kl:ev:<call_id>             hash   what Asterisk proved of an attempt: bridged_ms ended_ms
@@ -111,6 +111,7 @@ class LedgerEntry:
     kind: str  # one of LEDGER_KINDS
     amount: int  # always >= 0; the kind says which way it moved
     balance_after: int
+    note: str = ""  # why, when it needs saying (a dropped call's credited increment)
 
 
 # --- (de)serialization -------------------------------------------------------
@@ -411,7 +412,7 @@ class RedisStore:
                 self._cdr_key(record.call_id),
                 self._card_key(record.card, "cdrs"),
             ],
-            args=[record.call_id, record.card, record.amount, _cdr_json_prefix(record)],
+            args=[record.call_id, record.card, record.amount, _cdr_json_prefix(record), record.credit_reason],
         )
         status = out[0]
         if status in ("ok", "duplicate"):
@@ -676,6 +677,7 @@ class RedisStore:
                     kind=f["kind"],
                     amount=int(f["amount"]),
                     balance_after=int(f["balance_after"]),
+                    note=f.get("note", ""),
                 )
             )
         return out

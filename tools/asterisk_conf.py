@@ -169,6 +169,13 @@ def terminals_conf(terminals: list[Terminal], subnets: Mapping[str, tuple[str, .
     return "".join(parts)
 
 
+# The trunk hangs up a call whose far end sent no RTP for this long (a line
+# dropped without a BYE). G.711 sends 50 packets a second; 10 s is far above
+# any burst of loss or jitter a call survives, yet credits at most 10 s of
+# silence before the drop is known. On hold (no media by design) it is 60 s.
+TRUNK_RTP_TIMEOUT_S = 10
+TRUNK_RTP_TIMEOUT_HOLD_S = 60
+
 # AMI classes the read-only user receives: call progress, AGI, user events,
 # dial plan steps, boot (system) and security events (the guard). It may run no
 # action that needs a write class. The other user may only originate.
@@ -201,6 +208,9 @@ def render(config: StackConfig, secrets: Secrets) -> dict[str, str]:
             "[trunk]\ntype = endpoint\ncontext = from-trunk\ndisallow = all\n"
             "allow = ulaw,alaw\naors = trunk\ndirect_media = no\ndtmf_mode = rfc4733\n"
             "rtp_symmetric = yes\nsend_rpid = no\nallow_transfer = no\n"
+            # A far end that stops sending media without a BYE (a dropped line)
+            # is hung up after this long: the call is then settled as dropped.
+            f"rtp_timeout = {TRUNK_RTP_TIMEOUT_S}\nrtp_timeout_hold = {TRUNK_RTP_TIMEOUT_HOLD_S}\n"
             # Only the carrier's address and port reach the trunk, never its name in From.
             "identify_by = ip\n\n"
             f"[trunk-identify]\ntype = identify\nendpoint = trunk\nmatch = {config.carrier}\n"

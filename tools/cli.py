@@ -413,7 +413,7 @@ async def card_ledger(store: RedisStore, config: StackConfig, opts: argparse.Nam
     for e in entries:
         sign = "+" if e.kind in ("topup", "release", "adjust") else "-"
         _out(f"  {e.ts.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC  {e.kind:<8} {sign}{format_money(e.amount):>10}  "
-             f"balance {format_money(e.balance_after, currency):>14}  {e.ref}")
+             f"balance {format_money(e.balance_after, currency):>14}  {e.ref}" + (f"  ({e.note})" if e.note else ""))
 
 
 async def number_allow(store: RedisStore, config: StackConfig, opts: argparse.Namespace) -> None:
