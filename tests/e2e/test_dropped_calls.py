@@ -15,6 +15,8 @@ import time
 import pytest
 
 from ivr.model import CallRecord
+from ivr.settlement import Ended
+from reconciler.cel import parse_line
 from store.redis_store import RedisStore
 from tests.e2e.conftest import E2E
 from tests.e2e.harness import AmiWatch, SipAgent
@@ -75,6 +77,12 @@ async def test_dropped_call_gets_its_last_increment_credited(
     assert (await store.card(card)).balance == BALANCE  # type: ignore[union-attr]
     charges = [e for e in await store.ledger(card) if e.kind == "charge"]
     assert [(e.ref, e.amount, e.note) for e in charges] == [(cdr.call_id, 0, cdr.credit_reason)]
+    # The event log on disk (the reconciler's evidence) carries the far leg's cause too.
+    log = e2e.config.path("logs", "asterisk", "cel-custom", "kinline.csv").read_text().splitlines()
+    ends = [line for line in log if f"kl2 {cdr.call_id} " in line]
+    assert len(ends) == 1 and ends[0].endswith(' ANSWER 16 44""}"')
+    fact = parse_line(ends[0])
+    assert isinstance(fact, Ended) and (fact.dial_status, fact.hangup_cause) == ("ANSWER", "44")
 
 
 @pytest.mark.parametrize("who", ["relative", "inmate"])
