@@ -16,7 +16,6 @@ import json
 from ivr.drops import end_cause
 from ivr.settlement import Bridged, ChannelEnded, Ended, Fact
 
-VERSION = "kl1"
 VERSIONS = ("kl1", "kl2")
 
 
