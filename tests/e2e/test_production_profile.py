@@ -107,6 +107,7 @@ trunk = 15130
 agi = 14623
 ami = 15088
 redis = 16429
+api = 18130
 rtp_start = 13000
 rtp_end = 13999
 
