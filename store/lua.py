@@ -12,13 +12,17 @@ Conventions shared by all scripts:
   same script, so both always agree.
 """
 
-# Helpers prepended to the money scripts.
-_PRELUDE = """
+# Helpers every money script needs (cards here, relatives in store/relatives.py).
+HELPERS = """
 local function s(n) return string.format('%d', n) end
 local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
+"""
+
+# Prepended to the cards' money scripts.
+_PRELUDE = HELPERS + """
 local function ledger(kglobal, kcard, ts, card, ref, kind, amount, after, note)
   local f = {'ts', s(ts), 'card', card, 'ref', ref, 'kind', kind,
              'amount', s(amount), 'balance_after', s(after)}

@@ -44,6 +44,7 @@ from ivr.relatives import (
     check_amount,
     check_phone,
 )
+from store.lua import HELPERS
 from store.redis_store import LEDGER, PREFIX, _hash, _str
 
 log = logging.getLogger(__name__)
@@ -53,12 +54,7 @@ PAYOUTS = f"{PREFIX}payouts"
 IDEMPOTENCY_TTL_S = 24 * 3600
 PENDING_TTL_S = 60
 
-_PRELUDE = """
-local function s(n) return string.format('%d', n) end
-local function now_ms()
-  local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
+_PRELUDE = HELPERS + """
 local function rel_ledger(kglobal, kmine, ts, phone, ref, kind, amount, after, card)
   local f = {'ts', s(ts), 'phone', phone, 'ref', ref, 'kind', kind,
              'amount', s(amount), 'balance_after', s(after), 'card', card}
