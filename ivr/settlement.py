@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 from ivr.call_plan import CallPlan, call_record, plan_from_json, settle_record
@@ -170,7 +170,7 @@ class Reconciler:
                 gone = now_ms
             if gone is not None:
                 await self.attempts.add_evidence(plan.call_id, caller_gone_ms=gone)
-                return await self.attempts.evidence(plan.call_id)
+                return replace(ev, caller_gone_ms=gone)
         up = (ev.bridged_ms is not None and ev.ended_ms is None and ev.caller_gone_ms is None
               and switch.alive_at_ms is not None and not switch.lost(plan.uniqueid))
         if up and switch.alive_at_ms is not None:
@@ -178,7 +178,7 @@ class Reconciler:
             if beat - max(ev.heartbeat_ms or 0, ev.bridged_ms or 0) >= self.heartbeat_every_ms:
                 await self.attempts.add_evidence(plan.call_id, heartbeat_ms=beat)
                 report.heartbeats += 1
-                ev = await self.attempts.evidence(plan.call_id)
+                ev = replace(ev, heartbeat_ms=beat)
         return ev
 
     async def _settle(self, plan: CallPlan, outcome: Outcome) -> None:
