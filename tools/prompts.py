@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import os
 import subprocess
 import sys
 import tempfile
@@ -30,7 +29,10 @@ def synth(text: str, voice: str, wav: Path) -> bool:
     digest = hashlib.sha256(f"{voice}\n{text}".encode()).hexdigest()
     if wav.exists() and stamp.exists() and stamp.read_text() == digest:
         return False
+    created = [folder for folder in (wav.parent, *wav.parent.parents) if not folder.exists()]
     wav.parent.mkdir(parents=True, exist_ok=True)
+    for folder in created:  # made under the service's umask 077; Asterisk (its own user) must enter
+        folder.chmod(0o755)
     with tempfile.TemporaryDirectory() as tmp:
         raw = Path(tmp) / "raw.wav"
         subprocess.run(["espeak-ng", "-v", voice, "-s", "150", "-w", str(raw), text],
@@ -40,11 +42,6 @@ def synth(text: str, voice: str, wav: Path) -> bool:
                        check=True, capture_output=True)
         out.chmod(0o644)  # prompts are public: Asterisk (its own user) reads them
         out.replace(wav)
-    for folder in (wav.parent, *wav.parent.parents):
-        if folder.stat().st_mode & 0o005 != 0o005 and folder.stat().st_uid == os.getuid():
-            folder.chmod(folder.stat().st_mode | 0o055)
-        if folder.name in ("prompts", ""):
-            break
     stamp.write_text(digest)
     return True
 
