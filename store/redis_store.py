@@ -692,7 +692,7 @@ class RedisStore:
 
     async def open_holds(self, card: str) -> list[tuple[Reservation, datetime]]:
         """The card's open holds (from ``kl:holds``) with their deadlines, oldest first."""
-        call_ids: list[str] = [_str(c) for c in await self.redis.zrange("kl:holds", 0, -1)]  # type: ignore[arg-type]
+        call_ids: list[str] = [_str(c) for c in await self.redis.zrange(HOLDS, 0, -1)]  # type: ignore[arg-type]
         out = []
         for call_id in call_ids:
             h = _hash(await self.redis.hgetall(self._res_key(call_id)))
@@ -758,9 +758,6 @@ class RedisStore:
     async def card_locks(self) -> dict[str, str]:
         """card -> uniqueid of the call holding it."""
         return _hash(await self.redis.hgetall(LOCKS))
-
-    async def lock_holder(self, card: str) -> str | None:
-        return _opt(await self.redis.get(self._card_key(card, "active")))
 
     async def log_offset(self, node: str) -> int:
         raw = _opt(await self.redis.get(f"{PREFIX}cel:{node}"))

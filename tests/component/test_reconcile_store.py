@@ -48,7 +48,7 @@ async def test_the_lock_index_follows_acquire_and_release(store: RedisStore) -> 
     assert await store.card_locks() == {"1001": "u1"}
     await store.release_card("1001", "u1")
     assert await store.card_locks() == {}
-    assert await store.lock_holder("1001") is None
+    assert await store.card_lock("1001") is None
 
 
 async def test_reconcile_over_real_redis_settles_once_and_conserves_money(store: RedisStore) -> None:

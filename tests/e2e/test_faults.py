@@ -105,7 +105,7 @@ async def _settled_once(e2e: E2E, store: RedisStore, card: str, timeout: float =
 
 
 async def _unlocked(store: RedisStore, card: str) -> bool:
-    return await store.lock_holder(card) is None
+    return await store.card_lock(card) is None
 
 
 async def _bridged_call(store: RedisStore, call_in: object, relative: SipAgent) -> tuple[str, Terminal]:
@@ -194,7 +194,7 @@ async def test_agi_stopped_while_callers_are_in_the_ivr_leaks_no_lock(
         await term.prompt("enter-number")
         terms.append(term)
     for card in cards:
-        assert await store.lock_holder(card) is not None
+        assert await store.card_lock(card) is not None
     _kill(e2e, "agi", signal.SIGTERM)
     stopped = time.monotonic()
     for term in terms:
