@@ -17,10 +17,6 @@ def plan_to_text(plan: CallPlan) -> str:
     return text
 
 
-def plan_from_text(text: str) -> CallPlan:
-    return plan_from_json(text)
-
-
 async def save_plan(channel: AgiChannel, plan: CallPlan) -> None:
     await channel.set_variable(v.PLAN, plan_to_text(plan))
 
@@ -28,4 +24,4 @@ async def save_plan(channel: AgiChannel, plan: CallPlan) -> None:
 async def load_plan(channel: AgiChannel) -> CallPlan | None:
     """The plan on the channel, or None when no number was planned."""
     text = await channel.get_variable(v.PLAN)
-    return plan_from_text(text) if text else None
+    return plan_from_json(text) if text else None

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from agi.plan_vars import MAX_TEXT, plan_from_text, plan_to_text
+from agi.plan_vars import MAX_TEXT, plan_to_text
 from agi.protocol import format_command, parse_result
-from ivr.call_plan import CallPlan
+from ivr.call_plan import CallPlan, plan_from_json
 
 PLAN = CallPlan(
     call_id="1795381910.123-3", uniqueid="1795381910.123", card="9549192177", inmate_id="inmate-(x) 1",
@@ -17,7 +17,7 @@ PLAN = CallPlan(
 
 
 def test_round_trip() -> None:
-    assert plan_from_text(plan_to_text(PLAN)) == PLAN
+    assert plan_from_json(plan_to_text(PLAN)) == PLAN
 
 
 def test_fits_a_channel_variable_and_survives_agi_quoting() -> None:
@@ -25,4 +25,4 @@ def test_fits_a_channel_variable_and_survives_agi_quoting() -> None:
     assert len(text) < MAX_TEXT
     assert b"\n" not in format_command("SET VARIABLE", "KINLINE_PLAN", text)[:-1]
     # What GET VARIABLE answers: the value in parentheses, as is.
-    assert plan_from_text(parse_result(f"200 result=1 ({text})").data) == PLAN
+    assert plan_from_json(parse_result(f"200 result=1 ({text})").data) == PLAN
