@@ -18,7 +18,7 @@ from dataclasses import fields, replace
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import IO, NoReturn
+from typing import IO, TYPE_CHECKING, NoReturn
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import redis
@@ -31,6 +31,9 @@ from ivr.tariffs import Rate, RouteKind, Tariff
 from store.redis_store import RedisStore, check_e164, connect
 from store.relatives import RelativeStore
 from tools.config import StackConfig, load_config, load_secrets
+
+if TYPE_CHECKING:
+    from tools.asterisk_conf import Terminal
 
 LANGUAGES = ("ru", "fr", "en")
 CURRENCIES = ("RUB", "EUR")
@@ -203,10 +206,22 @@ def _print_tariff(tariff: Tariff, currency: str) -> None:
         _out(f"  rate         {rate.kind.value:<14}{prefix:<10}{format_money(rate.per_minute, currency)}/min")
 
 
+def _save_terminals(config: StackConfig, terminals: list[Terminal], done: str, generated: str | None) -> None:
+    """Save the terminals, reload Asterisk, say so; a generated password is shown here, once."""
+    from tools.asterisk_conf import save_terminals
+    from tools.stack import apply_terminals
+
+    save_terminals(config, terminals)
+    reloaded = apply_terminals(config)
+    _out(done)
+    if generated is not None:
+        _out(f"SIP password (shown once, not stored): {generated}")
+    _out(reloaded)
+
+
 async def terminal_add(store: RedisStore, config: StackConfig, opts: argparse.Namespace) -> None:
     """Only the password's digest (md5_cred) is stored: a generated password is shown here, once."""
-    from tools.asterisk_conf import TerminalLogin, load_terminals, new_password, save_terminals
-    from tools.stack import apply_terminals
+    from tools.asterisk_conf import TerminalLogin, load_terminals, new_password
 
     facility = await _need_facility(store, opts.facility)
     terminals = load_terminals(config)
@@ -214,18 +229,13 @@ async def terminal_add(store: RedisStore, config: StackConfig, opts: argparse.Na
         raise UsageError(f"terminal {opts.name} exists")
     login = TerminalLogin(opts.name, opts.password or new_password(), opts.language or facility.language, facility.id)
     login.validate()
-    save_terminals(config, [*terminals, login.stored()])
-    reloaded = apply_terminals(config)
-    _out(f"terminal {login.name} added to facility {facility.id}")
-    if not opts.password:
-        _out(f"SIP password (shown once, not stored): {login.password}")
-    _out(reloaded)
+    _save_terminals(config, [*terminals, login.stored()], f"terminal {login.name} added to facility {facility.id}",
+                    None if opts.password else login.password)
 
 
 async def terminal_password(store: RedisStore, config: StackConfig, opts: argparse.Namespace) -> None:
     """Give a terminal a new SIP password (its old one cannot be shown: only its digest is stored)."""
-    from tools.asterisk_conf import TerminalLogin, load_terminals, new_password, save_terminals
-    from tools.stack import apply_terminals
+    from tools.asterisk_conf import TerminalLogin, load_terminals, new_password
 
     terminals = load_terminals(config)
     old = next((t for t in terminals if t.name == opts.name), None)
@@ -233,26 +243,19 @@ async def terminal_password(store: RedisStore, config: StackConfig, opts: argpar
         raise UsageError(f"no terminal {opts.name}")
     login = TerminalLogin(old.name, opts.password or new_password(), old.language, old.facility)
     login.validate()
-    save_terminals(config, [login.stored() if t.name == old.name else t for t in terminals])
-    reloaded = apply_terminals(config)
-    _out(f"terminal {login.name}: new SIP password set; the old one no longer works")
-    if not opts.password:
-        _out(f"SIP password (shown once, not stored): {login.password}")
-    _out(reloaded)
+    _save_terminals(config, [login.stored() if t.name == old.name else t for t in terminals],
+                    f"terminal {login.name}: new SIP password set; the old one no longer works",
+                    None if opts.password else login.password)
 
 
 async def terminal_remove(store: RedisStore, config: StackConfig, opts: argparse.Namespace) -> None:
-    from tools.asterisk_conf import load_terminals, save_terminals
-    from tools.stack import apply_terminals
+    from tools.asterisk_conf import load_terminals
 
     terminals = load_terminals(config)
     kept = [t for t in terminals if t.name != opts.name]
     if len(kept) == len(terminals):
         raise UsageError(f"no terminal {opts.name}")
-    save_terminals(config, kept)
-    reloaded = apply_terminals(config)
-    _out(f"terminal {opts.name} removed")
-    _out(reloaded)
+    _save_terminals(config, kept, f"terminal {opts.name} removed", None)
 
 
 async def terminal_unthrottle(store: RedisStore, config: StackConfig, opts: argparse.Namespace) -> None:
