@@ -49,6 +49,22 @@ UNREACHABLE = "unreachable"
 DIAL_ANOTHER = "dial-another"
 NO_INPUT = "no-input"
 GOODBYE = "goodbye"
+RELATIVE_NO_ACCOUNT = "relative-no-account"
+RELATIVE_NOT_ENABLED = "relative-not-enabled"
+RELATIVE_NO_FUNDS = "relative-no-funds"
+RELATIVE_CAP = "relative-cap"
+RELATIVE_BLOCKED = "relative-blocked"
+ONLY_RELATIVE_PAID = "only-relative-paid"
+CALL_DECLINED = "call-declined"
+ACCEPT_PAID = "accept-paid"
+PER_MINUTE = "per-minute"
+ACCEPT_MENU = "accept-menu"
+ACCEPT_DECLINED = "accept-declined"
+ACCEPT_BLOCKED = "accept-blocked"
+NAME_RECORD = "name-record"
+NAME_PLAYBACK = "name-playback"
+NAME_CONFIRM = "name-confirm"
+NAME_SAVED = "name-saved"
 
 ALL = (
     APOLOGY, WELCOME, ENTER_DIGITS, THANK_YOU, ENTER_CARD, ENTER_PIN, LOGIN_FAILED,
@@ -58,6 +74,9 @@ ALL = (
     NUMBER_INCOMPLETE, SERVICE_UNAVAILABLE, NUMBER_NOT_ALLOWED, NO_RATE,
     CALL_MAY_LAST, CALLEE_INTRO, CALL_RECORDED, LIMIT_WARNING, LIMIT_WARNING_SOON, BUSY, NO_ANSWER, UNREACHABLE,
     DIAL_ANOTHER, NO_INPUT, GOODBYE,
+    RELATIVE_NO_ACCOUNT, RELATIVE_NOT_ENABLED, RELATIVE_NO_FUNDS, RELATIVE_CAP, RELATIVE_BLOCKED,
+    ONLY_RELATIVE_PAID, CALL_DECLINED, ACCEPT_PAID, PER_MINUTE, ACCEPT_MENU, ACCEPT_DECLINED, ACCEPT_BLOCKED,
+    NAME_RECORD, NAME_PLAYBACK, NAME_CONFIRM, NAME_SAVED,
 )  # fmt: skip
 
 _MINUTE_WORDS = {"ru": ("минута", "минуты", "минут"), "fr": ("minute", "minutes"), "en": ("minute", "minutes")}
