@@ -1,0 +1,166 @@
+"""The relative's accept menu ("01" calls), with a scripted relative and stores in memory."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+import pytest
+
+from ivr import prompts as p
+from ivr.accept import MENU_ROUNDS, MENU_TIMEOUT_MS, AcceptMenu, Offer, OfferError, Outcome
+from ivr.call_plan import CallPlan
+from ivr.inmate_call import Entry
+from ivr.model import Card, CardStatus, Facility
+from ivr.relatives import CardSettings
+
+PHONE = "+79161234567"
+FACILITY_ITEM = "file:kinline/en/facility/abc"
+NAME_ITEM = "file:names/i1"
+
+
+class Relative:
+    """The called party: keys typed at each ask (None = no key in time)."""
+
+    def __init__(self, *keys: str | None) -> None:
+        self.keys = list(keys)
+        self.played: list[str] = []
+        self.asked: list[tuple[str, int, int]] = []
+        self.language = "?"
+
+    def set_language(self, language: str) -> None:
+        self.language = language
+
+    async def play(self, items: Sequence[str]) -> None:
+        self.played.extend(items)
+
+    async def ask(self, item: str, max_digits: int, timeout_ms: int) -> Entry:
+        self.asked.append((item, max_digits, timeout_ms))
+        key = self.keys.pop(0) if self.keys else None
+        return Entry("", True) if key is None else Entry(key, False)
+
+
+class Store:
+    def __init__(self) -> None:
+        self.facilities = {"f1": Facility("f1", "Colony 1", "Europe/Moscow", "RUB", "ru", "mon-sun 08:00-21:00")}
+        self.cards = {"1001": Card("1001", "i1", "f1", "x", "en", CardStatus.ACTIVE, 0)}
+        self.balances: dict[str, int] = {PHONE: 10_000}
+        self.settings: dict[tuple[str, str], CardSettings] = {
+            (PHONE, "1001"): CardSettings(always_in_touch=True, cap_day=5_000)}
+
+    async def facility(self, facility_id: str) -> Facility | None:
+        return self.facilities.get(facility_id)
+
+    async def card(self, number: str) -> Card | None:
+        return self.cards.get(number)
+
+    async def balance(self, phone: str) -> int | None:
+        return self.balances.get(phone)
+
+    async def card_settings(self, phone: str, card: str) -> CardSettings | None:
+        return self.settings.get((phone, card))
+
+    async def put_card_settings(self, phone: str, card: str, settings: CardSettings) -> None:
+        self.settings[(phone, card)] = settings
+
+
+def plan(record: bool = True, reserved: int = 2_000) -> CallPlan:
+    return CallPlan(call_id="u1-1", uniqueid="u1", card="1001", inmate_id="i1", facility_id="f1", e164=PHONE,
+                    route_kind="mobile", payer="callee", rate=359, fee=150, free_threshold_s=3, increment_s=60,
+                    max_s=300, warn_s=60, record=record, reserved=reserved,
+                    started_at=datetime(2026, 11, 23, 10, tzinfo=UTC))
+
+
+async def run(*keys: str | None, store: Store | None = None, name: str | None = NAME_ITEM,
+              record: bool = True) -> tuple[Outcome, Relative, Store]:
+    store = store or Store()
+    menu = AcceptMenu(store, store)
+    relative = Relative(*keys)
+    offer = await menu.offer(plan(record))
+    outcome = await menu.run(relative, offer, FACILITY_ITEM, name)
+    await menu.farewell(relative, outcome)
+    return outcome, relative, store
+
+
+def announcement(balance: int = 10_000 + 2_000, name: str | None = NAME_ITEM, record: bool = True) -> list[str]:
+    return [p.CALLEE_INTRO, FACILITY_ITEM, *([name] if name else []), *([p.CALL_RECORDED] if record else []),
+            p.ACCEPT_PAID, *p.money(359, "RUB", "en"), p.PER_MINUTE, p.YOUR_BALANCE, *p.money(balance, "RUB", "en")]
+
+
+async def test_one_accepts_after_the_whole_offer_in_the_cards_language() -> None:
+    outcome, relative, store = await run("1")
+    assert outcome is Outcome.ACCEPTED and outcome.bridges
+    assert relative.language == "en"  # the card's, not the facility's (ru)
+    # Facility, recorded name, recording notice, the price per minute, the balance
+    # before this call's hold (10 000 left + 2 000 held), then the menu: one key, 10 s.
+    assert relative.played == announcement()
+    assert relative.asked == [(p.ACCEPT_MENU, 1, MENU_TIMEOUT_MS)]
+    assert store.settings[(PHONE, "1001")].blocked is False
+
+
+async def test_no_recorded_name_and_a_privileged_call_say_less() -> None:
+    _, relative, _ = await run("1", name=None, record=False)
+    assert relative.played == announcement(name=None, record=False)
+
+
+async def test_two_declines_and_says_so() -> None:
+    outcome, relative, store = await run("2")
+    assert outcome is Outcome.DECLINED and not outcome.bridges
+    assert relative.played[-1] == p.ACCEPT_DECLINED
+    assert store.settings[(PHONE, "1001")].blocked is False
+
+
+async def test_silence_declines_at_once() -> None:
+    outcome, relative, _ = await run(None)
+    assert outcome is Outcome.DECLINED
+    assert len(relative.asked) == 1  # no second round for a voicemail
+    assert relative.played[-1] == p.ACCEPT_DECLINED
+
+
+async def test_nine_blocks_the_card_keeping_the_other_settings() -> None:
+    outcome, relative, store = await run("9")
+    assert outcome is Outcome.BLOCKED and not outcome.bridges
+    assert store.settings[(PHONE, "1001")] == CardSettings(always_in_touch=True, cap_day=5_000, blocked=True)
+    assert relative.played[-1] == p.ACCEPT_BLOCKED
+
+
+async def test_nine_blocks_a_card_with_no_settings_yet() -> None:
+    store = Store()
+    store.settings.clear()
+    outcome, _, store = await run("9", store=store)
+    assert outcome is Outcome.BLOCKED
+    assert store.settings[(PHONE, "1001")] == CardSettings(blocked=True)
+
+
+@pytest.mark.parametrize("key", ["0", "5", "*", ""])
+async def test_zero_or_another_key_repeats_the_offer(key: str) -> None:
+    outcome, relative, _ = await run(key, "1")
+    assert outcome is Outcome.ACCEPTED
+    assert relative.played == announcement() * 2
+    assert len(relative.asked) == 2
+
+
+async def test_repeats_are_bounded_then_the_call_is_declined() -> None:
+    outcome, relative, _ = await run(*["0"] * (MENU_ROUNDS + 5))
+    assert outcome is Outcome.DECLINED
+    assert len(relative.asked) == MENU_ROUNDS
+    assert relative.played[-1] == p.ACCEPT_DECLINED
+
+
+async def test_accepting_says_nothing_more() -> None:
+    _, relative, _ = await run("1")
+    assert relative.played[-1] != p.ACCEPT_DECLINED and p.ACCEPT_BLOCKED not in relative.played
+
+
+@pytest.mark.parametrize("missing", ["card", "facility", "account"])
+async def test_an_offer_with_a_missing_fact_is_refused(missing: str) -> None:
+    store = Store()
+    {"card": store.cards, "facility": store.facilities, "account": store.balances}[missing].clear()
+    with pytest.raises(OfferError):
+        await AcceptMenu(store, store).offer(plan())
+
+
+async def test_offer_is_what_the_relative_had_before_the_hold() -> None:
+    store = Store()
+    offer = await AcceptMenu(store, store).offer(plan(reserved=777))
+    assert offer == Offer(plan(reserved=777), store.facilities["f1"], "en", 10_777)
