@@ -10,7 +10,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from api.payments import PaymentProvider
 from ivr.ports import Idempotency, LoginCodes, RelativeAccounts, SmsSender
-from ivr.relatives import token_hash
+from ivr.relatives import CODES_PER_CLIENT_HOUR, token_hash
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +25,7 @@ class ApiDeps:
     sms: SmsSender
     provider: PaymentProvider
     webhook_secret: str
+    codes_per_client_hour: int = CODES_PER_CLIENT_HOUR  # POST /v1/auth/code from one address
 
 
 def get_deps(request: Request) -> ApiDeps:

@@ -20,6 +20,7 @@ from api.deps import ApiDeps
 from api.payments import FakeProvider
 from api.routes import auth, me, money, webhooks
 from api.sms import FileSms
+from ivr.relatives import CODES_PER_CLIENT_HOUR
 from store.redis_store import connect
 from store.relatives import RelativeStore
 
@@ -53,10 +54,12 @@ def load_webhook_secret(secrets_file: Path) -> str:
     return secret
 
 
-def build_from(redis_url: str, sms_log: Path, webhook_secret: str) -> FastAPI:
+def build_from(redis_url: str, sms_log: Path, webhook_secret: str,
+               codes_per_client_hour: int = CODES_PER_CLIENT_HOUR) -> FastAPI:
     store = RelativeStore(connect(redis_url))
     return build_app(ApiDeps(accounts=store, codes=store, idempotency=store, sms=FileSms(sms_log),
-                             provider=FakeProvider(), webhook_secret=webhook_secret))
+                             provider=FakeProvider(), webhook_secret=webhook_secret,
+                             codes_per_client_hour=codes_per_client_hour))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -71,11 +74,16 @@ def main(argv: list[str] | None = None) -> None:
                         help="the stack's secrets file (payment_webhook_secret)")
     parser.add_argument("--sms-log", type=Path, default=Path("var/logs/sms.log"),
                         help="the dev SMS adapter appends 'phone code' lines here")
+    parser.add_argument("--codes-per-client", type=int, default=CODES_PER_CLIENT_HOUR,
+                        help="login codes one client address may ask for in an hour")
+    parser.add_argument("--trusted-proxies", default="127.0.0.1",
+                        help="addresses whose X-Forwarded-For names the client (the TLS proxy in front)")
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    app = build_from(args.redis_url, args.sms_log, load_webhook_secret(args.secrets))
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level.lower(), access_log=False)
+    app = build_from(args.redis_url, args.sms_log, load_webhook_secret(args.secrets), args.codes_per_client)
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level.lower(), access_log=False,
+                proxy_headers=True, forwarded_allow_ips=args.trusted_proxies)
 
 
 if __name__ == "__main__":

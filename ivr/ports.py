@@ -164,6 +164,11 @@ class LoginCodes(Protocol):
 
     async def session_phone(self, token_hash: str) -> str | None: ...
 
+    async def take_code_slot(self, client: str, now: datetime, limit: int) -> int:
+        """Count one code request from a client address unless ``limit`` were counted
+        in the last hour: 0 if counted, else the seconds until one leaves the hour."""
+        ...
+
 
 class Idempotency(Protocol):
     """First answers of requests made with an Idempotency-Key."""

@@ -25,6 +25,8 @@ CODE_TTL_S = 5 * 60
 CODES_PER_HOUR = 5
 TRIES_PER_CODE = 5
 SESSION_TTL_S = 12 * 3600
+CODES_PER_CLIENT_HOUR = 20  # codes asked from one client address in an hour, whatever the numbers
+INACTIVE_REFUND_DAYS = 180  # 47 CFR 64.6130: unused money goes back after this long without a movement
 
 _E164 = re.compile(r"^\+[1-9][0-9]{6,14}$")
 
@@ -66,6 +68,7 @@ class RelativeEntry:
     amount: int  # always > 0; the kind says which way it moved
     balance_after: int
     card: str = ""  # the card a transfer went to
+    note: str = ""  # why a call was charged less than its time (a dropped call), or "inactivity" (a refund)
 
 
 @dataclass(frozen=True)
@@ -88,6 +91,17 @@ class Payout:
     status: str  # requested | paid
     created: datetime
     paid_at: datetime | None = None
+    note: str = ""  # "inactivity": refunded without being asked (refund_inactive)
+
+
+@dataclass(frozen=True)
+class InactiveRefund:
+    """An account refunded (or, in a dry run, to be refunded) after inactivity."""
+
+    phone: str
+    amount: int
+    last_activity: datetime  # its last ledger entry, or its creation
+    payout_id: str = ""  # empty in a dry run
 
 
 def check_amount(amount: int) -> None:

@@ -13,20 +13,22 @@ Key layout (all under ``kl:``)::
     kl:rel-ledger               stream every relative's entries
     kl:relpay:<payment_id>      hash   phone amount status (pending|credited) created balance_after
     kl:relop:<op_id>            hash   kind phone card amount balance_after (transfers, refunds)
-    kl:payout:<id>              hash   id phone amount status (requested|paid) created paid_at
+    kl:payout:<id>              hash   id phone amount status (requested|paid) created paid_at [note]
     kl:payouts                  zset   payout ids by creation time (ms)
     kl:auth:code:<phone>        hash   hash tries (expires after CODE_TTL_S)
     kl:auth:sent:<phone>        zset   codes issued in the last hour, score = ms
     kl:session:<sha256(token)>  string phone (expires after SESSION_TTL_S)
     kl:idem:<scope>             hash   fingerprint state (pending|done) status body (24 h; pending: 60 s)
+    kl:auth:client:<address>    zset   codes asked from a client address in the last hour, score = ms
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import secrets
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import redis.asyncio as aioredis
 from redis.commands.core import AsyncScript
@@ -38,6 +40,7 @@ from ivr.relatives import (
     SESSION_TTL_S,
     TRIES_PER_CODE,
     CardSettings,
+    InactiveRefund,
     Payout,
     RelativeEntry,
     Transfer,
@@ -234,6 +237,8 @@ class RelativeStore:
         self._idem_begin = self._script(IDEM_BEGIN)
         self._idem_finish = self._script(IDEM_FINISH)
         self._idem_abandon = self._script(IDEM_ABANDON)
+        self._take_slot = self._script(TAKE_SLOT)
+        self._refund_inactive = self._script(REFUND_INACTIVE)
 
     def _script(self, source: str) -> AsyncScript:
         return self.redis.register_script(source)
@@ -259,7 +264,7 @@ class RelativeStore:
             f = _hash(raw)
             out.append(RelativeEntry(id=_str(entry_id or ""), ts=_ms_to_dt(f["ts"]), ref=f["ref"], kind=f["kind"],
                                      amount=int(f["amount"]), balance_after=int(f["balance_after"]),
-                                     card=f.get("card", "")))
+                                     card=f.get("card", ""), note=f.get("note", "")))
         return out
 
     async def create_payment(self, payment_id: str, phone: str, amount: int) -> None:
@@ -344,7 +349,7 @@ class RelativeStore:
             return None
         return Payout(id=h["id"], phone=h["phone"], amount=int(h["amount"]), status=h["status"],
                       created=_ms_to_dt(h["created"]),
-                      paid_at=_ms_to_dt(h["paid_at"]) if h.get("paid_at") else None)
+                      paid_at=_ms_to_dt(h["paid_at"]) if h.get("paid_at") else None, note=h.get("note", ""))
 
     async def payouts(self, limit: int = 100) -> list[Payout]:
         """Payout records, oldest first."""
@@ -394,3 +399,115 @@ class RelativeStore:
 
     async def abandon(self, scope: str) -> None:
         await self._idem_abandon(keys=[f"{PREFIX}idem:{scope}"], args=[])
+
+    # --- abuse limit per client address ---------------------------------------
+
+    async def take_code_slot(self, client: str, now: datetime, limit: int) -> int:
+        """Count one code request from ``client`` (an IP address) unless ``limit``
+        were counted in the last hour: 0 if counted, else the seconds until a slot frees."""
+        ms = int(now.timestamp() * 1000)
+        wait_ms = int(await self._take_slot(
+            keys=[f"{PREFIX}auth:client:{client}"],
+            args=[str(ms), secrets.token_hex(8), str(3600 * 1000), str(limit)],
+        ))
+        return 0 if wait_ms == 0 else max(1, -(-wait_ms // 1000))
+
+    # --- refund after inactivity (47 CFR 64.6130) ---------------------------------
+
+    async def account_phones(self) -> list[str]:
+        """Every relative's phone number (SCAN: the staff's hourly pass, not a request path)."""
+        phones = []
+        async for raw in self.redis.scan_iter(match=f"{PREFIX}rel:+*", count=1000):
+            phone = _str(raw)[len(f"{PREFIX}rel:"):]
+            if ":" not in phone:
+                phones.append(phone)
+        return sorted(phones)
+
+    async def last_activity(self, phone: str) -> datetime | None:
+        """When the account last moved (its newest ledger entry), or was opened; None: no account."""
+        rows = await self.redis.xrevrange(self._account(check_phone(phone), "ledger"), count=1)
+        if rows:
+            return _ms_to_dt(_hash(rows[0][1])["ts"])
+        created = await self.redis.hget(self._account(phone), "created")
+        return None if created is None else _ms_to_dt(_str(created))
+
+    async def refund_inactive(self, now: datetime, days: int, dry_run: bool = False) -> list[InactiveRefund]:
+        """Move the whole balance of every account with money and no ledger entry for
+        ``days`` to a payout record (entry kind refund, note "inactivity"). Each account is
+        one script that checks again, so a call reserving the money meanwhile wins and the
+        account is left alone; a second run finds nothing (the refund is activity)."""
+        if days < 1:
+            raise ValueError(f"days must be >= 1: {days}")
+        cutoff = now - timedelta(days=days)
+        done = []
+        for phone in await self.account_phones():
+            bal = await self.balance(phone)
+            last = await self.last_activity(phone)
+            if bal is None or bal <= 0 or last is None or last >= cutoff:
+                continue
+            if dry_run:
+                done.append(InactiveRefund(phone, bal, last))
+                continue
+            last_ms = int(last.timestamp() * 1000)
+            op_id = hashlib.sha256(f"inactive\x00{phone}\x00{last_ms}".encode()).hexdigest()[:32]
+            out = _words(await self._refund_inactive(
+                keys=[f"{PREFIX}relop:{op_id}", self._account(phone), self._account(phone, "ledger"), REL_LEDGER,
+                      f"{PREFIX}payout:{op_id}", PAYOUTS],
+                args=[op_id, phone, str(int(cutoff.timestamp() * 1000))],
+            ))
+            if out[0] == "ok":
+                log.info("phone %s: %s refunded after inactivity since %s, payout %s", phone, out[1],
+                         last.isoformat(), op_id)
+                done.append(InactiveRefund(phone, int(out[1]), last, op_id))
+            else:
+                log.info("phone %s: not refunded after inactivity (%s)", phone, out[0])
+        return done
+
+
+# KEYS: the client's requests (zset). ARGV: now_ms, unique token, window_ms, limit.
+# Returns 0 (counted) or the ms until the oldest request leaves the window.
+TAKE_SLOT = """
+local now = tonumber(ARGV[1])
+local window = tonumber(ARGV[3])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', string.format('%d', now - window))
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[4]) then
+  local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+  return math.max(1, tonumber(oldest[2]) + window - now)
+end
+redis.call('ZADD', KEYS[1], ARGV[1], ARGV[1] .. ':' .. ARGV[2])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return 0
+"""
+
+# KEYS: op, account, its ledger, relatives' ledger, payout, payouts index
+# ARGV: op_id, phone, cutoff_ms. The whole balance leaves an account whose newest
+# ledger entry (or, with none, its creation) is older than cutoff_ms, checked here,
+# in the same script that moves it: a reservation (an entry) in between wins.
+REFUND_INACTIVE = _PRELUDE + """
+if redis.call('EXISTS', KEYS[1]) == 1 then return {'duplicate'} end
+local a = redis.call('HMGET', KEYS[2], 'balance', 'created')
+if not a[1] then return {'noaccount'} end
+local bal = tonumber(a[1])
+if bal <= 0 then return {'empty'} end
+local last = tonumber(a[2] or '0')
+local newest = redis.call('XREVRANGE', KEYS[3], '+', '-', 'COUNT', 1)
+if newest[1] then
+  local f = newest[1][2]
+  for i = 1, #f, 2 do
+    if f[i] == 'ts' then last = tonumber(f[i + 1]) end
+  end
+end
+if last >= tonumber(ARGV[3]) then return {'active'} end
+local now = now_ms()
+redis.call('HSET', KEYS[2], 'balance', '0')
+local f = {'ts', s(now), 'phone', ARGV[2], 'ref', 'refund:' .. ARGV[1], 'kind', 'refund',
+           'amount', s(bal), 'balance_after', '0', 'card', '', 'note', 'inactivity'}
+redis.call('XADD', KEYS[4], '*', unpack(f))
+redis.call('XADD', KEYS[3], '*', unpack(f))
+redis.call('HSET', KEYS[5], 'id', ARGV[1], 'phone', ARGV[2], 'amount', s(bal), 'status', 'requested',
+           'created', s(now), 'note', 'inactivity')
+redis.call('ZADD', KEYS[6], s(now), ARGV[1])
+redis.call('HSET', KEYS[1], 'kind', 'refund', 'phone', ARGV[2], 'amount', s(bal), 'balance_after', '0',
+           'ts', s(now))
+return {'ok', s(bal)}
+"""

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 from datetime import UTC, datetime
 
-from fastapi import APIRouter, Depends, HTTPException
+from fastapi import APIRouter, Depends, HTTPException, Request
 
 from api.deps import ApiDeps, get_deps
 from api.models import CodeRequest, Problem, SessionAnswer, SessionRequest
@@ -25,8 +25,16 @@ def router() -> APIRouter:
     r = APIRouter(prefix="/v1/auth", tags=["auth"])
 
     @r.post("/code", status_code=202, responses={429: {"model": Problem}})
-    async def send_code(body: CodeRequest, deps: ApiDeps = Depends(get_deps)) -> dict[str, object]:  # noqa: B008
-        """Send a 6-digit code valid 5 minutes (at most 5 per hour per number)."""
+    async def send_code(body: CodeRequest, request: Request,
+                        deps: ApiDeps = Depends(get_deps)) -> dict[str, object]:  # noqa: B008
+        """Send a 6-digit code valid 5 minutes (at most 5 per hour per number, and
+        20 per hour from one client address whatever the numbers: 429 with Retry-After)."""
+        client = request.client.host if request.client else "unknown"
+        wait_s = await deps.codes.take_code_slot(client, datetime.now(UTC), deps.codes_per_client_hour)
+        if wait_s:
+            log.warning("client %s: code for %s refused, too many from this address this hour", client, body.phone)
+            raise HTTPException(429, "too many codes asked from this address: try again later",
+                                headers={"Retry-After": str(wait_s)})
         code = new_code()
         if not await deps.codes.issue_code(body.phone, code_hash(body.phone, code), datetime.now(UTC)):
             log.warning("phone %s: code refused, too many this hour", body.phone)

@@ -19,7 +19,7 @@ from fastapi import FastAPI
 from api.main import build_from
 from api.payments import SIGNATURE_HEADER, TIMESTAMP_HEADER, TOLERANCE_S, sign
 from ivr.model import AllowedNumber
-from ivr.relatives import CODES_PER_HOUR, MAX_AMOUNT, TRIES_PER_CODE
+from ivr.relatives import CODES_PER_CLIENT_HOUR, CODES_PER_HOUR, MAX_AMOUNT, TRIES_PER_CODE
 from store.redis_store import RedisStore
 from tests.component.conftest import RedisServer, _free_port
 from tests.component.test_redis_store import CARD, balance, provision
@@ -181,6 +181,22 @@ async def test_five_tries_per_code(http: httpx.AsyncClient, api_server: Api) -> 
         assert r.status_code == 401 and r.json()["detail"] == "wrong code"
     r = await http.post("/v1/auth/session", json={"phone": PHONE, "code": code})
     assert r.status_code == 401 and "too many" in r.json()["detail"]
+
+
+async def test_codes_per_client_address(http: httpx.AsyncClient, api_server: Api) -> None:
+    """One client cannot spray codes over many numbers: CODES_PER_CLIENT_HOUR an hour
+    from an address (behind the trusted proxy, X-Forwarded-For names it), then 429."""
+    spammer = {"X-Forwarded-For": "203.0.113.7"}
+    for i in range(CODES_PER_CLIENT_HOUR):
+        r = await http.post("/v1/auth/code", json={"phone": f"+7916000{i:04d}"}, headers=spammer)
+        assert r.status_code == 202, r.text
+    sent = len(api_server.sms_log.read_text().splitlines())
+    r = await http.post("/v1/auth/code", json={"phone": "+79169999999"}, headers=spammer)
+    assert r.status_code == 429 and "address" in r.json()["detail"]
+    assert 3590 <= int(r.headers["Retry-After"]) <= 3600
+    assert len(api_server.sms_log.read_text().splitlines()) == sent  # no SMS
+    r = await http.post("/v1/auth/code", json={"phone": "+79169999999"}, headers={"X-Forwarded-For": "203.0.113.8"})
+    assert r.status_code == 202
 
 
 @pytest.mark.parametrize("body", [{"phone": "79161234567"}, {"phone": "+7"}, {"phone": 79161234567}, {}])

@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from ivr.errors import InsufficientFunds, NotFound, StoreConflict
 from ivr.model import AllowedNumber
 from ivr.ports import Idempotency, LoginCodes, RelativeAccounts
-from ivr.relatives import CODES_PER_HOUR, TRIES_PER_CODE, CardSettings, code_hash, token_hash
+from ivr.relatives import (
+    CODES_PER_HOUR,
+    INACTIVE_REFUND_DAYS,
+    TRIES_PER_CODE,
+    CardSettings,
+    code_hash,
+    token_hash,
+)
 from store.redis_store import RedisStore
 from store.relatives import IDEMPOTENCY_TTL_S, PENDING_TTL_S, RelativeStore
 from tests.component.test_redis_store import CARD, balance, provision
@@ -171,3 +178,79 @@ async def test_idempotency_records(rel: RelativeStore) -> None:
     assert await rel.begin("s2", "f1") == ("new", 0, "")
     await rel.abandon("s2")
     assert await rel.begin("s2", "f1") == ("new", 0, "")
+
+
+# --- refund after inactivity (47 CFR 64.6130) -------------------------------------
+
+
+async def test_inactive_accounts_are_refunded_whole_once(rel: RelativeStore) -> None:
+    await funded(rel, 4200)  # PHONE: money, last moved now
+    await login(rel, OTHER)  # OTHER: an account, no money
+    later = datetime.now(UTC) + timedelta(days=INACTIVE_REFUND_DAYS)
+    assert await rel.refund_inactive(later - timedelta(minutes=1), INACTIVE_REFUND_DAYS) == []  # not yet
+    planned = await rel.refund_inactive(later + timedelta(minutes=1), INACTIVE_REFUND_DAYS, dry_run=True)
+    assert [(r.phone, r.amount, r.payout_id) for r in planned] == [(PHONE, 4200, "")]
+    assert await rel.balance(PHONE) == 4200 and await rel.payouts() == []  # a dry run moves nothing
+
+    done = await rel.refund_inactive(later + timedelta(minutes=1), INACTIVE_REFUND_DAYS)
+    assert [(r.phone, r.amount) for r in done] == [(PHONE, 4200)]
+    assert await rel.balance(PHONE) == 0
+    entry = (await rel.entries(PHONE))[0]
+    assert (entry.kind, entry.amount, entry.balance_after, entry.note) == ("refund", 4200, 0, "inactivity")
+    payout = await rel.payout(done[0].payout_id)
+    assert payout is not None and (payout.phone, payout.amount, payout.status, payout.note) == (
+        PHONE, 4200, "requested", "inactivity")
+    # running again (or an hour later) makes no second payout
+    assert await rel.refund_inactive(later + timedelta(minutes=1), INACTIVE_REFUND_DAYS) == []
+    assert await rel.refund_inactive(later + timedelta(hours=1), INACTIVE_REFUND_DAYS) == []
+    assert [p.id for p in await rel.payouts()] == [done[0].payout_id]
+    global_refunds = [f for _, f in await rel.redis.xrange("kl:rel-ledger") if f["kind"] == "refund"]
+    assert len(global_refunds) == 1 and global_refunds[0]["note"] == "inactivity"
+
+
+async def test_any_movement_counts_as_activity(store: RedisStore, rel: RelativeStore) -> None:
+    await provision(store)
+    await store.allow_number(CARD, AllowedNumber(PHONE, "Mother", False))
+    await funded(rel, 1000)
+    await rel.transfer("x1", PHONE, CARD, 100)
+    days = 30
+    assert await rel.refund_inactive(datetime.now(UTC) + timedelta(days=days - 1), days) == []
+    assert await rel.balance(PHONE) == 900
+
+
+async def test_inactivity_refund_loses_to_a_movement_made_after_the_scan(
+        rel: RelativeStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The scan saw the account idle, then a movement came (a call's reservation, a
+    transfer): the script checks again and leaves the account alone."""
+    await funded(rel, 1000)
+    idle_since = datetime.now(UTC) - timedelta(days=400)
+    real = rel.last_activity
+
+    async def stale_view(phone: str) -> datetime | None:
+        await real(phone)
+        await rel.refund("late", PHONE, 100)  # the movement lands between the scan and the script
+        return idle_since
+
+    monkeypatch.setattr(rel, "last_activity", stale_view)
+    assert await rel.refund_inactive(datetime.now(UTC), INACTIVE_REFUND_DAYS) == []
+    assert await rel.balance(PHONE) == 900
+    assert [p.id for p in await rel.payouts()] == ["late"]
+
+
+async def test_inactivity_refund_bad_days(rel: RelativeStore) -> None:
+    with pytest.raises(ValueError):
+        await rel.refund_inactive(datetime.now(UTC), 0)
+
+
+# --- codes per client address ------------------------------------------------------
+
+
+async def test_code_slots_per_client_address(rel: RelativeStore) -> None:
+    now = datetime.now(UTC)
+    for _ in range(3):
+        assert await rel.take_code_slot("192.0.2.1", now, 3) == 0
+    wait = await rel.take_code_slot("192.0.2.1", now, 3)
+    assert 3590 <= wait <= 3600  # the first slot frees an hour after it was taken
+    assert await rel.take_code_slot("192.0.2.2", now, 3) == 0  # another address
+    assert await rel.take_code_slot("192.0.2.1", now + timedelta(seconds=3601), 3) == 0
+    assert await rel.redis.zcard("kl:auth:client:192.0.2.1") == 1  # the old ones left the window
