@@ -12,16 +12,18 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
+from zoneinfo import ZoneInfo
 
 from ivr import billing, throttle
 from ivr import prompts as p
 from ivr.call_plan import CallPlan, call_record, plan_to_json, settle_record
 from ivr.call_plan import answered_seconds as answered_seconds
-from ivr.errors import InsufficientFunds, KinlineError, NoRateError, NumberError, PinHashError
+from ivr.errors import InsufficientFunds, KinlineError, NoRateError, NotFound, NumberError, PinHashError
 from ivr.model import Card, CardStatus, Facility, Inmate, InmateStatus, Settlement
 from ivr.numbering import DialedNumber, Leg, Payer, classify_incomplete, parse_dialed
 from ivr.pin import PinHasher
-from ivr.ports import PIN_FAILURES_TO_LOCK, Directory, Wallet
+from ivr.ports import PIN_FAILURES_TO_LOCK, Directory, RelativeAccounts, Wallet
+from ivr.relatives import PayRefusal, may_pay
 from ivr.schedule import is_open, parse_schedule, seconds_until_close
 from ivr.tariffs import Tariff, route_kind
 
@@ -38,6 +40,13 @@ NUMBER_TIMEOUT_MS = 15_000
 RING_S = 45
 HOLD_MARGIN_S = 300
 WARN_S = 60  # both parties hear "one minute left"
+RERECORD_NAME = "9"  # alone at the number prompt: record the name again
+
+# Why a relative does not pay for a "01" call, as the inmate hears it.
+PAY_REFUSAL_PROMPTS: dict[PayRefusal, str] = {
+    "not_enabled": p.RELATIVE_NOT_ENABLED, "blocked": p.RELATIVE_BLOCKED,
+    "cap_day": p.RELATIVE_CAP, "cap_month": p.RELATIVE_CAP,
+}
 
 
 class Refused(KinlineError):
@@ -64,6 +73,18 @@ class Caller(Protocol):
 
     async def ask(self, item: str, max_digits: int, timeout_ms: int) -> Entry: ...
 
+    async def record(self, sound: str, max_ms: int, silence_s: int) -> int:
+        """A beep, then the caller's voice into ``sound`` (where the switch keeps
+        it, no extension) until ``max_ms``, ``silence_s`` of silence or ``#``.
+        Returns the milliseconds recorded (0: nothing)."""
+        ...
+
+
+class NameMenu(Protocol):
+    """The inmate records their name again (ivr/names.py)."""
+
+    async def record(self, caller: Caller, inmate_id: str, uniqueid: str) -> bool: ...
+
 
 @dataclass(frozen=True)
 class Session:
@@ -79,10 +100,14 @@ def _utcnow() -> datetime:
 
 class InmateCalls:
     def __init__(self, directory: Directory, wallet: Wallet, now: Callable[[], datetime] = _utcnow,
-                 warn_s: int = WARN_S, *, pins: PinHasher) -> None:
+                 warn_s: int = WARN_S, *, pins: PinHasher, relatives: RelativeAccounts | None = None,
+                 names: NameMenu | None = None) -> None:
+        """Without ``relatives`` no call is paid by a relative ("01" is refused)."""
         self.directory = directory
         self.wallet = wallet
         self.pins = pins
+        self.relatives = relatives
+        self.names = names  # "9" at the number prompt records the name again
         self.now = now
         self.warn_s = warn_s
 
@@ -108,7 +133,10 @@ class InmateCalls:
             cheapest = min((r.per_minute for r in session.tariff.rates), default=0)
             await caller.play([p.YOUR_BALANCE, *p.money(card.balance, facility.currency, card.language)])
             if card.balance < billing.required_to_start(cheapest, session.tariff):
-                raise Refused(p.NO_FUNDS, "balance below fee + one increment")
+                # An empty card may still call a relative who pays ("01").
+                if self.relatives is None or not await self.relatives.paying_relatives(card.number):
+                    raise Refused(p.NO_FUNDS, "balance below fee + one increment, no relative pays")
+                await caller.play([p.ONLY_RELATIVE_PAID])
         except BaseException:
             await self.wallet.release_card(card.number, uniqueid)
             raise
@@ -211,6 +239,11 @@ class InmateCalls:
                     failures += 1
                     await caller.play([p.NO_INPUT])
                 continue
+            if digits == RERECORD_NAME and self.names is not None:
+                # No number starts with 9: alone, it is the name menu (not a failure).
+                log.info("[%s] inmate %s records their name again", uniqueid, session.inmate.id)
+                await self.names.record(caller, session.inmate.id, uniqueid)
+                continue
             try:
                 number = parse_dialed(digits)
             except NumberError as exc:
@@ -219,7 +252,7 @@ class InmateCalls:
                 incomplete = exc.reason == "too_short" or classify_incomplete(digits)
                 await caller.play([p.NUMBER_INCOMPLETE if incomplete else p.NUMBER_INVALID])
                 continue
-            if number.payer is Payer.CALLEE or number.leg is Leg.APP:
+            if number.leg is Leg.APP:
                 failures += 1
                 await caller.play([p.SERVICE_UNAVAILABLE])
                 continue
@@ -247,11 +280,21 @@ class InmateCalls:
             log.info("[%s] refused: %d s until the schedule closes", uniqueid, until_close)
             return p.SCHEDULE_CLOSING
         longest = min(facility.max_call_s, until_close)
-        card = await self.directory.card(session.card.number)
-        balance = card.balance if card is not None else 0
-        max_s = billing.max_call_seconds(balance, rate.per_minute, session.tariff, longest)
+        payer_phone = number.e164 if number.payer is Payer.CALLEE else ""
+        no_funds = p.RELATIVE_NO_FUNDS if payer_phone else p.NO_FUNDS
+        if payer_phone:
+            funds = await self._relative_allowance(session, payer_phone, rate.per_minute, uniqueid)
+            if isinstance(funds, str):
+                return funds
+        else:
+            if await self._blocked_by(number.e164, session.card.number):
+                log.info("[%s] refused: the relative blocked calls from card %s", uniqueid, session.card.number)
+                return p.RELATIVE_BLOCKED
+            card = await self.directory.card(session.card.number)
+            funds = card.balance if card is not None else 0
+        max_s = billing.max_call_seconds(funds, rate.per_minute, session.tariff, longest)
         if max_s <= 0:
-            return p.NO_FUNDS
+            return no_funds
         amount = billing.charge(max_s, rate.per_minute, session.tariff)
         plan = CallPlan(
             call_id=f"{uniqueid}-{attempt}", uniqueid=uniqueid, card=session.card.number,
@@ -265,10 +308,52 @@ class InmateCalls:
             # The plan is stored with the hold: the reconciler can settle the
             # attempt from it if the call's own hangup path never runs.
             reservation = await self.wallet.reserve(plan.call_id, plan.card, amount,
-                                                    max_s + RING_S + HOLD_MARGIN_S, plan_to_json(plan))
+                                                    max_s + RING_S + HOLD_MARGIN_S, plan_to_json(plan),
+                                                    payer_phone=payer_phone)
         except InsufficientFunds:
-            return p.NO_FUNDS
+            return no_funds
+        except NotFound:
+            if not payer_phone:
+                raise
+            return p.RELATIVE_NO_ACCOUNT  # the account was closed meanwhile
         return replace(plan, reserved=reservation.amount)
+
+    async def _blocked_by(self, e164: str, card: str) -> bool:
+        """Has the relative at ``e164`` blocked calls from ``card`` (key 9 in their menu)?"""
+        if self.relatives is None:
+            return False
+        settings = await self.relatives.card_settings(e164, card)
+        return settings is not None and settings.blocked
+
+    async def _relative_allowance(self, session: Session, phone: str, rate: int, uniqueid: str) -> int | str:
+        """What the relative at ``phone`` lets this call cost (their balance,
+        within their caps for this card), or the prompt saying why they do not pay."""
+        if self.relatives is None:
+            return p.SERVICE_UNAVAILABLE
+        card = session.card.number
+        balance = await self.relatives.balance(phone)
+        if balance is None:
+            log.info("[%s] refused: %s has no account", uniqueid, phone[:5] + "...")
+            return p.RELATIVE_NO_ACCOUNT
+        settings = await self.relatives.card_settings(phone, card)
+        day, month = period_starts(self.now(), session.facility.timezone)
+        spent_day = await self.relatives.spent_since(phone, card, day)
+        spent_month = await self.relatives.spent_since(phone, card, month)
+        first = billing.required_to_start(rate, session.tariff)
+        refusal = may_pay(settings, spent_day, spent_month, first)
+        if refusal is not None:
+            log.info("[%s] refused: the relative does not pay (%s)", uniqueid, refusal)
+            return PAY_REFUSAL_PROMPTS[refusal]
+        if balance < first:
+            log.info("[%s] refused: the relative's balance %d < %d", uniqueid, balance, first)
+            return p.RELATIVE_NO_FUNDS
+        assert settings is not None  # may_pay refuses a card without settings
+        allowance = balance
+        if settings.cap_day is not None:
+            allowance = min(allowance, settings.cap_day - spent_day)
+        if settings.cap_month is not None:
+            allowance = min(allowance, settings.cap_month - spent_month)
+        return allowance
 
     async def announce(self, caller: Caller, session: Session, plan: CallPlan, language: str) -> None:
         """Say how long the call may last when money or the schedule make it
@@ -289,6 +374,13 @@ class InmateCalls:
 
     async def end(self, card: str, uniqueid: str) -> None:
         await self.wallet.release_card(card, uniqueid)
+
+
+def period_starts(now: datetime, timezone: str) -> tuple[datetime, datetime]:
+    """The start of ``now``'s day and month in the facility's time zone (a relative's caps)."""
+    local = now.astimezone(ZoneInfo(timezone))
+    day = local.replace(hour=0, minute=0, second=0, microsecond=0)
+    return day, day.replace(day=1)
 
 
 DIAL_RESULT_PROMPTS = {"BUSY": p.BUSY, "NOANSWER": p.NO_ANSWER, "CHANUNAVAIL": p.UNREACHABLE,

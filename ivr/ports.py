@@ -67,8 +67,12 @@ class Wallet(Protocol):
         """Free the card if ``uniqueid`` holds it."""
         ...
 
-    async def reserve(self, call_id: str, card: str, amount: int, hold_s: int, plan: str) -> Reservation:
+    async def reserve(self, call_id: str, card: str, amount: int, hold_s: int, plan: str,
+                      payer_phone: str = "") -> Reservation:
         """Move ``amount`` from the balance to a hold; raise InsufficientFunds.
+        The balance is the card's, or the relative's (``payer_phone``) for a
+        call they pay ("01"; NotFound if they have no account); ``settle``
+        finds the payer from the record (``payer`` callee: the number called).
         Idempotent by call_id. ``plan`` (the CallPlan as JSON) is kept with the
         hold until it is settled, so the reconciler can settle the attempt; a
         hold still open ``hold_s`` after it was made is settled from the best
@@ -148,6 +152,14 @@ class RelativeAccounts(Protocol):
     async def card_settings(self, phone: str, card: str) -> CardSettings | None: ...
 
     async def put_card_settings(self, phone: str, card: str, settings: CardSettings) -> None: ...
+
+    async def spent_since(self, phone: str, card: str, since: datetime) -> int:
+        """What calls from ``card`` cost the relative since ``since`` (for their caps)."""
+        ...
+
+    async def paying_relatives(self, card: str) -> list[str]:
+        """Numbers on the card's list whose relative pays the inmate's calls (always in touch, not blocked)."""
+        ...
 
 
 class LoginCodes(Protocol):

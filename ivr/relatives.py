@@ -63,11 +63,11 @@ class RelativeEntry:
 
     id: str  # stream entry id
     ts: datetime
-    ref: str  # provider payment id, "transfer:<op>" or "refund:<op>"
-    kind: str  # topup | transfer | refund
+    ref: str  # provider payment id, "transfer:<op>", "refund:<op>", or a call id
+    kind: str  # topup | transfer | refund, or for a call the relative pays: reserve | charge | release
     amount: int  # always > 0; the kind says which way it moved
     balance_after: int
-    card: str = ""  # the card a transfer went to
+    card: str = ""  # the card a transfer went to, or whose call the relative paid
     note: str = ""  # why a call was charged less than its time (a dropped call), or "inactivity" (a refund)
 
 

@@ -23,15 +23,24 @@ end
 
 # Prepended to the cards' money scripts.
 _PRELUDE = HELPERS + """
-local function ledger(kglobal, kcard, ts, card, ref, kind, amount, after, note)
-  local f = {'ts', s(ts), 'card', card, 'ref', ref, 'kind', kind,
-             'amount', s(amount), 'balance_after', s(after)}
+-- A card's entry (ts card ref kind amount balance_after [note]) or, when
+-- ``phone`` is given, a relative's (ts phone ref kind amount balance_after card [note]):
+-- the payer of a call "01" is the relative (store/relatives.py streams).
+local function ledger(kglobal, kown, ts, card, ref, kind, amount, after, note, phone)
+  local f
+  if phone and phone ~= '' then
+    f = {'ts', s(ts), 'phone', phone, 'ref', ref, 'kind', kind,
+         'amount', s(amount), 'balance_after', s(after), 'card', card}
+  else
+    f = {'ts', s(ts), 'card', card, 'ref', ref, 'kind', kind,
+         'amount', s(amount), 'balance_after', s(after)}
+  end
   if note and note ~= '' then
     table.insert(f, 'note')
     table.insert(f, note)
   end
   redis.call('XADD', kglobal, '*', unpack(f))
-  redis.call('XADD', kcard, '*', unpack(f))
+  redis.call('XADD', kown, '*', unpack(f))
 end
 """
 
@@ -63,13 +72,17 @@ end
 return 0
 """
 
-# KEYS: card, res:{call}, settled:{call}, holds, ledger, card ledger
-# ARGV: call_id, card, amount, hold_ms, plan (JSON, kept for the reconciler)
+# The payer's account is the card's hash, or for a call the relative pays
+# ("01") the relative's (kl:rel:<phone>, same 'balance' field), with its ledgers.
+#
+# KEYS: payer account, res:{call}, settled:{call}, holds, payer's global ledger, payer's own ledger
+# ARGV: call_id, card, amount, hold_ms, plan (JSON, kept for the reconciler),
+# payer phone ('' when the card pays)
 RESERVE = _PRELUDE + """
 if redis.call('EXISTS', KEYS[3]) == 1 then return {'settled'} end
-local r = redis.call('HMGET', KEYS[2], 'card', 'amount', 'balance_after')
+local r = redis.call('HMGET', KEYS[2], 'card', 'amount', 'balance_after', 'payer')
 if r[1] then
-  if r[1] ~= ARGV[2] then return {'conflict', r[1]} end
+  if r[1] ~= ARGV[2] or (r[4] or '') ~= ARGV[6] then return {'conflict', r[1]} end
   return {'ok', r[2], r[3]}
 end
 local bal = redis.call('HGET', KEYS[1], 'balance')
@@ -80,22 +93,25 @@ local after = redis.call('HINCRBY', KEYS[1], 'balance', s(-amount))
 local now = now_ms()
 local deadline = now + tonumber(ARGV[4])
 redis.call('HSET', KEYS[2], 'card', ARGV[2], 'amount', s(amount), 'balance_after', s(after),
-           'created', s(now), 'deadline', s(deadline), 'plan', ARGV[5])
+           'created', s(now), 'deadline', s(deadline), 'plan', ARGV[5], 'payer', ARGV[6])
 redis.call('ZADD', KEYS[4], s(deadline), ARGV[1])
-ledger(KEYS[5], KEYS[6], now, ARGV[2], ARGV[1], 'reserve', amount, after)
+ledger(KEYS[5], KEYS[6], now, ARGV[2], ARGV[1], 'reserve', amount, after, '', ARGV[6])
 return {'ok', s(amount), s(after)}
 """
 
-# KEYS: card, res:{call}, settled:{call}, holds, ledger, card ledger, cdr:{call}, card cdrs
+# KEYS: payer account, res:{call}, settled:{call}, holds, payer's global ledger, payer's own ledger,
+# cdr:{call}, card cdrs, cdr log (stream copied to the history database), the relative's spending
+# on this card (zset "<charged>:<call_id>" by time; unused when the card pays)
 # ARGV: call_id, card, amount wanted, CDR JSON without its closing amount,
-# note for the charge entry (why it is less than the time answered; may be empty)
+# note for the charge entry (why it is less than the time answered; may be empty),
+# payer phone ('' when the card pays)
 SETTLE = _PRELUDE + """
 local done = redis.call('HMGET', KEYS[3], 'charged', 'released', 'balance_after')
 if done[1] then return {'duplicate', done[1], done[2], done[3]} end
 local bal = redis.call('HGET', KEYS[1], 'balance')
 if not bal then return {'nocard'} end
-local r = redis.call('HMGET', KEYS[2], 'card', 'amount')
-if r[1] and r[1] ~= ARGV[2] then return {'conflict', r[1]} end
+local r = redis.call('HMGET', KEYS[2], 'card', 'amount', 'payer')
+if r[1] and (r[1] ~= ARGV[2] or (r[3] or '') ~= ARGV[6]) then return {'conflict', r[1]} end
 local want = tonumber(ARGV[3])
 local now = now_ms()
 local charged, released, after
@@ -103,28 +119,34 @@ if r[1] then
   local held = tonumber(r[2])
   charged = math.min(want, held)
   released = held - charged
-  ledger(KEYS[5], KEYS[6], now, ARGV[2], ARGV[1], 'charge', charged, tonumber(bal), ARGV[5])
+  ledger(KEYS[5], KEYS[6], now, ARGV[2], ARGV[1], 'charge', charged, tonumber(bal), ARGV[5], ARGV[6])
   after = redis.call('HINCRBY', KEYS[1], 'balance', s(released))
-  ledger(KEYS[5], KEYS[6], now, ARGV[2], ARGV[1], 'release', released, after)
+  ledger(KEYS[5], KEYS[6], now, ARGV[2], ARGV[1], 'release', released, after, '', ARGV[6])
 else
   -- no hold (the reaper returned it, or none was made): charge what the
   -- balance can pay, never below zero
   charged = math.max(0, math.min(want, tonumber(bal)))
   released = 0
   after = redis.call('HINCRBY', KEYS[1], 'balance', s(-charged))
-  ledger(KEYS[5], KEYS[6], now, ARGV[2], ARGV[1], 'charge', charged, after, ARGV[5])
+  ledger(KEYS[5], KEYS[6], now, ARGV[2], ARGV[1], 'charge', charged, after, ARGV[5], ARGV[6])
 end
 redis.call('DEL', KEYS[2])
 redis.call('ZREM', KEYS[4], ARGV[1])
-redis.call('SET', KEYS[7], ARGV[4] .. s(charged) .. '}')
+local cdr = ARGV[4] .. s(charged) .. '}'
+redis.call('SET', KEYS[7], cdr)
 redis.call('LPUSH', KEYS[8], ARGV[1])
+redis.call('XADD', KEYS[9], '*', 'call_id', ARGV[1], 'cdr', cdr)
+if ARGV[6] ~= '' and charged > 0 then
+  redis.call('ZADD', KEYS[10], s(now), s(charged) .. ':' .. ARGV[1])
+  redis.call('ZREMRANGEBYSCORE', KEYS[10], '-inf', s(now - 40 * 86400000))
+end
 redis.call('HSET', KEYS[3], 'card', ARGV[2], 'charged', s(charged), 'released', s(released),
            'balance_after', s(after), 'ts', s(now))
 return {'ok', s(charged), s(released), s(after)}
 """
 
-# KEYS: card, res:{call}, settled:{call}, holds, ledger, card ledger
-# ARGV: call_id, card, now_ms. Returns 1 released, 0 dropped from the holds
+# KEYS: payer account, res:{call}, settled:{call}, holds, payer's global ledger, payer's own ledger
+# ARGV: call_id, card, now_ms, payer phone ('' when the card pays). Returns 1 released, 0 dropped from the holds
 # (settled meanwhile, or no reservation), 2 not due yet (left in place), -1 the
 # hold belongs to another card than the caller read (read again).
 RELEASE_HOLD = _PRELUDE + """
@@ -140,10 +162,10 @@ if redis.call('EXISTS', KEYS[3]) == 1 then
   return 0
 end
 if tonumber(r[3]) > tonumber(ARGV[3]) then return 2 end
-if redis.call('EXISTS', KEYS[1]) == 0 then return redis.error_reply('hold of a missing card: ' .. ARGV[2]) end
+if redis.call('EXISTS', KEYS[1]) == 0 then return redis.error_reply('hold of a missing account: ' .. ARGV[2]) end
 local amount = tonumber(r[2])
 local after = redis.call('HINCRBY', KEYS[1], 'balance', s(amount))
-ledger(KEYS[5], KEYS[6], now_ms(), ARGV[2], ARGV[1], 'release', amount, after)
+ledger(KEYS[5], KEYS[6], now_ms(), ARGV[2], ARGV[1], 'release', amount, after, '', ARGV[4])
 redis.call('DEL', KEYS[2])
 redis.call('ZREM', KEYS[4], ARGV[1])
 return 1

@@ -19,6 +19,7 @@ Key layout (all under ``kl:``)::
     kl:card:<n>:ledger          stream the card's ledger entries
     kl:ledger                   stream every ledger entry: ts card ref kind amount balance_after [note]
     kl:res:<call_id>            hash   card amount balance_after created deadline (ms) plan (JSON)
+                                       payer (the relative's phone when they pay, "01"; else empty)
     kl:locks                    hash   card -> uniqueid of the call holding it (for the reconciler)
     kl:ev:<call_id>             hash   what Asterisk proved of an attempt: bridged_ms ended_ms
                                        dial_status hangup_cause heartbeat_ms caller_gone_ms (7 days)
@@ -28,6 +29,13 @@ Key layout (all under ``kl:``)::
     kl:settled:<call_id>        hash   card charged released balance_after ts
     kl:cdr:<call_id>            string CallRecord as JSON (amount = what was really charged)
     kl:payment:<payment_id>     hash   card kind amount balance_after ts
+    kl:cdr-log                  stream every settled call: call_id cdr (copied to PostgreSQL by history/)
+    kl:rel:<phone>:spent:<card> zset   "<charged>:<call_id>" by time (ms): what the card's calls cost
+                                       the relative (their caps), last 40 days
+
+A call the relative pays ("01") holds and charges the relative's balance
+(``kl:rel:<phone>``, store/relatives.py) with the same scripts, and writes its
+entries to the relative's ledgers instead of the card's.
 
 Times inside Redis are integer milliseconds since the epoch; money is integer
 minor units. Hold deadlines use the Redis server's clock (``TIME``).
@@ -63,6 +71,7 @@ from ivr.model import (
     Reservation,
     Settlement,
 )
+from ivr.numbering import Payer
 from ivr.pin import PinHasher
 from ivr.ports import PIN_FAILURE_WINDOW_S, PIN_FAILURES_TO_LOCK, Attempts, Directory, Wallet
 from ivr.tariffs import Rate, RouteKind, Tariff
@@ -71,6 +80,8 @@ from store import lua
 PREFIX = "kl:"
 LEDGER = f"{PREFIX}ledger"
 HOLDS = f"{PREFIX}holds"
+REL_LEDGER = f"{PREFIX}rel-ledger"  # every relative's ledger entries (store/relatives.py)
+CDR_LOG = f"{PREFIX}cdr-log"  # every settled call: call_id cdr (JSON), copied to the history database
 LOCKS = f"{PREFIX}locks"
 EVIDENCE_TTL_S = 7 * 24 * 3600
 LEDGER_KINDS = ("topup", "reserve", "charge", "release", "refund", "adjust")
@@ -172,6 +183,16 @@ def _cdr_json_prefix(record: CallRecord) -> str:
         data[name] = _dt_out(getattr(record, name))
     text = json.dumps(data, ensure_ascii=False)
     return text[:-1] + ', "amount": '
+
+
+def payer_phone(record: CallRecord) -> str:
+    """The relative who pays for the call ("01": the number called), or '' when the card pays."""
+    return record.number if record.payer == Payer.CALLEE.value else ""
+
+
+def spent_key(phone: str, card: str) -> str:
+    """What calls from ``card`` cost the relative ``phone``: zset "<charged>:<call_id>" by time (ms)."""
+    return f"{PREFIX}rel:{phone}:spent:{card}"
 
 
 def cdr_from_json(text: str) -> CallRecord:
@@ -283,6 +304,13 @@ class RedisStore:
     def _cdr_key(call_id: str) -> str:
         return f"{PREFIX}cdr:{call_id}"
 
+    def _payer_keys(self, card: str, phone: str) -> list[str]:
+        """The paying account's hash and its two ledger streams: the card's, or
+        the relative's (``phone``) for a call the relative pays ("01")."""
+        if phone:
+            return [f"{PREFIX}rel:{phone}", REL_LEDGER, f"{PREFIX}rel:{phone}:ledger"]
+        return [self._card_key(card), LEDGER, self._card_key(card, "ledger")]
+
     # --- Directory -------------------------------------------------------
 
     async def facility(self, facility_id: str) -> Facility | None:
@@ -371,29 +399,27 @@ class RedisStore:
     async def release_card(self, card: str, uniqueid: str) -> None:
         await self._lua_release_card(keys=[self._card_key(card, "active"), LOCKS], args=[uniqueid, card])
 
-    async def reserve(self, call_id: str, card: str, amount: int, hold_s: int, plan: str = "{}") -> Reservation:
+    async def reserve(self, call_id: str, card: str, amount: int, hold_s: int, plan: str = "{}",
+                      payer_phone: str = "") -> Reservation:
         _check_id("call_id", call_id)
         _check_amount(amount)
         if type(hold_s) is not int or hold_s <= 0:
             raise ValueError(f"hold_s must be a positive integer: {hold_s!r}")
+        if payer_phone:
+            check_e164(payer_phone)
+        account, ledger, own_ledger = self._payer_keys(card, payer_phone)
         out = await self._lua_reserve(
-            keys=[
-                self._card_key(card),
-                self._res_key(call_id),
-                self._settled_key(call_id),
-                HOLDS,
-                LEDGER,
-                self._card_key(card, "ledger"),
-            ],
-            args=[call_id, card, amount, hold_s * 1000, plan],
+            keys=[account, self._res_key(call_id), self._settled_key(call_id), HOLDS, ledger, own_ledger],
+            args=[call_id, card, amount, hold_s * 1000, plan, payer_phone],
         )
         status = out[0]
+        payer = f"relative {payer_phone}" if payer_phone else f"card {card}"
         if status == "ok":
             return Reservation(call_id=call_id, card=card, amount=int(out[1]), balance_after=int(out[2]))
         if status == "insufficient":
-            raise InsufficientFunds(f"card {card}: balance {out[1]} < {amount}")
+            raise InsufficientFunds(f"{payer}: balance {out[1]} < {amount}")
         if status == "nocard":
-            raise NotFound(f"no card {card}")
+            raise NotFound(f"no account of {payer}")
         if status == "settled":
             raise StoreConflict(f"call {call_id} is already settled")
         raise StoreConflict(f"call {call_id} already holds money of card {out[1]}")
@@ -401,18 +427,23 @@ class RedisStore:
     async def settle(self, record: CallRecord) -> Settlement:
         _check_id("call_id", record.call_id)
         _check_amount(record.amount)
+        phone = payer_phone(record)
+        account, ledger, own_ledger = self._payer_keys(record.card, phone)
         out = await self._lua_settle(
             keys=[
-                self._card_key(record.card),
+                account,
                 self._res_key(record.call_id),
                 self._settled_key(record.call_id),
                 HOLDS,
-                LEDGER,
-                self._card_key(record.card, "ledger"),
+                ledger,
+                own_ledger,
                 self._cdr_key(record.call_id),
                 self._card_key(record.card, "cdrs"),
+                CDR_LOG,
+                spent_key(phone, record.card) if phone else account,
             ],
-            args=[record.call_id, record.card, record.amount, _cdr_json_prefix(record), record.credit_reason],
+            args=[record.call_id, record.card, record.amount, _cdr_json_prefix(record), record.credit_reason,
+                  phone],
         )
         status = out[0]
         if status in ("ok", "duplicate"):
@@ -447,18 +478,12 @@ class RedisStore:
         """1 released, 0 dropped (settled or stale), 2 not due yet (kept)."""
         for _ in range(3):
             # an empty card means a stale entry in the holds: the script drops it
-            card = _opt(await self.redis.hget(self._res_key(call_id), "card")) or ""
+            card, phone = (_opt(x) or "" for x in await self.redis.hmget(self._res_key(call_id), "card", "payer"))
+            account, ledger, own_ledger = self._payer_keys(card, phone)
             result = int(
                 await self._lua_release_hold(
-                    keys=[
-                        self._card_key(card),
-                        self._res_key(call_id),
-                        self._settled_key(call_id),
-                        HOLDS,
-                        LEDGER,
-                        self._card_key(card, "ledger"),
-                    ],
-                    args=[call_id, card, now_ms],
+                    keys=[account, self._res_key(call_id), self._settled_key(call_id), HOLDS, ledger, own_ledger],
+                    args=[call_id, card, now_ms, phone],
                 )
             )
             if result != -1:

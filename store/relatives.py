@@ -48,11 +48,11 @@ from ivr.relatives import (
     check_phone,
 )
 from store.lua import HELPERS
-from store.redis_store import LEDGER, PREFIX, _hash, _str
+from store.redis_store import LEDGER, PREFIX, REL_LEDGER, _hash, _str, spent_key
 
 log = logging.getLogger(__name__)
 
-REL_LEDGER = f"{PREFIX}rel-ledger"
+
 PAYOUTS = f"{PREFIX}payouts"
 IDEMPOTENCY_TTL_S = 24 * 3600
 PENDING_TTL_S = 60
@@ -341,6 +341,34 @@ class RelativeStore:
                 "cap_month": settings.cap_month, "blocked": settings.blocked}
         await self.redis.hset(self._account(check_phone(phone), "cards"), card, json.dumps(data, sort_keys=True))
 
+    # --- calls the relative pays ("01"; reserve and settle are store/redis_store.py's) ---
+
+    async def spent_since(self, phone: str, card: str, since: datetime) -> int:
+        """What calls from ``card`` cost the relative since ``since`` (settled charges)."""
+        since_ms = int(since.timestamp() * 1000)
+        members: list[bytes | str] = await self.redis.zrangebyscore(  # type: ignore[assignment]
+            spent_key(check_phone(phone), card), since_ms, "+inf")
+        return sum(int(_str(m).split(":", 1)[0]) for m in members)
+
+    async def paying_relatives(self, card: str) -> list[str]:
+        """The numbers on the card's approved list whose relative lets the
+        inmate call at their expense (always in touch, not blocked)."""
+        phones = sorted(_str(p) for p in await self.redis.hkeys(_card_key(card, "numbers")))
+        if not phones:
+            return []
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for phone in phones:
+                pipe.hget(self._account(phone, "cards"), card)
+            raws = await pipe.execute()
+        out = []
+        for phone, raw in zip(phones, raws, strict=True):
+            if raw is None:
+                continue
+            data = json.loads(raw)
+            if data["always_in_touch"] and not data["blocked"]:
+                out.append(phone)
+        return out
+
     # --- payouts (staff, CLI) ------------------------------------------------
 
     async def payout(self, payout_id: str) -> Payout | None:
@@ -411,6 +439,18 @@ class RelativeStore:
             args=[str(ms), secrets.token_hex(8), str(3600 * 1000), str(limit)],
         ))
         return 0 if wait_ms == 0 else max(1, -(-wait_ms // 1000))
+
+    # --- staff (CLI) ------------------------------------------------------------------
+
+    async def all_card_settings(self, phone: str) -> dict[str, CardSettings]:
+        """Every card the relative set something for, by card number."""
+        raw = _hash(await self.redis.hgetall(self._account(check_phone(phone), "cards")))
+        out = {}
+        for card, text in sorted(raw.items()):
+            data = json.loads(text)
+            out[card] = CardSettings(always_in_touch=bool(data["always_in_touch"]), cap_day=data["cap_day"],
+                                     cap_month=data["cap_month"], blocked=bool(data["blocked"]))
+        return out
 
     # --- refund after inactivity (47 CFR 64.6130) ---------------------------------
 

@@ -25,6 +25,7 @@ from ivr.model import (
     Settlement,
 )
 from ivr.pin import PinHasher, hash_scrypt
+from ivr.relatives import CardSettings
 from ivr.tariffs import Tariff, demo_tariff
 
 NOW = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)  # a Monday, 13:00 in Moscow
@@ -69,6 +70,7 @@ class Store:
         self.active: dict[str, str] = {}
         self.holds: dict[str, int] = {}
         self.records: list[CallRecord] = []
+        self.relatives = FakeRelatives(self)
 
     async def facility(self, facility_id: str) -> Facility | None:
         return self.facilities.get(facility_id)
@@ -113,8 +115,16 @@ class Store:
         if self.active.get(card) == uniqueid:
             del self.active[card]
 
-    async def reserve(self, call_id: str, card: str, amount: int, hold_s: int, plan: str) -> Reservation:
+    async def reserve(self, call_id: str, card: str, amount: int, hold_s: int, plan: str,
+                      payer_phone: str = "") -> Reservation:
         assert json.loads(plan)["call_id"] == call_id
+        if payer_phone:
+            balance = self.relatives.balances[payer_phone]
+            if balance < amount:
+                raise InsufficientFunds(payer_phone)
+            self.relatives.balances[payer_phone] = balance - amount
+            self.holds[call_id] = amount
+            return Reservation(call_id, card, amount, balance - amount)
         c = self.cards[card]
         if c.balance < amount:
             raise InsufficientFunds(card)
@@ -137,13 +147,37 @@ class Store:
         return 0
 
 
+class FakeRelatives:
+    """Relatives' accounts in memory (ivr.ports.RelativeAccounts, the parts calls use)."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.balances: dict[str, int] = {}
+        self.settings: dict[tuple[str, str], CardSettings] = {}
+        self.spent: list[tuple[str, str, datetime, int]] = []  # phone, card, when, amount
+
+    async def balance(self, phone: str) -> int | None:
+        return self.balances.get(phone)
+
+    async def card_settings(self, phone: str, card: str) -> CardSettings | None:
+        return self.settings.get((phone, card))
+
+    async def spent_since(self, phone: str, card: str, since: datetime) -> int:
+        return sum(a for ph, c, t, a in self.spent if (ph, c) == (phone, card) and t >= since)
+
+    async def paying_relatives(self, card: str) -> list[str]:
+        return sorted(ph for (ph, c), s in self.settings.items()
+                      if c == card and (c, ph) in self.store.allowed and s.always_in_touch and not s.blocked)
+
+
 @pytest.fixture
 def store() -> Store:
     return Store()
 
 
-def service(store: Store, now: datetime = NOW) -> InmateCalls:
-    return InmateCalls(store, store, now=lambda: now, pins=PINS)
+def service(store: Store, now: datetime = NOW, *, relatives: bool = False) -> InmateCalls:
+    return InmateCalls(store, store, now=lambda: now, pins=PINS,
+                       relatives=store.relatives if relatives else None)  # type: ignore[arg-type]
 
 
 async def test_login_speaks_balance_in_card_language(store: Store) -> None:
@@ -426,3 +460,104 @@ async def test_minutes_and_seconds_are_both_said(store: Store) -> None:
     told = FakeCaller()
     await calls.announce(told, session, plan, "en")
     assert told.played == [p.CALL_MAY_LAST, "word:one", "word:minute", "word:thirty", "word:seconds"]
+
+
+# --- calls the relative pays ("01") -------------------------------------------------
+
+MOTHER = "+79161234567"
+
+
+async def _plan_01(store: Store, *entries: str, now: datetime = NOW) -> tuple[CallPlan, FakeCaller]:
+    calls = service(store, now, relatives=True)
+    session = await calls.login(FakeCaller("1001", "2468"), "f1", "u1", TERMINAL)
+    caller = FakeCaller(*entries)
+    return await calls.choose_number(caller, session, "u1", 1), caller
+
+
+def _mother_pays(store: Store, balance: int = 10_000, **settings: object) -> None:
+    store.relatives.balances[MOTHER] = balance
+    store.relatives.settings[(MOTHER, "1001")] = CardSettings(always_in_touch=True, **settings)  # type: ignore[arg-type]
+
+
+async def test_01_reserves_the_relatives_money_not_the_cards(store: Store) -> None:
+    _mother_pays(store, 150 + 3 * 359 + 100)
+    plan, caller = await _plan_01(store, "0179161234567")
+    assert caller.played == []
+    assert plan.payer == "callee"
+    assert plan.max_s == 180
+    assert plan.reserved == 150 + 3 * 359
+    assert store.relatives.balances[MOTHER] == 100
+    assert store.cards["1001"].balance == 50_000
+
+
+def _not_enabled(store: Store) -> None:
+    _mother_pays(store)
+    store.relatives.settings[(MOTHER, "1001")] = CardSettings(always_in_touch=False)
+
+
+@pytest.mark.parametrize(("setup", "prompt"), [
+    (lambda s: None, p.RELATIVE_NO_ACCOUNT),
+    (lambda s: s.relatives.balances.update({MOTHER: 10_000}), p.RELATIVE_NOT_ENABLED),  # no settings
+    (_not_enabled, p.RELATIVE_NOT_ENABLED),
+    (lambda s: _mother_pays(s, blocked=True), p.RELATIVE_BLOCKED),
+    (lambda s: _mother_pays(s, 150 + 358), p.RELATIVE_NO_FUNDS),
+    (lambda s: _mother_pays(s, cap_day=150 + 358), p.RELATIVE_CAP),
+    (lambda s: _mother_pays(s, cap_month=150 + 358), p.RELATIVE_CAP),
+])
+async def test_01_refusals_say_why_the_relative_does_not_pay(store: Store, setup: object, prompt: str) -> None:
+    setup(store)  # type: ignore[operator]
+    calls = service(store, relatives=True)
+    session = await calls.login(FakeCaller("1001", "2468"), "f1", "u1", TERMINAL)
+    caller = FakeCaller("0179161234567", "79031234567")
+    plan = await calls.choose_number(caller, session, "u1", 1)
+    assert caller.played == [prompt]
+    assert plan.e164 == "+79031234567" and plan.payer == "caller"  # then the inmate may dial another
+    assert list(store.holds) == [plan.call_id]
+
+
+async def test_01_caps_count_what_this_card_already_cost_today_and_this_month(store: Store) -> None:
+    _mother_pays(store, cap_day=2_000, cap_month=4_000)
+    store.relatives.spent.append((MOTHER, "1001", NOW - timedelta(hours=1), 1_000))  # today (Moscow)
+    store.relatives.spent.append((MOTHER, "1001", NOW - timedelta(days=5), 1_500))  # this month
+    store.relatives.spent.append((MOTHER, "2002", NOW - timedelta(hours=1), 9_000))  # another card
+    plan, _ = await _plan_01(store, "0179161234567")
+    # the day leaves 1000, the month 1500: two minutes (150 + 2 x 359 = 868)
+    assert (plan.max_s, plan.reserved) == (120, 868)
+
+
+async def test_01_day_cap_starts_at_the_facilitys_midnight(store: Store) -> None:
+    _mother_pays(store, cap_day=600)
+    # 20:30 UTC yesterday is 23:30 in Moscow: yesterday there, so it does not count today
+    store.relatives.spent.append((MOTHER, "1001", NOW.replace(hour=20, minute=30) - timedelta(days=1), 600))
+    plan, _ = await _plan_01(store, "0179161234567")
+    assert plan.reserved == 509
+    # 21:30 UTC yesterday is 00:30 today in Moscow: 92 spent today leave 508 < 150 + 359
+    store.relatives.spent.append((MOTHER, "1001", NOW.replace(hour=21, minute=30) - timedelta(days=1), 92))
+    with pytest.raises(Refused):
+        await _plan_01(store, "0179161234567", "0179161234567", "0179161234567")
+
+
+async def test_a_relative_who_blocked_the_card_is_not_called_at_the_cards_expense_either(store: Store) -> None:
+    _mother_pays(store, blocked=True)
+    calls = service(store, relatives=True)
+    session = await calls.login(FakeCaller("1001", "2468"), "f1", "u1", TERMINAL)
+    caller = FakeCaller("79161234567", "79031234567")
+    plan = await calls.choose_number(caller, session, "u1", 1)
+    assert caller.played == [p.RELATIVE_BLOCKED]
+    assert plan.e164 == "+79031234567"
+
+
+async def test_an_empty_card_may_log_in_when_a_relative_pays_and_call_01(store: Store) -> None:
+    store.cards["1001"] = replace(store.cards["1001"], balance=0)
+    with pytest.raises(Refused) as refused:
+        await service(store, relatives=True).login(FakeCaller("1001", "2468"), "f1", "u1", TERMINAL)
+    assert refused.value.prompt == p.NO_FUNDS
+    _mother_pays(store)
+    calls = service(store, relatives=True)
+    login = FakeCaller("1001", "2468")
+    session = await calls.login(login, "f1", "u2", TERMINAL)
+    assert login.played[-1] == p.ONLY_RELATIVE_PAID
+    caller = FakeCaller("79161234567", "0179161234567")
+    plan = await calls.choose_number(caller, session, "u2", 1)
+    assert caller.played == [p.NO_FUNDS]
+    assert plan.payer == "callee"
