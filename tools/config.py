@@ -14,6 +14,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = REPO / "config" / "dev.toml"
 REDIS_USER = "kinline"  # the services' Redis ACL user (tools/stack.py writes its ACL)
+POSTGRES_USER = "kinline"  # the services' PostgreSQL role (tools/postgres.py creates it)
+POSTGRES_DB = "kinline"  # the history database
 
 
 @dataclass(frozen=True)
@@ -25,6 +27,7 @@ class StackConfig:
     ami_port: int
     redis_port: int
     api_port: int  # the relatives' HTTP API (api/main.py)
+    postgres_port: int  # PostgreSQL: the history (tools/postgres.py, history/)
     rtp_start: int
     rtp_end: int
     state: Path
@@ -58,6 +61,12 @@ class StackConfig:
     def redis_address(self) -> str:
         """Where Redis listens, for messages (no credentials)."""
         return f"{self.host}:{self.redis_port}"
+
+    @property
+    def postgres_url(self) -> str:
+        """The services' PostgreSQL role with its password (from the secrets): never print it."""
+        password = load_secrets(self).postgres_password
+        return f"postgresql://{POSTGRES_USER}:{password}@{self.host}:{self.postgres_port}/{POSTGRES_DB}"
 
     @property
     def agi_url(self) -> str:
@@ -99,6 +108,7 @@ def load_config(path: Path | str | None = None) -> StackConfig:
         ami_port=int(ports["ami"]) + shift,
         redis_port=int(ports["redis"]) + shift,
         api_port=int(ports["api"]) + shift,
+        postgres_port=int(ports["postgres"]) + shift,
         rtp_start=rtp_start,
         rtp_end=rtp_end,
         state=state if state.is_absolute() else REPO / state,
@@ -162,6 +172,7 @@ class Secrets:
     redis_password: str  # the services' Redis ACL user "kinline"
     pin_key: str  # hex; the server-side key of PIN hashes (never stored in Redis)
     payment_webhook_secret: str = ""  # HMAC key of the payment provider's webhooks (api/ refuses a short one)
+    postgres_password: str = ""  # the services' PostgreSQL role "kinline" (the history)
 
 
 _SECRET_DEFAULTS: dict[str, Callable[[], str]] = {
@@ -172,6 +183,7 @@ _SECRET_DEFAULTS: dict[str, Callable[[], str]] = {
     "redis_password": lambda: secrets.token_hex(24),
     "pin_key": lambda: secrets.token_hex(32),
     "payment_webhook_secret": lambda: secrets.token_hex(32),
+    "postgres_password": lambda: secrets.token_hex(24),
 }
 
 

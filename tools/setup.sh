@@ -4,7 +4,7 @@
 set -eu
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES="debootstrap redis-server sip-tester espeak-ng sox tcpdump util-linux iproute2 ca-certificates nftables"
+APT_PACKAGES="debootstrap redis-server postgresql sip-tester espeak-ng sox tcpdump util-linux iproute2 ca-certificates nftables"
 missing=""
 for p in $APT_PACKAGES; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
@@ -14,9 +14,17 @@ if [ -n "$missing" ]; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -q >/dev/null
     apt-get install -y -q --no-install-recommends $missing >/dev/null
-    # Debian starts its own Redis where it can; the stack runs its own.
-    if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet redis-server 2>/dev/null; then
-        systemctl disable --now redis-server >/dev/null 2>&1 || true
+    # Debian starts its own Redis and PostgreSQL cluster where it can; the stack
+    # runs its own (tools/postgres.py: a cluster per stack, as the postgres user).
+    for unit in redis-server postgresql; do
+        if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet "$unit" 2>/dev/null; then
+            systemctl disable --now "$unit" >/dev/null 2>&1 || true
+        fi
+    done
+    if command -v pg_lsclusters >/dev/null 2>&1; then
+        pg_lsclusters -h 2>/dev/null | while read -r ver name _port status _rest; do
+            [ "$status" = online ] && pg_ctlcluster "$ver" "$name" stop >/dev/null 2>&1 || true
+        done
     fi
 fi
 

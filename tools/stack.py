@@ -1,4 +1,4 @@
-"""Start and stop the stack (Redis, FastAGI server, chrooted Asterisk) as local processes.
+"""Start and stop the stack (Redis, PostgreSQL, FastAGI server, chrooted Asterisk...) as local processes.
 
     python -m tools.stack up|down|status|run [--config config/dev.toml]
 
@@ -22,16 +22,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from guard.firewall import table_name as guard_table_name
+from tools import postgres
 from tools.asterisk_conf import asterisk_ids, write_generated
-from tools.config import REDIS_USER, REPO, StackConfig, load_config, load_secrets
+from tools.config import POSTGRES_DB, POSTGRES_USER, REDIS_USER, REPO, StackConfig, load_config, load_secrets
 from tools.prompts import generate as generate_prompts
 
-SERVICES = ("redis", "api", "agi", "asterisk", "guard", "reconciler")
+SERVICES = ("redis", "postgres", "api", "agi", "asterisk", "guard", "reconciler")
 # Asterisk drops root for the root's (Debian package's) own "asterisk" user.
 ASTERISK_COMMAND = ["/usr/sbin/asterisk", "-f", "-n", "-U", "asterisk", "-G", "asterisk",
                     "-C", "/etc/asterisk/asterisk.conf"]
 # Folders Asterisk writes (bind-mounted into its root): owned by its user, 0700.
-ASTERISK_WRITABLE = ("spool", "recordings", "logs/asterisk", "logs/asterisk/cel-custom", "run/asterisk", "astdb")
+ASTERISK_WRITABLE = ("spool", "recordings", "names", "logs/asterisk", "logs/asterisk/cel-custom", "run/asterisk",
+                     "astdb")
 # Spawned services create their files (recordings, Redis AOF, logs) 0600 / folders 0700.
 SERVICE_UMASK = 0o077
 
@@ -56,6 +58,7 @@ def prepare(config: StackConfig) -> None:
     write_generated(config, secrets)
     write_redis_acl(config, secrets.redis_password)
     write_services_env(config)
+    write_postgres_env(config)
     generate_prompts(config.path("prompts"))
 
 
@@ -176,6 +179,11 @@ def start_service(config: StackConfig, name: str) -> None:
     if name == "redis":
         _spawn(config, name, redis_argv(config))
         wait_port(config.host, config.redis_port, 10, "Redis")
+    elif name == "postgres":
+        if postgres.setup(config):
+            _out(f"postgres: cluster made in {postgres.folder(config)}")
+        _spawn(config, name, postgres.argv(config))
+        postgres.wait_ready(config.host, config.postgres_port, 30)
     elif name == "api":
         _spawn(config, name, api_argv(config))
         wait_port(config.host, config.api_port, 15, "relatives' API")
@@ -211,7 +219,7 @@ def _spawn(config: StackConfig, name: str, argv: list[str]) -> int:
 def service_secrets(config: StackConfig) -> dict[str, str]:
     """What the Python services need from the secrets, as environment variables."""
     secrets = load_secrets(config)
-    return {"KINLINE_REDIS_URL": config.redis_url,
+    return {"KINLINE_REDIS_URL": config.redis_url, "KINLINE_POSTGRES_URL": config.postgres_url,
             "KINLINE_AMI_USER": secrets.ami_user, "KINLINE_AMI_SECRET": secrets.ami_secret}
 
 
@@ -234,6 +242,22 @@ def write_services_env(config: StackConfig) -> None:
     os.replace(tmp, path)
 
 
+def postgres_env_path(config: StackConfig) -> Path:
+    return config.path("postgres.env")
+
+
+def write_postgres_env(config: StackConfig) -> None:
+    """docker-compose.yml's postgres container (the official image) makes its cluster from
+    these: the services' role, its password and the database. 0600."""
+    path = postgres_env_path(config)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(f"POSTGRES_USER={POSTGRES_USER}\nPOSTGRES_DB={POSTGRES_DB}\n"
+                 f"POSTGRES_PASSWORD={load_secrets(config).postgres_password}\n")
+    os.replace(tmp, path)
+
+
 def redis_argv(config: StackConfig) -> list[str]:
     return [
         "redis-server", "--bind", config.host, "--port", str(config.redis_port),
@@ -246,8 +270,8 @@ def redis_argv(config: StackConfig) -> list[str]:
 def agi_argv(config: StackConfig) -> list[str]:
     """The FastAGI server; it reads Redis' URL (with the password) from $KINLINE_REDIS_URL."""
     return [sys.executable, "-m", "agi.main", "--host", config.host, "--port", str(config.agi_port),
-            "--recordings", str(config.path("recordings")), "--prompts", str(config.path("prompts")),
-            "--secrets", str(config.path("secrets.toml"))]
+            "--recordings", str(config.path("recordings")), "--names", str(config.path("names")),
+            "--prompts", str(config.path("prompts")), "--secrets", str(config.path("secrets.toml"))]
 
 
 def api_argv(config: StackConfig) -> list[str]:
@@ -293,6 +317,7 @@ def asterisk_mounts(config: StackConfig) -> list[tuple[Path, str, bool]]:
         (config.path("prompts"), "/usr/share/asterisk/sounds/kinline", True),
         (config.path("spool"), "/var/spool/asterisk", False),
         (config.path("recordings"), "/var/lib/kinline/recordings", False),
+        (config.path("names"), "/var/lib/kinline/names", False),
         (config.path("logs", "asterisk"), "/var/log/asterisk", False),
         (config.path("run", "asterisk"), "/var/lib/kinline/run", False),
         (config.path("astdb"), "/var/lib/kinline/db", False),
@@ -339,6 +364,7 @@ def _check_ports_free(config: StackConfig) -> None:
     wanted = [("redis", host, config.redis_port, socket.SOCK_STREAM),
               ("agi", host, config.agi_port, socket.SOCK_STREAM),
               ("api", host, config.api_port, socket.SOCK_STREAM),
+              ("postgres", host, config.postgres_port, socket.SOCK_STREAM),
               ("asterisk", host, config.ami_port, socket.SOCK_STREAM),
               ("asterisk", sip, config.sip_port, socket.SOCK_DGRAM)]
     for name, address, port, kind in wanted:
@@ -410,7 +436,10 @@ def stop_service(config: StackConfig, name: str, timeout: float = 10.0) -> None:
         config.path("run", f"{name}.pid").unlink(missing_ok=True)
         return
     with contextlib.suppress(ProcessLookupError):
-        os.killpg(pid, signal.SIGTERM)
+        if name == "postgres":
+            os.kill(pid, signal.SIGINT)  # its own "fast shutdown"; it stops its children itself
+        else:
+            os.killpg(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and _pid(config, name) is not None:
         time.sleep(0.05)

@@ -28,6 +28,7 @@ from ivr.model import AllowedNumber, Facility, Inmate, InmateStatus
 from ivr.pin import PinHasher
 from ivr.tariffs import demo_tariff
 from store.redis_store import RedisStore
+from tests.e2e.conftest import give_name
 from tests.e2e.harness import AGENT, AmiWatch, SipAgent, watching
 from tools import stack
 from tools.asterisk_conf import TerminalLogin, save_terminals
@@ -108,6 +109,7 @@ agi = 14623
 ami = 15088
 redis = 16429
 api = 18130
+postgres = 15490
 rtp_start = 13000
 rtp_end = 13999
 
@@ -246,6 +248,7 @@ async def test_an_inmate_call_goes_out_to_the_carrier(prod: Prod, ami: AmiWatch,
         card = str(secrets.randbelow(9 * 10**9) + 10**9)
         inmate = Inmate(f"inmate-{card}", "Test Inmate", FACILITY.id, InmateStatus.CONVICTED)
         await store.put_inmate(inmate)
+        give_name(inmate.id, prod.config)  # not asked to record a name before the number
         await store.create_card(card, inmate.id, FACILITY.id, PIN, "en")
         await store.top_up(card, 10_000, f"pay-{card}")
         await store.allow_number(card, AllowedNumber(MOBILE, "Mother"))
