@@ -92,3 +92,17 @@ class WebhookBody(BaseModel):
 
 class Problem(BaseModel):
     detail: str
+
+
+class FieldIssue(BaseModel):
+    """One reason FastAPI refused a request body or parameter."""
+
+    loc: list[str | int]
+    msg: str
+    type: str
+
+
+class BadRequest(BaseModel):
+    """422: a refused field (``detail`` lists them) or a refused request (``detail`` says why)."""
+
+    detail: str | list[FieldIssue]

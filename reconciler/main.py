@@ -18,15 +18,18 @@ import logging
 import os
 import signal
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 from ami.client import AmiClient
 from ami.protocol import AmiError
 from ivr.call_plan import CallPlan
 from ivr.recordings import recording_name, switch_path
+from ivr.relatives import INACTIVE_REFUND_DAYS
 from ivr.settlement import Reconciler, SwitchView
 from reconciler.cel import channel_started_ms, parse_line
 from store.redis_store import RedisStore, connect
+from store.relatives import RelativeStore
 
 log = logging.getLogger("reconciler")
 
@@ -36,6 +39,7 @@ INTERVAL_S = 1.0
 # this long before the current run.
 BOOT_SLACK_MS = 3_000
 MAX_READ = 4 * 1024 * 1024
+REFUND_EVERY_S = 3600.0  # refunds after inactivity (store/relatives.py refund_inactive)
 
 
 def now_ms() -> int:
@@ -146,8 +150,22 @@ async def cycle(reconciler: Reconciler, store: RedisStore, tail: LogTail, watch:
         log.info("settled %s; freed cards %s", report.settled, report.locks_released)
 
 
+async def refund_inactive_every(relatives: RelativeStore, days: int, every_s: float, stop: asyncio.Event) -> None:
+    """Relatives' money unused for ``days`` goes back to them (47 CFR 64.6130), once an hour."""
+    while not stop.is_set():
+        try:
+            done = await relatives.refund_inactive(datetime.now(UTC), days)
+            if done:
+                log.info("refunded after %d idle days: %s", days, [(r.phone, r.amount, r.payout_id) for r in done])
+        except Exception as err:  # Redis down...: next hour
+            log.warning("refunds after inactivity failed: %s: %s", type(err).__name__, err)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), every_s)
+
+
 async def serve(redis_url: str, cel_log: Path, recordings: Path, ami_host: str, ami_port: int,
-                ami_user: str, ami_secret: str, node: str, interval: float = INTERVAL_S) -> None:
+                ami_user: str, ami_secret: str, node: str, interval: float = INTERVAL_S,
+                inactive_days: int = INACTIVE_REFUND_DAYS) -> None:
     client = connect(redis_url)
     store = RedisStore(client)
     ami = AmiClient(ami_host, ami_port, ami_user, ami_secret, events="system")  # FullyBooted: the start time
@@ -160,6 +178,8 @@ async def serve(redis_url: str, cel_log: Path, recordings: Path, ami_host: str, 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     log.info("reconciling from %s every %.1f s", cel_log, interval)
+    refunds = asyncio.create_task(refund_inactive_every(RelativeStore(client), inactive_days, REFUND_EVERY_S, stop),
+                                  name="refund-inactive")
     tail = LogTail(cel_log)
     while not stop.is_set():
         try:
@@ -169,6 +189,7 @@ async def serve(redis_url: str, cel_log: Path, recordings: Path, ami_host: str, 
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), interval)
     log.info("shutting down")
+    await refunds
     ami_task.cancel()
     with contextlib.suppress(asyncio.CancelledError, TimeoutError):
         await ami_task
@@ -185,13 +206,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--ami-port", type=int, default=5038)
     parser.add_argument("--node", default="asterisk", help="names this Asterisk's log in Redis")
     parser.add_argument("--interval", type=float, default=INTERVAL_S)
+    parser.add_argument("--inactive-days", type=int, default=INACTIVE_REFUND_DAYS,
+                        help="relatives' money with no movement for this long is refunded (hourly)")
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     redis_url = os.environ.get("KINLINE_REDIS_URL", "redis://127.0.0.1:6379/0")
     asyncio.run(serve(redis_url, args.cel_log, args.recordings, args.ami_host, args.ami_port,
                       os.environ.get("KINLINE_AMI_USER", ""), os.environ.get("KINLINE_AMI_SECRET", ""),
-                      args.node, args.interval))
+                      args.node, args.interval, args.inactive_days))
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ import redis
 from ivr.errors import KinlineError, NotFound, PinFormatError
 from ivr.model import AllowedNumber, CallRecord, Card, CardStatus, Facility, Inmate, InmateStatus
 from ivr.pin import PinHasher
+from ivr.relatives import INACTIVE_REFUND_DAYS
 from ivr.schedule import parse_schedule
 from ivr.tariffs import Rate, RouteKind, Tariff
 from store.redis_store import RedisStore, check_e164, connect
@@ -501,6 +502,49 @@ async def payout_paid(store: RedisStore, config: StackConfig, opts: argparse.Nam
         _out(f"payout {opts.id} was already paid")
 
 
+async def relative_show(store: RedisStore, config: StackConfig, opts: argparse.Namespace) -> None:
+    rel = RelativeStore(store.redis)
+    check_e164(opts.phone)
+    balance = await rel.balance(opts.phone)
+    if balance is None:
+        raise NotFound(f"no relative's account for {opts.phone}")
+    last = await rel.last_activity(opts.phone)
+    _out(f"relative {opts.phone}")
+    _out(f"  balance        {format_money(balance)}")
+    _out(f"  last activity  {last:%Y-%m-%d %H:%M} UTC" if last else "  last activity  -")
+    settings = await rel.all_card_settings(opts.phone)
+    if not settings:
+        _out("  cards          none set")
+    for card, s in settings.items():
+        caps = ", ".join(f"{name} {format_money(cap)}" for name, cap in (("day", s.cap_day), ("month", s.cap_month))
+                         if cap is not None) or "no caps"
+        flags = ("BLOCKED" if s.blocked else "") or ("always in touch" if s.always_in_touch else "does not pay")
+        _out(f"  card {card:<10} {flags}; {caps}")
+
+
+async def relative_unblock(store: RedisStore, config: StackConfig, opts: argparse.Namespace) -> None:
+    rel = RelativeStore(store.redis)
+    check_e164(opts.phone)
+    settings = await rel.card_settings(opts.phone, opts.card)
+    if settings is None or not settings.blocked:
+        _out(f"card {opts.card} was not blocked by {opts.phone}")
+        return
+    await rel.put_card_settings(opts.phone, opts.card, replace(settings, blocked=False))
+    _out(f"card {opts.card} unblocked for {opts.phone} (always in touch "
+         f"{'on' if settings.always_in_touch else 'off'}, as the relative left it)")
+
+
+async def relative_refund_inactive(store: RedisStore, config: StackConfig, opts: argparse.Namespace) -> None:
+    if opts.days < 1:
+        raise UsageError(f"--days must be at least 1: {opts.days}")
+    done = await RelativeStore(store.redis).refund_inactive(datetime.now(UTC), opts.days, dry_run=opts.dry_run)
+    for r in done:
+        what = "would refund" if opts.dry_run else f"refunded, payout {r.payout_id}"
+        _out(f"{r.phone:<16} {format_money(r.amount):>12}  idle since {r.last_activity:%Y-%m-%d} UTC  {what}")
+    total = format_money(sum(r.amount for r in done))
+    _out(f"{len(done)} account(s), {total} {'to refund (dry run)' if opts.dry_run else 'refunded'}")
+
+
 async def demo_load(store: RedisStore, config: StackConfig, opts: argparse.Namespace) -> None:
     from tools.demo_data import FACILITY, load_demo
     from tools.stack import apply_terminals
@@ -639,6 +683,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=1000)
     p = sub(pay, "paid", payout_paid, "mark a payout paid (after the money was sent)")
     p.add_argument("id")
+
+    rel = group("relative", "relatives' accounts (the relatives' API): show, unblock a card, refunds after inactivity")
+    p = sub(rel, "show", relative_show, "balance, last movement and the relative's settings per card")
+    p.add_argument("phone", help="E.164, e.g. +79161234567")
+    p = sub(rel, "unblock", relative_unblock, "undo a block the relative set (9 in the accept menu, or the API)")
+    p.add_argument("phone")
+    p.add_argument("card")
+    p = sub(rel, "refund-inactive", relative_refund_inactive,
+            "move the whole balance of accounts idle for --days to payouts (47 CFR 64.6130; hourly in the reconciler)")
+    p.add_argument("--days", type=int, default=INACTIVE_REFUND_DAYS,
+                   help=f"no ledger entry for this many days (default {INACTIVE_REFUND_DAYS})")
+    p.add_argument("--dry-run", action="store_true", help="list what would be refunded, move nothing")
 
     dem = group("demo", "demo data for make run")
     sub(dem, "load", demo_load, "load the demo facility, tariff, inmate, card 1001 and numbers (idempotent)")

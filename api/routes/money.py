@@ -11,14 +11,23 @@ from fastapi.responses import JSONResponse
 
 from api.deps import ApiDeps, current_phone, get_deps
 from api.idempotency import once
-from api.models import PayoutAnswer, Problem, RefundRequest, TopupAnswer, TopupRequest, TransferAnswer, TransferRequest
+from api.models import (
+    BadRequest,
+    PayoutAnswer,
+    Problem,
+    RefundRequest,
+    TopupAnswer,
+    TopupRequest,
+    TransferAnswer,
+    TransferRequest,
+)
 from ivr.errors import InsufficientFunds, NotFound, StoreConflict
 
 log = logging.getLogger(__name__)
 
 IdemKey = Annotated[str, Header(alias="Idempotency-Key", description="one per intended movement")]
 _ERRORS: dict[int | str, dict[str, object]] = {401: {"model": Problem}, 404: {"model": Problem},
-                                               409: {"model": Problem}, 422: {"model": Problem}}
+                                               409: {"model": Problem}, 422: {"model": BadRequest}}
 
 
 def router() -> APIRouter:

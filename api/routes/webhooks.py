@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, HTTPException, Request
 from pydantic import ValidationError
 
 from api.deps import ApiDeps, get_deps
-from api.models import Problem, WebhookBody
+from api.models import BadRequest, Problem, WebhookBody
 from api.payments import SIGNATURE_HEADER, TIMESTAMP_HEADER, SignatureError, verify
 from ivr.errors import NotFound, StoreConflict
 
@@ -23,7 +23,8 @@ def router() -> APIRouter:
     r = APIRouter(prefix="/v1/webhooks", tags=["webhooks"])
 
     @r.post("/payments", openapi_extra=_BODY,
-            responses={401: {"model": Problem}, 404: {"model": Problem}, 409: {"model": Problem}})
+            responses={401: {"model": Problem}, 404: {"model": Problem}, 409: {"model": Problem},
+                       422: {"model": BadRequest}})
     async def payment(request: Request, deps: ApiDeps = Depends(get_deps)) -> dict[str, object]:  # noqa: B008
         """HMAC-SHA256 over "<Webhook-Timestamp>.<raw body>" in Webhook-Signature (hex), 300 s tolerance."""
         raw = await request.body()

@@ -254,3 +254,24 @@ async def test_code_slots_per_client_address(rel: RelativeStore) -> None:
     assert await rel.take_code_slot("192.0.2.2", now, 3) == 0  # another address
     assert await rel.take_code_slot("192.0.2.1", now + timedelta(seconds=3601), 3) == 0
     assert await rel.redis.zcard("kl:auth:client:192.0.2.1") == 1  # the old ones left the window
+
+
+async def test_reconciler_refunds_inactive_accounts_hourly(rel: RelativeStore) -> None:
+    """The reconciler's periodic pass (reconciler/main.py) on a real Redis: it refunds an
+    idle account at once, then waits its hour; stopping it ends it."""
+    from reconciler.main import refund_inactive_every
+
+    old_ms = int((datetime.now(UTC) - timedelta(days=INACTIVE_REFUND_DAYS + 1)).timestamp() * 1000)
+    await rel.redis.hset(f"kl:rel:{PHONE}", mapping={"phone": PHONE, "balance": "900", "created": str(old_ms)})
+    stop = asyncio.Event()
+    task = asyncio.create_task(refund_inactive_every(rel, INACTIVE_REFUND_DAYS, 3600, stop))
+    try:
+        async with asyncio.timeout(5):
+            while await rel.balance(PHONE) != 0:
+                await asyncio.sleep(0.02)
+    finally:
+        stop.set()
+        async with asyncio.timeout(5):
+            await task
+    payouts = await rel.payouts()
+    assert [(p.phone, p.amount, p.note) for p in payouts] == [(PHONE, 900, "inactivity")]
