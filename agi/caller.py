@@ -7,6 +7,9 @@ from collections.abc import Sequence
 from agi.channel import AgiChannel
 from agi.prompts import sound_file
 from ivr.inmate_call import Entry
+from ivr.recordings import NAME_FORMAT
+
+SAMPLES_PER_MS = 8  # Asterisk's wav: 8 kHz
 
 
 class AgiCaller:
@@ -24,3 +27,7 @@ class AgiCaller:
     async def ask(self, item: str, max_digits: int, timeout_ms: int) -> Entry:
         digits, timed_out = await self.channel.get_data(sound_file(self.language, item), timeout_ms, max_digits)
         return Entry(digits, timed_out)
+
+    async def record(self, sound: str, max_ms: int, silence_s: int) -> int:
+        samples = await self.channel.record_file(sound, NAME_FORMAT, max_ms, silence_s)
+        return samples // SAMPLES_PER_MS

@@ -38,6 +38,15 @@ class AgiChannel:
 
     async def command(self, *words: str | int, timeout: float | None = None) -> AgiResult:
         """Send one command; ``timeout`` adds to the read timeout (for prompts)."""
+        reply = await self._exchange(words, timeout)
+        try:
+            return parse_result(reply)
+        except AgiHangup:
+            self.hung_up = True
+            raise
+
+    async def _exchange(self, words: tuple[str | int, ...], timeout: float | None) -> str:
+        """Send one command and return its final reply line, unparsed."""
         if self.hung_up:
             raise AgiHangup("channel already hung up")
         line = format_command(*words)
@@ -55,11 +64,7 @@ class AgiChannel:
         finally:
             self.waited += time.perf_counter() - started
         self.log.debug("agi < %s", reply)
-        try:
-            return parse_result(reply)
-        except AgiHangup:
-            self.hung_up = True
-            raise
+        return reply
 
     async def _read_reply(self, wait: float) -> str:
         while True:
@@ -129,6 +134,28 @@ class AgiChannel:
             "GET DATA", prompt, timeout_ms, max_digits, timeout=120 + timeout_ms / 1000
         )
         return result.text, result.data == "timeout"
+
+    async def record_file(self, name: str, fmt: str, max_ms: int, silence_s: int, escape_digits: str = "#") -> int:
+        """A beep, then record the caller into ``name``.``fmt`` (Asterisk's path, no
+        extension) for at most ``max_ms``, up to ``silence_s`` of silence or an
+        escape digit. Returns the samples written (Asterisk's ``endpos``); 0 when
+        nothing was recorded: a digit during the beep ("randomerror") or a file
+        Asterisk could not create ("writefile", logged). Hangup: AgiHangup."""
+        reply = await self._exchange(
+            ("RECORD FILE", name, fmt, escape_digits, max_ms, "BEEP", f"s={silence_s}"), 30 + max_ms / 1000
+        )
+        if reply.startswith("200 result=-1 (writefile)"):
+            self.log.error("Asterisk could not create %s.%s", name, fmt)
+            return 0
+        try:
+            result = parse_result(reply)
+        except AgiHangup:
+            self.hung_up = True
+            raise
+        if result.data == "randomerror":
+            return 0
+        endpos = result.extra.removeprefix("endpos=")
+        return int(endpos) if endpos.isdigit() else 0
 
     async def exec(self, application: str, options: str = "") -> int:
         result = await self.command("EXEC", application, options, timeout=3600)

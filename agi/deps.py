@@ -11,6 +11,7 @@ from pathlib import Path
 from agi.prompts import facility_file, language_or_default
 from ivr.inmate_call import InmateCalls
 from ivr.model import Facility
+from ivr.names import InmateNames
 from ivr.recordings import recording_name, switch_path
 from tools.prompts import VOICES, synth
 
@@ -22,10 +23,16 @@ class CallDeps:
     calls: InmateCalls
     recordings_dir: Path  # the same folder, as this host sees it
     prompts_dir: Path  # generated prompts (sounds/kinline in Asterisk)
+    names: InmateNames  # the inmates' recorded names (their own folder)
 
     def recording(self, call_id: str) -> tuple[str, Path]:
         """(path for Asterisk, path on this host) of a call's recording."""
         return switch_path(call_id), self.recordings_dir / recording_name(call_id)
+
+    def name_item(self, inmate_id: str) -> str | None:
+        """The inmate's recorded name as a sound item ("file:/var/lib/kinline/names/<id>"),
+        or None until they recorded one (then the facility's name alone is said)."""
+        return self.names.item(inmate_id)
 
     async def facility_name(self, facility: Facility) -> str:
         """A sound item saying the facility's name (synthesised once, then cached)."""

@@ -14,12 +14,14 @@ import tomllib
 from pathlib import Path
 
 from agi.deps import CallDeps
+from agi.name_files import NameFolder
 from agi.routes.after_dial import make_after_dial
 from agi.routes.greeting import greeting
 from agi.routes.hangup import make_hangup
 from agi.routes.inmate_call import make_inmate_call
 from agi.server import AgiServer, Route
 from ivr.inmate_call import InmateCalls
+from ivr.names import InmateNames
 from ivr.pin import PinHasher
 from store.redis_store import RedisStore, connect
 
@@ -42,10 +44,12 @@ def load_pin_key(secrets_file: Path) -> PinHasher:
         return PinHasher.from_hex(str(tomllib.load(fh)["pin_key"]))
 
 
-async def serve(host: str, port: int, redis_url: str, recordings: Path, prompts: Path, pins: PinHasher) -> None:
+async def serve(host: str, port: int, redis_url: str, recordings: Path, names_dir: Path, prompts: Path,
+                pins: PinHasher) -> None:
     client = connect(redis_url)
     store = RedisStore(client, pins)
-    deps = CallDeps(InmateCalls(store, store, pins=pins), recordings, prompts)
+    names = InmateNames(NameFolder(names_dir))
+    deps = CallDeps(InmateCalls(store, store, pins=pins, names=names), recordings, prompts, names)
     server = AgiServer(build_routes(deps), host=host, port=port)
     await server.start()
     stop = asyncio.Event()
@@ -67,6 +71,8 @@ def main(argv: list[str] | None = None) -> None:
         help="default $KINLINE_REDIS_URL: pass the URL (it holds the password) in the environment",
     )
     parser.add_argument("--recordings", type=Path, default=Path("var/recordings"))
+    parser.add_argument("--names", type=Path, default=Path("var/names"),
+                        help="the inmates' recorded names (Asterisk's /var/lib/kinline/names)")
     parser.add_argument("--prompts", type=Path, default=Path("var/prompts"))
     parser.add_argument("--secrets", type=Path, default=Path("var/secrets.toml"),
                         help="the stack's secrets file (its pin_key hashes PINs)")
@@ -77,7 +83,7 @@ def main(argv: list[str] | None = None) -> None:
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
     pins = load_pin_key(args.secrets)
-    asyncio.run(serve(args.host, args.port, args.redis_url, args.recordings, args.prompts, pins))
+    asyncio.run(serve(args.host, args.port, args.redis_url, args.recordings, args.names, args.prompts, pins))
 
 
 if __name__ == "__main__":

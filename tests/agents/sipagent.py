@@ -4,6 +4,7 @@ One agent per process (pjsua2 allows one library per process). It prints
 JSON lines (events) on stdout and reads commands on stdin:
 
     dtmf <digits> <rfc2833|info>    send digits on the current call
+    play <file.wav>                 say a WAV file once on the current call
     hangup                          end the current call
     quit                            end everything and exit
 
@@ -34,6 +35,7 @@ class Call(pj.Call):  # type: ignore[misc]
         super().__init__(acc, call_id)
         self.agent = agent
         self.recorder: pj.AudioMediaRecorder | None = None
+        self.audio: pj.AudioMedia | None = None
         self.done = False
 
     def onCallState(self, prm: Any) -> None:
@@ -50,6 +52,7 @@ class Call(pj.Call):  # type: ignore[misc]
                 # Keep the stream clocked (null sound device): RTP and RFC 4733
                 # digits are only sent while the conference bridge runs it.
                 audio = self.getAudioMedia(i)
+                self.audio = audio
                 devices = pj.Endpoint.instance().audDevManager()
                 devices.getCaptureDevMedia().startTransmit(audio)
                 audio.startTransmit(devices.getPlaybackDevMedia())
@@ -197,6 +200,14 @@ class Agent:
             return True
         if words[0] == "hangup":
             self.call.hangup(pj.CallOpParam())
+        elif words[0] == "play" and len(words) == 2:
+            if self.call.audio is None:
+                emit("error", message="no audio yet")
+                return True
+            self.player = pj.AudioMediaPlayer()
+            self.player.createPlayer(words[1], pj.PJMEDIA_FILE_NO_LOOP)
+            self.player.startTransmit(self.call.audio)
+            emit("playing", file=words[1])
         elif words[0] == "dtmf":
             digits, method = words[1], (words[2] if len(words) > 2 else "rfc2833")
             param = pj.CallSendDtmfParam()

@@ -7,10 +7,13 @@ stack), in a state folder of its own, and stopped at the end.
 from __future__ import annotations
 
 import asyncio
+import math
 import secrets
+import wave
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
@@ -60,6 +63,21 @@ async def _provision(config: StackConfig) -> None:
             await store.put_tariff(facility.id, demo_tariff())
     finally:
         await store.aclose()
+
+
+def give_name(inmate_id: str, config: StackConfig | None = None) -> Path:
+    """The inmate has recorded their name already (a new inmate is asked for it at the
+    first login): half a second of tone in the stack's names folder. ``config``: the
+    test stack's (by default the session's, from $KINLINE_STATE)."""
+    path = (config or load_config("config/test.toml")).path("names", f"{inmate_id}.wav")
+    with wave.open(str(path), "wb") as wav:
+        wav.setnchannels(1)
+        wav.setsampwidth(2)
+        wav.setframerate(8000)
+        wav.writeframes(b"".join(round(3000 * math.sin(2 * math.pi * 440 * i / 8000)).to_bytes(2, "little", signed=True)
+                                 for i in range(4000)))
+    path.chmod(0o644)  # Asterisk's user plays it
+    return path
 
 
 @pytest.fixture(scope="session")

@@ -16,7 +16,7 @@ import pytest
 from ami.protocol import AmiMessage
 from ivr.model import AllowedNumber, CardStatus, Inmate, InmateStatus
 from store.redis_store import RedisStore
-from tests.e2e.conftest import E2E
+from tests.e2e.conftest import E2E, give_name
 from tests.e2e.harness import AmiWatch, SipAgent
 
 pytestmark = pytest.mark.e2e
@@ -94,11 +94,16 @@ async def relative(e2e: E2E, request: pytest.FixtureRequest, tmp_path: Path) -> 
         await agent.close()
 
 
-async def new_card(store: RedisStore, facility: str, balance: int, *, suspect: bool = False) -> str:
+async def new_card(store: RedisStore, facility: str, balance: int, *, suspect: bool = False,
+                   named: bool = True) -> str:
+    """A card of a new inmate; ``named``: who has recorded their name already (else the
+    IVR asks for it at login, before the number)."""
     number = str(secrets.randbelow(9 * 10**9) + 10**9)
     inmate = Inmate(f"inmate-{number}", "Test Inmate", facility,
                     InmateStatus.SUSPECT if suspect else InmateStatus.CONVICTED)
     await store.put_inmate(inmate)
+    if named:
+        give_name(inmate.id)
     await store.create_card(number, inmate.id, facility, PIN, "en")
     if balance:
         await store.top_up(number, balance, f"pay-{number}")
