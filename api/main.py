@@ -10,6 +10,7 @@ import logging
 import os
 import tomllib
 from pathlib import Path
+from typing import Any
 
 import uvicorn
 from fastapi import FastAPI, Request
@@ -34,7 +35,27 @@ def build_app(deps: ApiDeps) -> FastAPI:
     for module in (auth, me, money, webhooks):
         app.include_router(module.router())
     app.add_exception_handler(RedisError, _store_down)
+    _document_refusals(app)
     return app
+
+
+def _document_refusals(app: FastAPI) -> None:
+    """Every 422 of this API is FastAPI's list of refused fields or, raised by a route,
+    one reason (``{"detail": "from is after to"}``): the schema says both (schemathesis
+    checks every answer against it)."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = generate()
+            refused = schema.get("components", {}).get("schemas", {}).get("HTTPValidationError")
+            if refused is not None:
+                refused["properties"]["detail"] = {"title": "Detail", "anyOf": [
+                    {"type": "string"}, {"type": "array", "items": {"$ref": "#/components/schemas/ValidationError"}}]}
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 async def _store_down(request: Request, err: Exception) -> JSONResponse:
