@@ -9,6 +9,7 @@ from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from api.payments import PaymentProvider
+from history.queries import History
 from ivr.ports import Idempotency, LoginCodes, RelativeAccounts, SmsSender
 from ivr.relatives import CODES_PER_CLIENT_HOUR, token_hash
 
@@ -26,6 +27,7 @@ class ApiDeps:
     provider: PaymentProvider
     webhook_secret: str
     codes_per_client_hour: int = CODES_PER_CLIENT_HOUR  # POST /v1/auth/code from one address
+    history: History | None = None  # PostgreSQL: calls and the ledger beyond Redis' recent entries
 
 
 def get_deps(request: Request) -> ApiDeps:

@@ -19,8 +19,9 @@ from redis.exceptions import RedisError
 
 from api.deps import ApiDeps
 from api.payments import FakeProvider
-from api.routes import auth, me, money, webhooks
+from api.routes import auth, history, me, money, webhooks
 from api.sms import FileSms
+from history.queries import History, HistoryUnavailable
 from ivr.relatives import CODES_PER_CLIENT_HOUR
 from store.redis_store import connect
 from store.relatives import RelativeStore
@@ -32,10 +33,11 @@ def build_app(deps: ApiDeps) -> FastAPI:
     app = FastAPI(title="Kinline relatives' API", version="1", openapi_url="/openapi.json",
                   docs_url=None, redoc_url=None)
     app.state.deps = deps
-    for module in (auth, me, money, webhooks):
+    for module in (auth, me, money, webhooks, history):
         app.include_router(module.router())
     app.add_exception_handler(RedisError, _store_down)
     _document_refusals(app)
+    app.add_exception_handler(HistoryUnavailable, _store_down)
     return app
 
 
@@ -76,11 +78,14 @@ def load_webhook_secret(secrets_file: Path) -> str:
 
 
 def build_from(redis_url: str, sms_log: Path, webhook_secret: str,
-               codes_per_client_hour: int = CODES_PER_CLIENT_HOUR) -> FastAPI:
+               codes_per_client_hour: int = CODES_PER_CLIENT_HOUR, postgres_url: str | None = None) -> FastAPI:
+    """``postgres_url``: the history database (calls, the ledger beyond Redis' recent entries);
+    without it the ledger is Redis' recent entries and /v1/calls answers 503."""
     store = RelativeStore(connect(redis_url))
     return build_app(ApiDeps(accounts=store, codes=store, idempotency=store, sms=FileSms(sms_log),
                              provider=FakeProvider(), webhook_secret=webhook_secret,
-                             codes_per_client_hour=codes_per_client_hour))
+                             codes_per_client_hour=codes_per_client_hour,
+                             history=History(postgres_url) if postgres_url else None))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -102,7 +107,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    app = build_from(args.redis_url, args.sms_log, load_webhook_secret(args.secrets), args.codes_per_client)
+    app = build_from(args.redis_url, args.sms_log, load_webhook_secret(args.secrets), args.codes_per_client,
+                     os.environ.get("KINLINE_POSTGRES_URL") or None)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level.lower(), access_log=False,
                 proxy_headers=True, forwarded_allow_ips=args.trusted_proxies)
 

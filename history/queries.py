@@ -19,6 +19,7 @@ from typing import Any, Protocol, TypeVar
 import asyncpg
 
 from history.copier import StreamId
+from history.schema import ensure_schema
 from ivr.relatives import RelativeEntry
 from store.redis_store import LedgerEntry
 
@@ -68,8 +69,15 @@ class History:
     async def _get_pool(self) -> asyncpg.Pool:
         async with self._lock:
             if self._pool is None:
-                self._pool = await asyncpg.create_pool(self.url, min_size=0, max_size=self.max_size,
-                                                       timeout=CONNECT_TIMEOUT_S, command_timeout=QUERY_TIMEOUT_S)
+                pool = await asyncpg.create_pool(self.url, min_size=0, max_size=self.max_size,
+                                                 timeout=CONNECT_TIMEOUT_S, command_timeout=QUERY_TIMEOUT_S)
+                try:
+                    async with pool.acquire() as conn:  # the copier may not have run yet
+                        await ensure_schema(conn)
+                except BaseException:
+                    await pool.close()
+                    raise
+                self._pool = pool
             return self._pool
 
     async def aclose(self) -> None:
@@ -81,8 +89,8 @@ class History:
         try:
             pool = await self._get_pool()
             return await pool.fetch(sql, *args)
-        except (asyncpg.PostgresConnectionError, asyncpg.InterfaceError, asyncpg.UndefinedTableError,
-                OSError, TimeoutError) as err:
+        except (asyncpg.PostgresConnectionError, asyncpg.InterfaceError, asyncpg.InvalidAuthorizationSpecificationError,
+                asyncpg.InvalidPasswordError, OSError, TimeoutError) as err:
             raise HistoryUnavailable(f"{type(err).__name__}: {err}") from err
 
     async def calls(self, *, card: str | None = None, number: str | None = None, since: datetime | None = None,

@@ -8,6 +8,7 @@ NOTHING), a second guard behind the copy position committed with the rows.
 from __future__ import annotations
 
 import asyncpg
+import asyncpg.pool
 
 SCHEMA_VERSION = 1
 _LOCK = 7_202_611  # advisory lock: two copiers starting at once make the schema once
@@ -88,7 +89,7 @@ class SchemaTooNew(Exception):
     """The database was made by a newer copier than this one."""
 
 
-async def ensure_schema(conn: asyncpg.Connection) -> None:
+async def ensure_schema(conn: asyncpg.Connection | asyncpg.pool.PoolConnectionProxy) -> None:
     """Make what is missing; refuse a database of a newer schema version."""
     async with conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock($1)", _LOCK)

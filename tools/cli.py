@@ -23,13 +23,14 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import redis
 
+from history.queries import History, HistoryUnavailable, newest_first
 from ivr.errors import KinlineError, NotFound, PinFormatError
 from ivr.model import AllowedNumber, CallRecord, Card, CardStatus, Facility, Inmate, InmateStatus
 from ivr.pin import PinHasher
-from ivr.relatives import INACTIVE_REFUND_DAYS
+from ivr.relatives import INACTIVE_REFUND_DAYS, RelativeEntry
 from ivr.schedule import parse_schedule
 from ivr.tariffs import Rate, RouteKind, Tariff
-from store.redis_store import RedisStore, check_e164, connect
+from store.redis_store import LedgerEntry, RedisStore, check_e164, connect
 from store.relatives import RelativeStore
 from tools.config import StackConfig, load_config, load_secrets
 
@@ -545,6 +546,66 @@ async def relative_refund_inactive(store: RedisStore, config: StackConfig, opts:
     _out(f"{len(done)} account(s), {total} {'to refund (dry run)' if opts.dry_run else 'refunded'}")
 
 
+def _day(text: str | None, what: str) -> date | None:
+    if text is None:
+        return None
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise UsageError(f"{what} must be a day, YYYY-MM-DD: {text!r}") from None
+
+
+async def history_calls(store: RedisStore, config: StackConfig, opts: argparse.Namespace) -> None:
+    """Calls from the history database (PostgreSQL), by card and/or called number, between two days (UTC)."""
+    if opts.number:
+        check_e164(opts.number)
+    since, until = _day(opts.since, "--from"), _day(opts.until, "--to")
+    history = History(config.postgres_url, max_size=1)
+    try:
+        calls = await history.calls(
+            card=opts.card, number=opts.number, limit=opts.limit,
+            since=datetime.combine(since, time(0), UTC) if since else None,
+            until=datetime.combine(until, time(0), UTC) + timedelta(days=1) if until else None)
+    finally:
+        await history.aclose()
+    if not calls:
+        _out("no calls")
+        return
+    _out(f"{len(calls)} calls, newest first (times UTC; amount paid by the payer):")
+    for c in calls:
+        payer = "card" if c.payer == "caller" else f"relative {c.number}" if c.payer == "callee" else c.payer
+        _out(f"  {c.started_at.astimezone(UTC):%Y-%m-%d %H:%M:%S}  card {c.card}  to {c.number}  {c.dial_status:<8}"
+             f" {c.answered_s:>5} s answered {c.billed_s:>5} s billed  {format_money(c.amount):>10}  paid by {payer}"
+             f"  {c.call_id}" + (f"  ({c.credit_reason})" if c.credit_reason else ""))
+
+
+async def history_ledger(store: RedisStore, config: StackConfig, opts: argparse.Namespace) -> None:
+    """A card's or a relative's whole ledger: the history database's entries and Redis' newest not yet copied."""
+    history = History(config.postgres_url, max_size=1)
+    try:
+        if opts.card:
+            entries: Sequence[LedgerEntry | RelativeEntry] = newest_first(
+                await store.ledger(opts.card, opts.limit), await history.card_ledger(opts.card, opts.limit),
+                opts.limit)
+            whose = f"card {opts.card}"
+        else:
+            check_e164(opts.phone)
+            entries = newest_first(await RelativeStore(store.redis).entries(opts.phone, opts.limit),
+                                   await history.relative_ledger(opts.phone, opts.limit), opts.limit)
+            whose = f"relative {opts.phone}"
+    finally:
+        await history.aclose()
+    if not entries:
+        _out(f"{whose}: no ledger entries")
+        return
+    _out(f"{whose} ledger ({len(entries)}, newest first):")
+    for e in entries:
+        sign = "-" if e.kind in ("reserve", "charge", "refund", "transfer") else "+"
+        card = f"  card {e.card}" if isinstance(e, RelativeEntry) and e.card else ""
+        _out(f"  {e.ts.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC  {e.kind:<8} {sign}{format_money(e.amount):>10}  "
+             f"balance {format_money(e.balance_after):>12}  {e.ref}{card}" + (f"  ({e.note})" if e.note else ""))
+
+
 async def demo_load(store: RedisStore, config: StackConfig, opts: argparse.Namespace) -> None:
     from tools.demo_data import FACILITY, load_demo
     from tools.stack import apply_terminals
@@ -696,6 +757,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"no ledger entry for this many days (default {INACTIVE_REFUND_DAYS})")
     p.add_argument("--dry-run", action="store_true", help="list what would be refunded, move nothing")
 
+    his = group("history", "call records and ledgers in the history database (PostgreSQL), all of them")
+    p = sub(his, "calls", history_calls, "calls of a card and/or to a number, newest first")
+    p.add_argument("--card")
+    p.add_argument("--number", help="called number, E.164 (+79161234567)")
+    p.add_argument("--from", dest="since", help="first day, YYYY-MM-DD (UTC)")
+    p.add_argument("--to", dest="until", help="last day, YYYY-MM-DD (UTC), included")
+    p.add_argument("--limit", type=int, default=100)
+    p = sub(his, "ledger", history_ledger, "a card's or a relative's ledger, newest first")
+    who = p.add_mutually_exclusive_group(required=True)
+    who.add_argument("--card")
+    who.add_argument("--phone", help="the relative's number, E.164")
+    p.add_argument("--limit", type=int, default=100)
+
     dem = group("demo", "demo data for make run")
     sub(dem, "load", demo_load, "load the demo facility, tariff, inmate, card 1001 and numbers (idempotent)")
     return parser
@@ -730,6 +804,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except redis.RedisError as err:
         sys.stderr.write(f"kinline: Redis at {config.redis_address} failed: {err}\n")
+        return 1
+    except HistoryUnavailable as err:
+        sys.stderr.write(f"kinline: the history database at {config.host}:{config.postgres_port} failed: {err}\n")
         return 1
     except OSError as err:
         sys.stderr.write(f"kinline: {err}\n")

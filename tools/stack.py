@@ -27,7 +27,7 @@ from tools.asterisk_conf import asterisk_ids, write_generated
 from tools.config import POSTGRES_DB, POSTGRES_USER, REDIS_USER, REPO, StackConfig, load_config, load_secrets
 from tools.prompts import generate as generate_prompts
 
-SERVICES = ("redis", "postgres", "api", "agi", "asterisk", "guard", "reconciler")
+SERVICES = ("redis", "postgres", "history", "api", "agi", "asterisk", "guard", "reconciler")
 # Asterisk drops root for the root's (Debian package's) own "asterisk" user.
 ASTERISK_COMMAND = ["/usr/sbin/asterisk", "-f", "-n", "-U", "asterisk", "-G", "asterisk",
                     "-C", "/etc/asterisk/asterisk.conf"]
@@ -184,6 +184,8 @@ def start_service(config: StackConfig, name: str) -> None:
             _out(f"postgres: cluster made in {postgres.folder(config)}")
         _spawn(config, name, postgres.argv(config))
         postgres.wait_ready(config.host, config.postgres_port, 30)
+    elif name == "history":
+        _spawn(config, name, history_argv(config))
     elif name == "api":
         _spawn(config, name, api_argv(config))
         wait_port(config.host, config.api_port, 15, "relatives' API")
@@ -278,6 +280,11 @@ def api_argv(config: StackConfig) -> list[str]:
     """The relatives' HTTP API; Redis URL from the environment, webhook secret from the secrets file."""
     return [sys.executable, "-m", "api.main", "--host", config.host, "--port", str(config.api_port),
             "--secrets", str(config.path("secrets.toml")), "--sms-log", str(config.path("logs", "sms.log"))]
+
+
+def history_argv(config: StackConfig) -> list[str]:
+    """Copies call records and ledgers from Redis into PostgreSQL; both URLs from the environment."""
+    return [sys.executable, "-m", "history.main"]
 
 
 def reconciler_argv(config: StackConfig) -> list[str]:

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Query
 
 from api.deps import ApiDeps, current_phone, get_deps
 from api.models import Balance, CardSettingsBody, Entry, Problem
+from history.queries import newest_first
 from ivr.relatives import CardSettings
 
 log = logging.getLogger(__name__)
@@ -29,9 +30,13 @@ def router() -> APIRouter:
         phone: str = Depends(current_phone),
         deps: ApiDeps = Depends(get_deps),  # noqa: B008
     ) -> list[Entry]:
-        """The account's movements, newest first."""
+        """The account's movements, newest first: the history database's, joined with
+        Redis' recent ones it has not copied yet (a movement just made is there)."""
+        entries = await deps.accounts.entries(phone, limit)
+        if deps.history is not None:
+            entries = newest_first(entries, await deps.history.relative_ledger(phone, limit), limit)
         return [Entry(ts=e.ts, kind=e.kind, amount=e.amount, balance_after=e.balance_after, ref=e.ref, card=e.card)
-                for e in await deps.accounts.entries(phone, limit)]
+                for e in entries]
 
     @r.get("/cards/{card}", responses={404: {"model": Problem}})
     async def get_card(card: CardPath, phone: str = Depends(current_phone),

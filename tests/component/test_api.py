@@ -22,6 +22,7 @@ from ivr.model import AllowedNumber
 from ivr.relatives import CODES_PER_CLIENT_HOUR, CODES_PER_HOUR, MAX_AMOUNT, TRIES_PER_CODE
 from store.redis_store import RedisStore
 from tests.component.conftest import RedisServer, _free_port
+from tests.component.pgserver import PostgresServer, postgres  # noqa: F401
 from tests.component.test_redis_store import CARD, balance, provision
 
 PHONE = "+79161234567"
@@ -60,9 +61,10 @@ def serving(app: FastAPI) -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def api_server(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
+def api_server(redis_server: RedisServer, postgres: PostgresServer,  # noqa: F811
+               tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
     sms_log = tmp_path_factory.mktemp("api") / "sms.log"
-    with serving(build_from(redis_server.url, sms_log, SECRET)) as url:
+    with serving(build_from(redis_server.url, sms_log, SECRET, postgres_url=postgres.url)) as url:
         yield Api(url, sms_log)
 
 

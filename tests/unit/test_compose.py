@@ -7,7 +7,7 @@ from typing import Any
 
 import yaml
 
-from tools import stack
+from tools import postgres, stack
 from tools.config import REPO, load_config
 
 COMPOSE = REPO / "docker-compose.yml"
@@ -174,3 +174,24 @@ def test_api_matches_dev_stack() -> None:
     assert service["restart"] == "unless-stopped"
     assert "api" in stack.SERVICES
     assert not any("redis://" in str(arg) for arg in [*command, *dev])
+
+
+def test_postgres_and_history_match_dev_stack() -> None:
+    """PostgreSQL (the history) on loopback at the config's port, its role and password
+    from the env file setup writes; the copier with the services' env file."""
+    config = load_config(PRODUCTION)
+    services = _compose()["services"]
+    command = services["postgres"]["command"]
+    assert _flag(command, "-p") == str(config.postgres_port)
+    assert "listen_addresses=127.0.0.1" in command and config.host == "127.0.0.1"
+    assert services["postgres"]["env_file"] == f"./var/{stack.postgres_env_path(config).name}"
+    assert any(v.startswith("postgres-data:") for v in services["postgres"]["volumes"])
+    assert "postgres-data" in _compose()["volumes"]
+    dev = " ".join(postgres.argv(config))
+    assert f"-p {config.postgres_port} " in dev and f"listen_addresses={config.host} " in dev
+    history = services["history"]
+    assert history["command"][1:3] == stack.history_argv(config)[1:3] == ["-m", "history.main"]
+    assert history["env_file"] == f"./var/{stack.services_env_path(config).name}"
+    assert {"postgres", "redis"} <= set(history["depends_on"])
+    assert stack.SERVICES[:3] == ("redis", "postgres", "history")
+    assert not any("postgresql://" in str(arg) for arg in [*command, *history["command"], *dev.split()])
