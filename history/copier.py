@@ -34,12 +34,12 @@ from typing import Any
 import asyncpg
 import redis.asyncio as aioredis
 
-from store.redis_store import LEDGER, PREFIX
+from store.redis_store import CDR_LOG, LEDGER, PREFIX, REL_LEDGER
 
 log = logging.getLogger(__name__)
 
-CDR_LOG = f"{PREFIX}cdr-log"  # written by the settle script (store/lua.py)
-REL_LEDGER = f"{PREFIX}rel-ledger"  # store/relatives.py
+__all__ = ["CDR_LOG", "LEDGER", "REL_LEDGER", "Copier", "Report", "Stream", "StreamId"]
+
 RETENTION_S = 2 * 24 * 3600
 BATCH = 500  # entries per transaction
 MAX_BATCHES = 20  # per stream and cycle: a long backlog is copied over several cycles

@@ -26,9 +26,11 @@ from history.schema import SCHEMA_VERSION, ensure_schema
 from ivr.model import CallRecord
 from ivr.relatives import RelativeEntry
 from store.redis_store import LEDGER, PREFIX, RedisStore, _cdr_json_prefix, connect
+from store.relatives import RelativeStore
 from tests.component.conftest import RedisServer
 from tests.component.pgserver import PostgresServer, pg_url, postgres  # noqa: F401
 from tests.component.test_redis_store import CARD, provision, record
+from tests.component.test_relatives_store import funded
 
 PHONE = "+79161234567"
 DAY_MS = 24 * 3600 * 1000
@@ -134,6 +136,32 @@ async def test_copies_calls_and_ledgers_exactly_once(store: RedisStore, redis: a
     assert (await redis.xlen(LEDGER), await redis.xlen(CDR_LOG), await redis.xlen(REL_LEDGER)) == (3, 2, 3)
     assert 0 < await redis.ttl(f"{PREFIX}cdr:call-1") <= 2 * 24 * 3600
     assert await db.fetchval("SELECT max(version) FROM schema_version") == SCHEMA_VERSION
+
+
+async def test_the_stores_own_scripts_are_copied_as_they_wrote(store: RedisStore, redis: aioredis.Redis,
+                                                               db: asyncpg.Connection, pg_url: str) -> None:  # noqa: F811
+    """Real money scripts: a call the card pays and one the relative pays (01), settled by
+    the store; the copy holds both calls and each account's ledger exactly as Redis has it."""
+    rel = RelativeStore(store.redis)
+    await provision(store, balance=10_000)
+    await funded(rel, 5_000, PHONE)
+    await store.reserve("call-a", CARD, 1_000, 60)
+    await store.settle(record("call-a", 509))
+    await store.reserve("call-b", CARD, 1_000, 60, payer_phone=PHONE)
+    await store.settle(dataclasses.replace(record("call-b", 359), payer="callee"))
+    await Copier(redis, db).cycle(now_ms())
+    calls = await db.fetch("SELECT call_id, payer, amount FROM calls ORDER BY call_id")
+    assert [tuple(r) for r in calls] == [("call-a", "caller", 509), ("call-b", "callee", 359)]
+    history = History(pg_url)
+    try:
+        assert ([(e.ref, e.kind, e.amount, e.balance_after) for e in await history.card_ledger(CARD)]
+                == [(e.ref, e.kind, e.amount, e.balance_after) for e in await store.ledger(CARD)])
+        assert ([(e.ref, e.kind, e.amount, e.balance_after, e.card) for e in await history.relative_ledger(PHONE)]
+                == [(e.ref, e.kind, e.amount, e.balance_after, e.card) for e in await rel.entries(PHONE)])
+        kinds = [e.kind for e in await history.relative_ledger(PHONE)]
+        assert kinds == ["release", "charge", "reserve", "topup"]
+    finally:
+        await history.aclose()
 
 
 async def test_a_crash_before_the_commit_copies_nothing(store: RedisStore, redis: aioredis.Redis,
