@@ -180,10 +180,13 @@ def start_service(config: StackConfig, name: str) -> None:
         _spawn(config, name, redis_argv(config))
         wait_port(config.host, config.redis_port, 10, "Redis")
     elif name == "postgres":
-        if postgres.setup(config):
-            _out(f"postgres: cluster made in {postgres.folder(config)}")
-        _spawn(config, name, postgres.argv(config))
-        postgres.wait_ready(config.host, config.postgres_port, 30)
+        try:
+            if postgres.setup(config):
+                _out(f"postgres: cluster made in {postgres.folder(config)}")
+            _spawn(config, name, postgres.argv(config))
+            postgres.wait_ready(config.host, config.postgres_port, 30)
+        except postgres.PostgresError as err:
+            raise StackError(f"{err} (see {config.path('logs', 'postgres.log')})") from err
     elif name == "history":
         _spawn(config, name, history_argv(config))
     elif name == "api":
