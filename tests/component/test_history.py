@@ -201,6 +201,25 @@ async def test_a_crash_after_the_commit_before_the_trim(store: RedisStore, redis
     assert (await redis.xlen(LEDGER), await redis.xlen(CDR_LOG), await redis.xlen(REL_LEDGER)) == (0, 0, 0)
 
 
+async def test_two_copiers_at_once_copy_each_entry_once(store: RedisStore, redis: aioredis.Redis,
+                                                        db: asyncpg.Connection, pg_url: str) -> None:  # noqa: F811
+    """The position row is locked for the batch: a second copier waits, then reads on
+    from the first one's committed position (e.g. two nodes' copiers)."""
+    await provision(store)
+    for i in range(300):
+        await store.top_up(CARD, 1, f"pay-{i}")
+    others = [await asyncpg.connect(pg_url) for _ in range(2)]
+    try:
+        copiers = [Copier(redis, conn, batch=7) for conn in (db, *others)]
+        reports = await asyncio.gather(*(c.cycle(now_ms()) for c in copiers))
+    finally:
+        for conn in others:
+            await conn.close()
+    assert sum(r.copied[LEDGER] for r in reports) == 300
+    assert await count(db, "card_ledger") == 300
+    assert await db.fetchval("SELECT count(DISTINCT ref) FROM card_ledger") == 300
+
+
 async def test_the_entry_id_refuses_a_second_copy(store: RedisStore, redis: aioredis.Redis,
                                                   db: asyncpg.Connection) -> None:
     """The second guard: with the committed position lost, every entry is read again
