@@ -139,6 +139,10 @@ class InmateNames:
         except NameStorageError as err:
             log.error("[%s] inmate %s: name not saved: %s", uniqueid, inmate_id, err)
             return False
+        except BaseException as exc:  # the caller hung up (or the server stops) mid-take
+            log.info("[%s] inmate %s: name recording cut (%s): %d take(s) discarded, the old name kept",
+                     uniqueid, inmate_id, type(exc).__name__, len(drafts))
+            raise
         finally:
             for draft in drafts:
                 if not (kept and draft == good):

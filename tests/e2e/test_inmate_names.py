@@ -107,3 +107,26 @@ async def test_first_login_records_the_name_later_logins_do_not_and_9_records_it
                         and m.get("Uniqueid") == again.uid]
     first_number = next(i for i, c in enumerate(prompts_before_9) if '"kinline/en/enter-number"' in c)
     assert not any("name-record" in c for c in prompts_before_9[:first_number])
+
+
+async def test_a_hangup_mid_take_keeps_the_old_name_and_leaves_no_draft(
+    e2e: E2E, ami: AmiWatch, store: RedisStore, call_in: object, speech: Path
+) -> None:
+    card = await new_card(store, "open", 10_000)  # has a name already
+    names = e2e.config.path("names")
+    name = names / f"inmate-{card}.wav"
+    before = name.read_bytes()
+    term: Terminal = await call_in()  # type: ignore[operator]
+    await term.login(card)
+    await term.answer("enter-number", "9")
+    await term.prompt("name-record")
+    await term.ami.wait_new("AGIExecStart", lambda m: m.get("Uniqueid") == term.uid
+                            and m.get("Command").startswith("RECORD FILE"), timeout=20)
+    await term.agent.send(f"play {speech}")
+    await term.agent.wait_for("playing")
+    await term.agent.send("hangup")  # in the middle of the take
+    await term.hangup_cause()
+    await ami.drain(1.0)  # the route's cleanup runs as the channel goes
+    assert name.read_bytes() == before
+    assert not [f.name for f in names.glob(f".draft.inmate-{card}.*")]
+    assert not _asked(ami, term.uid, "name-confirm")

@@ -163,13 +163,14 @@ async def test_a_refused_take_is_kept_when_the_later_ones_are_silent() -> None:
     assert files.files == {"i1": VOICE}
 
 
-async def test_a_hangup_mid_recording_leaves_the_old_name_and_no_draft() -> None:
+async def test_a_hangup_mid_recording_leaves_the_old_name_and_no_draft(caplog: pytest.LogCaptureFixture) -> None:
     old = Sound(2500, 2000)
     files = Files(i1=old)
     term = Terminal(files, [VOICE, VOICE], ["2"], hang_up_at_take=2)
-    with pytest.raises(AgiHangup):
+    with caplog.at_level(logging.INFO, logger="ivr.names"), pytest.raises(AgiHangup):
         await InmateNames(files).record(term, "i1", UID)
     assert files.files == {"i1": old}
+    assert any(UID in r.message and "cut (AgiHangup)" in r.message for r in caplog.records)
 
 
 async def test_a_name_that_cannot_be_saved_lets_the_call_go_on(caplog: pytest.LogCaptureFixture) -> None:
