@@ -5,8 +5,8 @@ as the bridge builds them. Every wait is bounded by the wake's window."""
 from __future__ import annotations
 
 import asyncio
-import json
 import math
+import threading
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -25,43 +25,13 @@ from tests.fakes.push_providers import (
     delayed,
     ec_private_pem,
     rsa_private_pem,
+    serve_in_thread,
     server_error,
     throttled,
 )
 
 BUNDLE = "org.kinline.app"
 Providers = dict[Platform, PushProvider]
-
-
-def write_config(folder: Path, services: FakePushServices, *, fcm_key: str | None = None,
-                 apns_key: str | None = None, hms_secret: str | None = None) -> Path:
-    """Credentials files and a TOML [push] table pointing at the fakes."""
-    (folder / "fcm.json").write_text(json.dumps(services.fcm.service_account(fcm_key or services.fcm_key)))
-    (folder / "apns.p8").write_text(apns_key or services.apns_key)
-    (folder / "hms-secret").write_text(hms_secret or services.hms_secret)
-    path = folder / "push.toml"
-    path.write_text(f"""
-[push.fcm]
-service_account = "fcm.json"
-base_url = "{services.fcm.url}"
-
-[push.apns]
-key_file = "apns.p8"
-key_id = "{services.apns.key_id}"
-team_id = "{services.apns.team_id}"
-base_url = "{services.apns.url}"
-
-[push.hms]
-app_id = "{services.hms.app_id}"
-client_secret_file = "hms-secret"
-base_url = "{services.hms.url}"
-token_url = "{services.hms.token_url}"
-
-[push.retry]
-base_s = 0.05
-cap_s = 0.2
-""")
-    return path
 
 
 async def close(providers: Providers) -> None:
@@ -87,7 +57,7 @@ async def services(keys: tuple[str, str]) -> AsyncIterator[FakePushServices]:
 
 @pytest.fixture
 async def providers(services: FakePushServices, tmp_path: Path) -> AsyncIterator[Providers]:
-    built = build_providers(load_push_config(write_config(tmp_path, services)))
+    built = build_providers(load_push_config(services.write_config(tmp_path)))
     yield built
     await close(built)
 
@@ -178,7 +148,7 @@ class ManualClock:
 async def test_oauth_tokens_are_fetched_again_after_expiry(keys: tuple[str, str], tmp_path: Path) -> None:
     clock = ManualClock()
     async with fakes(keys, clock) as services:
-        built = build_providers(load_push_config(write_config(tmp_path, services)), clock=clock)
+        built = build_providers(load_push_config(services.write_config(tmp_path)), clock=clock)
         try:
             for platform in ("fcm", "hms"):
                 fake = fake_of(services, platform)
@@ -196,7 +166,7 @@ async def test_oauth_tokens_are_fetched_again_after_expiry(keys: tuple[str, str]
 async def test_apns_provider_token_is_reused_then_renewed(keys: tuple[str, str], tmp_path: Path) -> None:
     clock = ManualClock()
     async with fakes(keys, clock) as services:
-        built = build_providers(load_push_config(write_config(tmp_path, services)), clock=clock)
+        built = build_providers(load_push_config(services.write_config(tmp_path)), clock=clock)
         try:
             apns = built["apns-voip"]
             start = clock.now
@@ -260,7 +230,7 @@ async def test_server_errors_until_the_deadline_fail_in_time(services: FakePushS
     result = await providers[platform].send(device(services, platform, "t"), w)
     elapsed = time.monotonic() - started
     assert result.outcome is Outcome.FAILED and result.attempts >= 3
-    assert elapsed < 1.2, elapsed
+    assert elapsed < 1.5, elapsed  # the window, plus scheduling slack on a busy box
     tries = fake.pushes_to("t")
     assert len(tries) == result.attempts and tries[-1].received_at - started < 1.0  # none past the window
 
@@ -271,26 +241,26 @@ async def test_a_provider_that_does_not_answer_fails_at_the_deadline(services: F
     started = time.monotonic()
     result = await providers["fcm"].send(device(services, "fcm", "slow"), wake(window=0.5))
     assert result.outcome is Outcome.FAILED and "deadline" in result.reason
-    assert time.monotonic() - started < 0.9
+    assert time.monotonic() - started < 1.2
 
 
 async def test_all_devices_are_pushed_at_once(services: FakePushServices, providers: Providers) -> None:
     await push_all(providers, [device(services, p, "warm") for p in ALL], wake())  # OAuth tokens, connections
     devices = [device(services, p, "slow") for p in ALL]
     for p in ALL:
-        fake_of(services, p).script("slow", delayed(0.6))
+        fake_of(services, p).script("slow", delayed(1.0))
     started = time.monotonic()
     results = await push_all(providers, devices, wake())
     elapsed = time.monotonic() - started
     assert [r.outcome for r in results] == [Outcome.DELIVERED] * 3
-    assert 0.6 <= elapsed < 1.1, elapsed  # the slowest one, not the sum (1.8 s)
+    assert 1.0 <= elapsed < 2.0, elapsed  # the slowest one, not the sum (3 s)
 
 
 @pytest.mark.parametrize("platform", ALL)
 async def test_the_fake_refuses_a_signature_or_secret_it_does_not_trust(
         services: FakePushServices, tmp_path: Path, platform: Platform) -> None:
-    wrong = build_providers(load_push_config(write_config(
-        tmp_path, services, fcm_key=rsa_private_pem(), apns_key=ec_private_pem(), hms_secret="not-the-secret")))
+    wrong = build_providers(load_push_config(services.write_config(
+        tmp_path, fcm_key=rsa_private_pem(), apns_key=ec_private_pem(), hms_secret="not-the-secret")))
     try:
         result = await wrong[platform].send(device(services, platform, "t"), wake())
     finally:
@@ -320,3 +290,23 @@ async def test_on_push_tells_the_app_simulator(services: FakePushServices, provi
             break
         await asyncio.sleep(0.01)
     assert sorted(seen) == [("APNs", "c-42"), ("HMS", "c-42"), ("sync", "ab")]  # none for the dead token
+
+
+def test_the_fakes_serve_from_a_thread_for_sync_fixtures(keys: tuple[str, str], tmp_path: Path) -> None:
+    woken = threading.Event()
+    with serve_in_thread(fakes(keys)) as services:
+        services.on_push(lambda push: woken.set())
+        config = services.write_config(tmp_path)
+
+        async def push() -> list[Outcome]:
+            built = build_providers(load_push_config(config))
+            try:
+                results = await push_all(built, [device(services, p, "t") for p in ALL], wake())
+            finally:
+                await close(built)
+            return [r.outcome for r in results]
+
+        assert asyncio.run(push()) == [Outcome.DELIVERED] * 3
+        assert woken.wait(5) and len(services.fcm.pushes + services.apns.pushes + services.hms.pushes) == 3
+    with pytest.raises(httpx.ConnectError):  # stopped with the block
+        httpx.post(services.fcm.token_url, timeout=2)

@@ -23,12 +23,14 @@ import json
 import logging
 import re
 import socket
+import threading
 import time
 import urllib.parse
 import uuid
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any, Literal, Self
 
 import jwt
@@ -586,6 +588,37 @@ class FakePushServices:
         for fake in self.all:
             fake.on_push(callback)
 
+    def write_config(self, folder: Path, *, fcm_key: str | None = None, apns_key: str | None = None,
+                     hms_secret: str | None = None, retry_base_s: float = 0.05, retry_cap_s: float = 0.2) -> Path:
+        """Credentials files and `push.toml`, a [push] table pointing the providers at these
+        fakes (paths relative to the file). Other keys or secret: credentials they refuse."""
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "fcm-service-account.json").write_text(json.dumps(self.fcm.service_account(fcm_key or self.fcm_key)))
+        (folder / "apns-key.p8").write_text(apns_key or self.apns_key)
+        (folder / "hms-client-secret").write_text(hms_secret or self.hms_secret)
+        path = folder / "push.toml"
+        path.write_text(f"""[push.fcm]
+service_account = "fcm-service-account.json"
+base_url = "{self.fcm.url}"
+
+[push.apns]
+key_file = "apns-key.p8"
+key_id = "{self.apns.key_id}"
+team_id = "{self.apns.team_id}"
+base_url = "{self.apns.url}"
+
+[push.hms]
+app_id = "{self.hms.app_id}"
+client_secret_file = "hms-client-secret"
+base_url = "{self.hms.url}"
+token_url = "{self.hms.token_url}"
+
+[push.retry]
+base_s = {retry_base_s}
+cap_s = {retry_cap_s}
+""")
+        return path
+
     async def __aenter__(self) -> Self:
         for fake in self.all:
             await fake.start()
@@ -594,3 +627,23 @@ class FakePushServices:
     async def __aexit__(self, *exc: object) -> None:
         for fake in self.all:
             await fake.stop()
+
+
+@contextlib.contextmanager
+def serve_in_thread(services: FakePushServices, timeout: float = 10.0) -> Iterator[FakePushServices]:
+    """Run the fakes on an event loop of their own in a daemon thread, for sync fixtures
+    (the e2e stack is session-scoped and needs the fakes' URLs before it starts).
+    `on_push` callbacks then run in that thread."""
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, name="push-fakes", daemon=True)
+    thread.start()
+    try:
+        asyncio.run_coroutine_threadsafe(services.__aenter__(), loop).result(timeout)
+        try:
+            yield services
+        finally:
+            asyncio.run_coroutine_threadsafe(services.__aexit__(None, None, None), loop).result(timeout)
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout)
+        loop.close()

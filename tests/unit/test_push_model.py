@@ -136,7 +136,7 @@ async def test_an_attempt_that_hangs_is_cut_at_the_deadline() -> None:
     started = time.monotonic()
     result = await deliver("T", hang, PHONE, Wake("c", "F", time.time(), 0.3), clock=time.time, backoff=FAST)
     assert result.outcome is Outcome.FAILED and "deadline" in result.reason
-    assert 0.25 < time.monotonic() - started < 0.6
+    assert 0.25 < time.monotonic() - started < 1.0
 
 
 async def test_transport_errors_are_retried_and_auth_refusals_are_not() -> None:
