@@ -392,3 +392,35 @@ def test_schemathesis_against_the_stack(e2e: E2E) -> None:
         except (Exception, BaseExceptionGroup) as err:
             errors.append(f"{operation.method.upper()} {operation.path}: {str(err)[:800]}")
     assert not errors, "\n\n".join(errors)
+
+
+# --- history: the settled call reaches the API through PostgreSQL --------------------------
+
+
+async def test_a_settled_call_reaches_the_relatives_history(api: Api, store: RedisStore) -> None:
+    """A call the relative paid is settled in Redis; the stack's history copier moves it
+    to PostgreSQL and GET /v1/calls lists it (bounded wait: the copier polls)."""
+    me = await api.login()
+    card = await new_card(store, me.phone)
+    await api.top_up(me, 5_000)
+    call_id = f"hist-{secrets.token_hex(6)}"
+    await store.reserve(call_id, card, 2_000, 600, "{}", payer_phone=me.phone)
+    await store.settle(CallRecord(call_id=call_id, uniqueid=call_id, card=card, inmate_id=f"inmate-{card}",
+                                  facility_id="open", number=me.phone, route_kind="mobile", payer="callee",
+                                  started_at=datetime.now(UTC), answered_s=75, billed_s=120, amount=868,
+                                  dial_status="ANSWER", hangup_cause="16"))
+    deadline = time.monotonic() + 20
+    calls: list[dict[str, object]] = []
+    while time.monotonic() < deadline:
+        r = await api.http.get("/v1/calls", headers=me.auth)
+        assert r.status_code in (200, 503), r.text
+        calls = r.json() if r.status_code == 200 else []
+        if calls:
+            break
+        await asyncio.sleep(0.2)
+    assert [(c["call_id"], c["card"], c["payer"], c["amount"], c["answered_s"]) for c in calls] == [
+        (call_id, card, "callee", 868, 75)]
+    assert await me.balance() == 5_000 - 868
+    someone = await api.login()
+    r = await api.http.get("/v1/calls", headers=someone.auth)
+    assert (r.status_code, r.json()) == (200, [])  # calls to another number only
