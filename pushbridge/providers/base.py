@@ -95,6 +95,7 @@ class PushResult:
     attempts: int
     reason: str = ""
     message_id: str = ""  # the provider's id: FCM message name, apns-id, HMS requestId
+    elapsed: float = 0.0  # seconds from the first try to the final answer (retries included)
 
     @property
     def delivered(self) -> bool:

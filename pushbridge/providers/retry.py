@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -76,32 +77,33 @@ async def deliver(
 ) -> PushResult:
     tries = 0
     last = "no try"
+    started = time.monotonic()
     while True:
         remaining = wake.remaining(clock())
         if remaining <= 0:
-            return _failed(provider, device, wake, tries, f"window over after {tries} tries: {last}")
+            return _failed(provider, device, wake, started, tries, f"window over after {tries} tries: {last}")
         tries += 1
         try:
             async with asyncio.timeout(remaining):
                 answer = await _guarded(attempt, device, wake, remaining)
         except TimeoutError:
-            return _failed(provider, device, wake, tries, f"no answer before the deadline ({last})")
+            return _failed(provider, device, wake, started, tries, f"no answer before the deadline ({last})")
         match answer:
             case Delivered(message_id):
                 log.info("call %s: %s push %s to %s delivered (try %d, id %s)",
                          wake.call_id, provider, wake.kind, device, tries, message_id)
-                return PushResult(device, Outcome.DELIVERED, tries, "", message_id)
+                return PushResult(device, Outcome.DELIVERED, tries, "", message_id, time.monotonic() - started)
             case InvalidToken(reason):
                 log.warning("call %s: %s token of %s is invalid (%s): deactivate it",
                             wake.call_id, provider, device, reason)
-                return PushResult(device, Outcome.INVALID_TOKEN, tries, reason)
+                return PushResult(device, Outcome.INVALID_TOKEN, tries, reason, "", time.monotonic() - started)
             case Fail(reason):
-                return _failed(provider, device, wake, tries, reason)
+                return _failed(provider, device, wake, started, tries, reason)
             case Retry(reason, retry_after):
                 last = reason
                 wait = retry_after if retry_after is not None else backoff.delay(tries)
                 if clock() + wait >= wake.deadline:
-                    return _failed(provider, device, wake, tries,
+                    return _failed(provider, device, wake, started, tries,
                                    f"{reason}; a retry in {wait:.2f} s would pass the deadline")
                 log.info("call %s: %s push to %s: %s; retry %d in %.2f s",
                          wake.call_id, provider, device, reason, tries + 1, wait)
@@ -120,7 +122,7 @@ async def _guarded(attempt: Attempt, device: Device, wake: Wake, remaining: floa
         return Retry(f"transport: {type(exc).__name__}: {exc}")
 
 
-def _failed(provider: str, device: Device, wake: Wake, tries: int, reason: str) -> PushResult:
+def _failed(provider: str, device: Device, wake: Wake, started: float, tries: int, reason: str) -> PushResult:
     log.warning("call %s: %s push %s to %s failed after %d tries: %s",
                 wake.call_id, provider, wake.kind, device, tries, reason)
-    return PushResult(device, Outcome.FAILED, tries, reason)
+    return PushResult(device, Outcome.FAILED, tries, reason, "", time.monotonic() - started)

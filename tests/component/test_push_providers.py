@@ -206,7 +206,7 @@ async def test_throttled_then_retried_after_retry_after(services: FakePushServic
     result = await providers[platform].send(device(services, platform, "t"), wake())
     assert (result.outcome, result.attempts) == (Outcome.DELIVERED, 2)
     first, second = fake.pushes_to("t")
-    assert (first.answer, second.answer) == ("throttle", "ok")
+    assert (first.answer, second.answer) == ("throttle", "ok") and result.elapsed >= 0.95
     assert 0.95 <= second.received_at - first.received_at < 2.0  # 1 s, not the 0.05 s backoff
 
 

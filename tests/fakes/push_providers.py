@@ -16,12 +16,14 @@ they trust are made by the tests at run time (`rsa_private_pem`, `ec_private_pem
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import itertools
 import json
 import logging
 import re
+import signal
 import socket
 import threading
 import time
@@ -647,3 +649,30 @@ def serve_in_thread(services: FakePushServices, timeout: float = 10.0) -> Iterat
         loop.call_soon_threadsafe(loop.stop)
         thread.join(timeout)
         loop.close()
+
+
+async def _serve_until_stopped(folder: Path) -> None:
+    async with FakePushServices() as services:
+        config = services.write_config(folder)
+        services.on_push(lambda push: log.info("%s push to %s: %s", push.provider, push.token, push.data))
+        log.info("push fakes up: FCM %s, APNs %s (h2c), HMS %s; config %s",
+                 services.fcm.url, services.apns.url, services.hms.url, config)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+
+
+def main() -> None:
+    """Run the three fakes by hand: `python -m tests.fakes.push_providers --folder DIR`
+    writes fresh credentials and DIR/push.toml (a [push] table) and logs every push."""
+    parser = argparse.ArgumentParser(description="Local fakes of FCM, APNs and HMS")
+    parser.add_argument("--folder", type=Path, required=True, help="where the credentials and push.toml go")
+    args = parser.parse_args()
+    logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    asyncio.run(_serve_until_stopped(args.folder))
+
+
+if __name__ == "__main__":
+    main()
