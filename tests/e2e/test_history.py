@@ -51,9 +51,11 @@ async def test_a_real_call_reaches_the_history_and_is_shown(
     card, term = await dial_through(store, call_in, MOBILE)
     await relative.wait_for("state", lambda e: e["state"] == "CONFIRMED", timeout=30)
     await term.bridged()
+    await asyncio.sleep(4)  # talk long enough to be billed
     await relative.send("hangup")
     assert await term.hangup_cause() == "16"
     [cdr] = await store.call_records(card)
+    assert cdr.amount > 0
     conn = await asyncpg.connect(e2e.config.postgres_url)
     try:
         rows = await _copied(conn, card)
