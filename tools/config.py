@@ -40,6 +40,8 @@ class StackConfig:
     carrier_host: str | None = None  # the carrier: the trunk dials it, and only it is the trunk
     carrier_port: int | None = None
     terminal_subnets: Mapping[str, tuple[str, ...]] | None = None  # facility -> subnets its terminals use
+    # Copied records older than this leave Redis ([history] retention_days; history/copier.py).
+    history_retention_s: int = 2 * 24 * 3600
 
     @property
     def sip_host(self) -> str:
@@ -100,6 +102,9 @@ def load_config(path: Path | str | None = None) -> StackConfig:
     fsync = raw.get("redis", {}).get("appendfsync", "always")
     if fsync not in ("always", "everysec", "no"):
         raise ValueError(f"redis.appendfsync must be always, everysec or no, not {fsync!r}")
+    days = raw.get("history", {}).get("retention_days", 2)
+    if type(days) is not int or not 1 <= days <= 3650:
+        raise ValueError(f"history.retention_days must be a whole number of days (1-3650), not {days!r}")
     return StackConfig(
         host=raw["network"]["host"],
         sip_port=int(ports["sip"]) + shift,
@@ -118,6 +123,7 @@ def load_config(path: Path | str | None = None) -> StackConfig:
         carrier_host=carrier_host,
         carrier_port=carrier_port,
         terminal_subnets=subnets,
+        history_retention_s=days * 24 * 3600,
     )
 
 

@@ -287,7 +287,7 @@ def api_argv(config: StackConfig) -> list[str]:
 
 def history_argv(config: StackConfig) -> list[str]:
     """Copies call records and ledgers from Redis into PostgreSQL; both URLs from the environment."""
-    return [sys.executable, "-m", "history.main"]
+    return [sys.executable, "-m", "history.main", "--retention-s", str(config.history_retention_s)]
 
 
 def reconciler_argv(config: StackConfig) -> list[str]:

@@ -191,6 +191,7 @@ def test_postgres_and_history_match_dev_stack() -> None:
     assert f"-p {config.postgres_port} " in dev and f"listen_addresses={config.host} " in dev
     history = services["history"]
     assert history["command"][1:3] == stack.history_argv(config)[1:3] == ["-m", "history.main"]
+    assert _flag(history["command"], "--retention-s") == _flag(stack.history_argv(config), "--retention-s")
     assert history["env_file"] == f"./var/{stack.services_env_path(config).name}"
     assert {"postgres", "redis"} <= set(history["depends_on"])
     assert stack.SERVICES[:3] == ("redis", "postgres", "history")
