@@ -1,4 +1,4 @@
-# Production image of the Python services: FastAGI server, relatives' API, push bridge, guard, set-up.
+# Production image of the Python services: FastAGI server, relatives' API, history copier, push bridge, guard, set-up.
 FROM python:3.11-slim-bookworm
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends espeak-ng sox nftables \
@@ -13,6 +13,7 @@ COPY pushbridge pushbridge
 COPY store store
 COPY guard guard
 COPY reconciler reconciler
+COPY history history
 COPY tools tools
 COPY prompts prompts
 COPY config config

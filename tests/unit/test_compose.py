@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -196,3 +197,12 @@ def test_postgres_and_history_match_dev_stack() -> None:
     assert {"postgres", "redis"} <= set(history["depends_on"])
     assert stack.SERVICES[:3] == ("redis", "postgres", "history")
     assert not any("postgresql://" in str(arg) for arg in [*command, *history["command"], *dev.split()])
+
+
+def test_dockerfile_copies_every_package() -> None:
+    """The image installs the project: each of its packages must be copied in first."""
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())
+    packages = [p.rstrip("*") for p in project["tool"]["setuptools"]["packages"]["find"]["include"]]
+    lines = (REPO / "Dockerfile").read_text().splitlines()
+    for package in packages:
+        assert f"COPY {package} {package}" in lines, package
