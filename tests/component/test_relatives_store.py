@@ -275,3 +275,24 @@ async def test_reconciler_refunds_inactive_accounts_hourly(rel: RelativeStore) -
             await task
     payouts = await rel.payouts()
     assert [(p.phone, p.amount, p.note) for p in payouts] == [(PHONE, 900, "inactivity")]
+
+
+async def test_inactivity_refund_racing_a_call_hold(store: RedisStore, rel: RelativeStore) -> None:
+    """An idle account whose relative is called ("01") just as the hourly pass runs:
+    either the hold wins (the account is active again, nothing refunded) or the refund
+    does (the hold finds no money); never both, never below zero."""
+    await provision(store)
+    for i in range(20):
+        phone = f"+7916555{i:04d}"
+        old_ms = int((datetime.now(UTC) - timedelta(days=INACTIVE_REFUND_DAYS + 1)).timestamp() * 1000)
+        await rel.redis.hset(f"kl:rel:{phone}", mapping={"phone": phone, "balance": "1000", "created": str(old_ms)})
+        hold, refunds = await asyncio.gather(
+            store.reserve(f"call-{i}", CARD, 600, 600, "{}", payer_phone=phone),
+            rel.refund_inactive(datetime.now(UTC), INACTIVE_REFUND_DAYS), return_exceptions=True)
+        assert not isinstance(refunds, BaseException)
+        mine = [r for r in refunds if r.phone == phone]
+        if isinstance(hold, InsufficientFunds):
+            assert [r.amount for r in mine] == [1000] and await rel.balance(phone) == 0
+        else:
+            assert not isinstance(hold, BaseException), hold
+            assert mine == [] and await rel.balance(phone) == 400
