@@ -7,16 +7,38 @@ set -eu
 
 ROOT="${KINLINE_ASTERISK_ROOT:-/var/cache/kinline/asterisk-root}"
 PACKAGES="asterisk asterisk-modules asterisk-core-sounds-en asterisk-core-sounds-en-gsm asterisk-core-sounds-ru asterisk-core-sounds-ru-gsm asterisk-core-sounds-fr asterisk-core-sounds-fr-gsm"
-# Mount points the stack binds into the root (see tools/asterisk_proc.py).
+# Mount points the stack binds into the root (tools/stack.py asterisk_mounts).
 MOUNTPOINTS="/etc/kinline /usr/share/kinline/dialplan /usr/share/asterisk/sounds/kinline /var/lib/kinline/db /var/lib/kinline/recordings /var/lib/kinline/names /var/lib/kinline/run"
 LAYOUT=4
 STAMP="packages=$PACKAGES
 mountpoints=$MOUNTPOINTS
 layout=$LAYOUT"
 
+# A rebuild renames the old root aside (see below): running stacks use it through
+# bind mounts, and deleting it would delete their files. A retired root is deleted
+# after a day, and only when no process runs inside it (/proc/<pid>/root).
+delete_retired() {
+    now=$(date +%s)
+    for old in "$ROOT".old.*; do
+        [ -d "$old" ] || continue
+        retired=${old##*.old.}
+        case "$retired" in ''|*[!0-9]*) continue ;; esac
+        [ $((now - retired)) -gt 86400 ] || continue
+        in_use=0
+        for r in /proc/[0-9]*/root; do
+            case "$(readlink "$r" 2>/dev/null)" in "$old"|"$old"/*) in_use=1; break ;; esac
+        done
+        if [ "$in_use" = 0 ]; then
+            rm -rf "$old"
+            echo "asterisk root: deleted $old (retired over a day ago, unused)"
+        fi
+    done
+}
+
 if [ -f "$ROOT/.kinline-stamp" ] && [ "$(cat "$ROOT/.kinline-stamp")" = "$STAMP" ] \
    && [ -x "$ROOT/usr/sbin/asterisk" ]; then
     echo "asterisk root: cached at $ROOT"
+    delete_retired
     exit 0
 fi
 
@@ -58,28 +80,11 @@ printf '127.0.0.1\tlocalhost\n127.0.1.1\t%s\n::1\tlocalhost ip6-localhost ip6-lo
     "$(hostname)" >"$TMP/etc/hosts"
 chroot "$TMP" apt-get clean >/dev/null 2>&1 || true
 printf '%s' "$STAMP" >"$TMP/.kinline-stamp"
-# Running stacks use the old root through bind mounts (their Asterisk is chrooted
-# into it): deleting it would delete their files. Rename it aside, named by the
-# time it was retired, and delete retired roots only after a day and only when no
-# process still runs inside one (/proc/<pid>/root).
+# Never delete the root in place: rename it aside, named by the time it was retired.
 if [ -e "$ROOT" ]; then
     mv "$ROOT" "$ROOT.old.$(date +%s)"
 fi
 mv "$TMP" "$ROOT"
 rm -f "$TMP.log"
-now=$(date +%s)
-for old in "$ROOT".old.*; do
-    [ -d "$old" ] || continue
-    retired=${old##*.old.}
-    case "$retired" in ''|*[!0-9]*) continue ;; esac
-    [ $((now - retired)) -gt 86400 ] || continue
-    in_use=0
-    for r in /proc/[0-9]*/root; do
-        case "$(readlink "$r" 2>/dev/null)" in "$old"|"$old"/*) in_use=1; break ;; esac
-    done
-    if [ "$in_use" = 0 ]; then
-        rm -rf "$old"
-        echo "asterisk root: deleted $old (retired over a day ago, unused)"
-    fi
-done
+delete_retired
 echo "asterisk root: ready ($(chroot "$ROOT" /usr/sbin/asterisk -V))"
