@@ -176,6 +176,10 @@ class LoginCodes(Protocol):
 
     async def session_phone(self, token_hash: str) -> str | None: ...
 
+    async def code_wait(self, phone: str, now: datetime) -> int:
+        """Seconds until the number may be sent a code again (after issue_code refused one)."""
+        ...
+
     async def take_code_slot(self, client: str, now: datetime, limit: int) -> int:
         """Count one code request from a client address unless ``limit`` were counted
         in the last hour: 0 if counted, else the seconds until one leaves the hour."""

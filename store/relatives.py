@@ -430,6 +430,14 @@ class RelativeStore:
 
     # --- abuse limit per client address ---------------------------------------
 
+    async def code_wait(self, phone: str, now: datetime) -> int:
+        """Seconds until the oldest code of the last hour leaves the hour (at least 1)."""
+        oldest = await self.redis.zrange(f"{PREFIX}auth:sent:{check_phone(phone)}", 0, 0, withscores=True)
+        if not oldest:
+            return 1
+        wait_ms = int(oldest[0][1]) + 3600 * 1000 - int(now.timestamp() * 1000)
+        return max(1, -(-wait_ms // 1000))
+
     async def take_code_slot(self, client: str, now: datetime, limit: int) -> int:
         """Count one code request from ``client`` (an IP address) unless ``limit``
         were counted in the last hour: 0 if counted, else the seconds until a slot frees."""

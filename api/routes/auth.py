@@ -28,17 +28,19 @@ def router() -> APIRouter:
     async def send_code(body: CodeRequest, request: Request,
                         deps: ApiDeps = Depends(get_deps)) -> dict[str, object]:  # noqa: B008
         """Send a 6-digit code valid 5 minutes (at most 5 per hour per number, and
-        20 per hour from one client address whatever the numbers: 429 with Retry-After)."""
+        20 per hour from one client address whatever the numbers; else 429 with Retry-After)."""
         client = request.client.host if request.client else "unknown"
-        wait_s = await deps.codes.take_code_slot(client, datetime.now(UTC), deps.codes_per_client_hour)
+        now = datetime.now(UTC)
+        wait_s = await deps.codes.take_code_slot(client, now, deps.codes_per_client_hour)
         if wait_s:
             log.warning("client %s: code for %s refused, too many from this address this hour", client, body.phone)
             raise HTTPException(429, "too many codes asked from this address: try again later",
                                 headers={"Retry-After": str(wait_s)})
         code = new_code()
-        if not await deps.codes.issue_code(body.phone, code_hash(body.phone, code), datetime.now(UTC)):
+        if not await deps.codes.issue_code(body.phone, code_hash(body.phone, code), now):
             log.warning("phone %s: code refused, too many this hour", body.phone)
-            raise HTTPException(429, "too many codes for this number: try again later")
+            raise HTTPException(429, "too many codes for this number: try again later",
+                                headers={"Retry-After": str(await deps.codes.code_wait(body.phone, now))})
         await deps.sms.send(body.phone, code)
         log.info("phone %s: code sent", body.phone)
         return {"sent": True, "expires_in": CODE_TTL_S}
