@@ -15,6 +15,7 @@ from pathlib import Path
 
 from agi.deps import CallDeps
 from agi.name_files import NameFolder
+from agi.routes.accept import make_accept
 from agi.routes.after_dial import make_after_dial
 from agi.routes.greeting import greeting
 from agi.routes.hangup import make_hangup
@@ -24,6 +25,7 @@ from ivr.inmate_call import InmateCalls
 from ivr.names import InmateNames
 from ivr.pin import PinHasher
 from store.redis_store import RedisStore, connect
+from store.relatives import RelativeStore
 
 log = logging.getLogger("agi")
 
@@ -32,6 +34,7 @@ def build_routes(deps: CallDeps) -> dict[str, Route]:
         "greeting": greeting,
         "inmate_call": make_inmate_call(deps),
         "after_dial": make_after_dial(deps),
+        "accept": make_accept(deps),
         "hangup": make_hangup(deps),
     }
 
@@ -49,7 +52,8 @@ async def serve(host: str, port: int, redis_url: str, recordings: Path, names_di
     client = connect(redis_url)
     store = RedisStore(client, pins)
     names = InmateNames(NameFolder(names_dir))
-    deps = CallDeps(InmateCalls(store, store, pins=pins, names=names), recordings, prompts, names)
+    calls = InmateCalls(store, store, pins=pins, relatives=RelativeStore(client), names=names)
+    deps = CallDeps(calls, recordings, prompts, names)
     server = AgiServer(build_routes(deps), host=host, port=port)
     await server.start()
     stop = asyncio.Event()

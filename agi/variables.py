@@ -23,6 +23,9 @@ WARNING_FILE = "KINLINE_WARNING_FILE"
 RECORD = "KINLINE_RECORD"
 RECORDING = "KINLINE_RECORDING"
 INTRO = "KINLINE_INTRO"
+# "1": the relative pays ("01"): Dial's U() runs the accept menu (kinline-accept)
+# instead of the intro; anything but "0" means the menu (fail closed).
+ACCEPT_MENU = "KINLINE_ACCEPT_MENU"
 
 # The call plan (JSON), kept on the channel between routes.
 PLAN = "KINLINE_PLAN"
@@ -40,6 +43,21 @@ DIAL_END = "KINLINE_DIAL_END"
 # The relative's leg's own hangup cause, set after Dial when that leg ended
 # first (empty when the caller hung up): a dropped line shows here (44 on RTP timeout).
 FAR_CAUSE = "KINLINE_FAR_CAUSE"
+
+# The relative's decision in the accept menu (ivr.accept.Outcome values). Set by
+# the accept route on the relative's leg (the dial plan bridges only on
+# "accepted") and on the caller as SHARED (after_dial tells the inmate).
+ACCEPT = "KINLINE_ACCEPT"
+ACCEPT_ON_CALLER = "SHARED(KINLINE_ACCEPT)"
+
+
+def accept_on(caller_channel: str) -> str:
+    """The caller's SHARED(KINLINE_ACCEPT), written from the relative's leg."""
+    return f"SHARED({ACCEPT},{caller_channel})"
+
+
+# The caller's call plan, read from the relative's leg (GET FULL VARIABLE on the caller's channel).
+PLAN_EXPR = f"${{{PLAN}}}"
 
 # Set by Asterisk's Dial().
 DIALSTATUS = "DIALSTATUS"

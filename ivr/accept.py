@@ -43,6 +43,19 @@ class Outcome(Enum):
 FAREWELL = {Outcome.DECLINED: [p.ACCEPT_DECLINED], Outcome.BLOCKED: [p.ACCEPT_BLOCKED]}
 
 
+def inmate_hears(outcome: str) -> str | None:
+    """What the inmate hears after a "01" call the relative answered, from the
+    outcome the adapter kept (an ``Outcome`` value, or '' if the menu never
+    ran: the platform failed on the relative's leg). None: they were connected."""
+    if outcome == Outcome.ACCEPTED.value:
+        return None
+    if outcome == Outcome.BLOCKED.value:
+        return p.RELATIVE_BLOCKED
+    if outcome in (Outcome.DECLINED.value, Outcome.HUNG_UP.value):
+        return p.CALL_DECLINED
+    return p.UNREACHABLE
+
+
 class MenuDirectory(Protocol):
     """The part of ``ivr.ports.Directory`` the menu reads."""
 

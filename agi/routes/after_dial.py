@@ -1,4 +1,4 @@
-"""``after_dial``: bill the attempt; if nobody answered, say why and offer another number."""
+"""``after_dial``: bill the attempt; if the two were not connected, say why and offer another number."""
 
 from __future__ import annotations
 
@@ -12,7 +12,10 @@ from agi.routes.inmate_call import plan_and_dial, refuse
 from agi.server import Route
 from agi.settle import settle_attempt
 from ivr import prompts as p
+from ivr.accept import inmate_hears
+from ivr.call_plan import CallPlan
 from ivr.inmate_call import DIAL_ATTEMPTS, DIAL_RESULT_PROMPTS, Refused
+from ivr.numbering import Payer
 
 
 def make_after_dial(deps: CallDeps) -> Route:
@@ -24,11 +27,12 @@ def make_after_dial(deps: CallDeps) -> Route:
         status = await settle_attempt(channel, deps, plan)
         language = await channel.get_variable(v.LANGUAGE) or env.language
         caller = AgiCaller(channel, language)
-        if status == "ANSWER":
+        outcome = await _not_connected(channel, plan, status)
+        if outcome is None:
             await caller.play([p.GOODBYE])
             await channel.set_variable(v.ACTION, v.ACTION_DONE)
             return
-        await caller.play([DIAL_RESULT_PROMPTS.get(status, p.UNREACHABLE)])
+        await caller.play([outcome])
         attempt = int(await channel.get_variable(v.ATTEMPT) or DIAL_ATTEMPTS) + 1
         if attempt > DIAL_ATTEMPTS:
             await refuse(channel, caller, Refused(p.GOODBYE, "no more attempts"))
@@ -42,3 +46,17 @@ def make_after_dial(deps: CallDeps) -> Route:
         await plan_and_dial(channel, caller, deps, session, env.uniqueid, attempt)
 
     return after_dial
+
+
+async def _not_connected(channel: AgiChannel, plan: CallPlan, status: str) -> str | None:
+    """Why the inmate was not connected, as a prompt; None if they were.
+
+    A relative who pays ("01") answers first and then decides in their menu:
+    Dial says ANSWER either way, the menu's outcome (on this channel) tells."""
+    if status != "ANSWER":
+        return DIAL_RESULT_PROMPTS.get(status, p.UNREACHABLE)
+    if plan.payer != Payer.CALLEE.value:
+        return None
+    outcome = await channel.get_variable(v.ACCEPT_ON_CALLER) or ""
+    channel.log.info("relative's menu for %s: %s", plan.call_id, outcome or "never ran")
+    return inmate_hears(outcome)

@@ -14,6 +14,7 @@ from agi.protocol import AgiEnvironment
 from agi.server import Route
 from ivr import prompts as p
 from ivr.inmate_call import RING_S, Refused, Session
+from ivr.numbering import Payer
 
 
 def make_inmate_call(deps: CallDeps) -> Route:
@@ -78,5 +79,7 @@ async def plan_and_dial(channel: AgiChannel, caller: AgiCaller, deps: CallDeps, 
     await channel.set_variable(v.RECORD, "1" if plan.record else "0")
     await channel.set_variable(v.RECORDING, chroot_path if plan.record else "")
     await channel.set_variable(v.INTRO, "&".join(sound_file(facility.language, item) for item in intro))
+    # The relative who pays ("01") hears their accept menu instead of the intro.
+    await channel.set_variable(v.ACCEPT_MENU, "1" if plan.payer == Payer.CALLEE.value else "0")
     await deps.calls.announce(caller, session, plan, caller.language)
     await channel.set_variable(v.ACTION, v.ACTION_DIAL)

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import pytest
 
 from ivr import prompts as p
-from ivr.accept import MENU_ROUNDS, MENU_TIMEOUT_MS, AcceptMenu, Offer, OfferError, Outcome
+from ivr.accept import MENU_ROUNDS, MENU_TIMEOUT_MS, AcceptMenu, Offer, OfferError, Outcome, inmate_hears
 from ivr.call_plan import CallPlan
 from ivr.inmate_call import Entry
 from ivr.model import Card, CardStatus, Facility
@@ -164,3 +164,11 @@ async def test_offer_is_what_the_relative_had_before_the_hold() -> None:
     store = Store()
     offer = await AcceptMenu(store, store).offer(plan(reserved=777))
     assert offer == Offer(plan(reserved=777), store.facilities["f1"], "en", 10_777)
+
+
+@pytest.mark.parametrize(("outcome", "prompt"), [
+    ("accepted", None), ("declined", p.CALL_DECLINED), ("hungup", p.CALL_DECLINED),
+    ("blocked", p.RELATIVE_BLOCKED), ("", p.UNREACHABLE), ("nonsense", p.UNREACHABLE),
+])
+def test_what_the_inmate_hears_after_the_menu(outcome: str, prompt: str | None) -> None:
+    assert inmate_hears(outcome) == prompt
