@@ -1,4 +1,4 @@
-"""The domain's ``Caller`` over a FastAGI channel: prompts and digit entry."""
+"""The domain's ``Caller`` over a FastAGI channel: prompts, digit entry and recording."""
 
 from __future__ import annotations
 

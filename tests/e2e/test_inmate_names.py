@@ -130,3 +130,20 @@ async def test_a_hangup_mid_take_keeps_the_old_name_and_leaves_no_draft(
     assert name.read_bytes() == before
     assert not [f.name for f in names.glob(f".draft.inmate-{card}.*")]
     assert not _asked(ami, term.uid, "name-confirm")
+
+
+async def test_a_terminal_that_says_nothing_keeps_no_name_and_goes_on_to_the_number(
+    e2e: E2E, ami: AmiWatch, store: RedisStore, call_in: object
+) -> None:
+    card = await new_card(store, "open", 10_000, named=False)
+    names = e2e.config.path("names")
+    term: Terminal = await call_in()  # type: ignore[operator]
+    await term.login(card)
+    await term.prompt("enter-number", timeout=60)  # after three silent takes, cut by silence detection
+    records = [m for m in ami.events if m.event == "AGIExecStart" and m.get("Uniqueid") == term.uid
+               and m.get("Command").startswith("RECORD FILE")]
+    assert len(records) == 3
+    assert not _asked(ami, term.uid, "name-confirm") and not _asked(ami, term.uid, "name-saved")
+    assert not list(names.glob(f"inmate-{card}.*")) and not list(names.glob(f".draft.inmate-{card}.*"))
+    await term.agent.send("hangup")
+    await term.hangup_cause()

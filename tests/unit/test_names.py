@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from agi.caller import AgiCaller
 from agi.channel import AgiChannel
 from agi.name_files import NameFolder, read_sound
 from agi.protocol import AgiHangup
@@ -299,6 +300,12 @@ async def test_record_file_that_recorded_nothing(reply: str) -> None:
     channel, _ = channel_replying(reply)
     assert await channel.record_file("x", "wav", 3000, 2) == 0
     assert not channel.hung_up
+
+
+async def test_the_terminal_records_in_wav_and_counts_milliseconds() -> None:
+    channel, writer = channel_replying("200 result=0 (timeout) endpos=24000")
+    assert await AgiCaller(channel, "en").record("/var/lib/kinline/names/.draft.i1.u.1", 3000, 2) == 3000
+    assert b'"/var/lib/kinline/names/.draft.i1.u.1" "wav"' in writer.lines[0]
 
 
 async def test_record_file_hangup() -> None:
