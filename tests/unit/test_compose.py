@@ -144,8 +144,11 @@ def test_asterisk_dockerfile_installs_the_root_packages() -> None:
     dockerfile = (REPO / "asterisk" / "Dockerfile").read_text()
     for package in packages:
         assert package in dockerfile.split(), package
-    for mountpoint in ("/var/lib/kinline/recordings", "/etc/kinline", "/var/lib/kinline/run"):
-        assert mountpoint in dockerfile
+    line = next(x for x in script.splitlines() if x.startswith("MOUNTPOINTS="))
+    mountpoints = line.split("=", 1)[1].strip('"').split()
+    assert "/var/lib/kinline/names" in mountpoints
+    for mountpoint in mountpoints:
+        assert mountpoint in dockerfile.split(), mountpoint
 
 
 def test_dev_ports_are_loopback_and_distinct() -> None:
