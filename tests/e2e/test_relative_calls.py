@@ -28,12 +28,14 @@ from store.redis_store import RedisStore
 from store.relatives import RelativeStore
 from tests.e2e.conftest import E2E
 from tests.e2e.harness import AmiWatch, SipAgent
+from tests.e2e.test_faults import _dead, _kill, restore  # noqa: F401 (fixture)
 from tests.e2e.test_inmate_calls import (  # noqa: F401 (fixture)
     INMATE_SERVICE,
     Terminal,
     new_card,  # its inmates have recorded their name
     relative,
 )
+from tools import stack
 from tools.asterisk_conf import TRUNK_RTP_TIMEOUT_S
 
 pytestmark = pytest.mark.e2e
@@ -279,3 +281,30 @@ async def test_an_empty_card_calls_with_01_and_a_drop_credits_the_last_increment
     charges = [e for e in await rel.entries(phone) if e.kind == "charge"]
     assert [(e.amount, e.note, e.card) for e in charges] == [(0, cdr.credit_reason, card)]
     await assert_card_untouched(store, card, 0)
+
+
+async def test_the_agi_down_when_the_relative_answers_fails_closed(
+    e2e: E2E, ami: AmiWatch, store: RedisStore, terminal: object, restore: None
+) -> None:
+    """No menu, no "yes": the relative's leg is hung up, never bridged, and the
+    attempt (settled by the reconciler from the event log) costs nothing."""
+    card = await new_card(store, "open", CARD_BALANCE)
+    phone, rel = await paying_relative(store, card)
+    slow = await SipAgent.start("answer", "--port", str(e2e.config.trunk_port), "--mode", "answer",
+                                "--ring", "2", "--rtp-port", "20700")
+    try:
+        term = await dial_relative(terminal, card, phone)
+        await slow.wait_for("incoming", timeout=30)
+        _kill(e2e, "agi")  # before the relative answers (2 s of ringing)
+        await _dead(e2e, "agi")
+        await slow.wait_for("state", lambda e: e["state"] == "CONFIRMED", timeout=10)
+        await slow.ended(timeout=15)  # hung up by Kinline, not bridged
+        assert await term.hangup_cause() == "41"  # the apology: the platform failed
+    finally:
+        await slow.close()
+    assert "BridgeEnter" not in ami.of(term.uid)
+    assert stack._pid(e2e.config, "agi") is None, "the AGI server stayed down through the call"
+    cdr = await call_record(store, card, timeout=45)
+    assert (cdr.dial_status, cdr.payer, cdr.answered_s, cdr.amount) == ("ANSWER", "callee", 0, 0)
+    assert await rel.balance(phone) == RELATIVE_BALANCE
+    await assert_card_untouched(store, card, CARD_BALANCE)
