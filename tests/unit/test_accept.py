@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
+from types import SimpleNamespace
+from typing import cast
 
 import pytest
 
+from agi.channel import AgiChannel
+from agi.deps import CallDeps
+from agi.protocol import AgiEnvironment, AgiHangup, AgiResult
+from agi.routes.accept import make_accept
 from ivr import prompts as p
 from ivr.accept import MENU_ROUNDS, MENU_TIMEOUT_MS, AcceptMenu, Offer, OfferError, Outcome, inmate_hears
-from ivr.call_plan import CallPlan
+from ivr.call_plan import CallPlan, plan_to_json
 from ivr.inmate_call import Entry
 from ivr.model import Card, CardStatus, Facility
 from ivr.relatives import CardSettings
@@ -172,3 +180,99 @@ async def test_offer_is_what_the_relative_had_before_the_hold() -> None:
 ])
 def test_what_the_inmate_hears_after_the_menu(outcome: str, prompt: str | None) -> None:
     assert inmate_hears(outcome) == prompt
+
+
+# -- the FastAGI route on the relative's leg, over a scripted channel ----------------
+
+CALLER = "PJSIP/term-open-00000001"
+
+
+class FakeChannel:
+    """The relative's leg as the route sees it: the caller's plan, prompts, keys."""
+
+    def __init__(self, plan_text: str | None, *keys: str | None) -> None:
+        self.plan_text = plan_text
+        self.keys = list(keys)
+        self.set: list[tuple[str, str]] = []
+        self.streamed: list[str] = []
+        self.log = logging.LoggerAdapter(logging.getLogger("test"), {})
+
+    async def command(self, *words: str | int, timeout: float | None = None) -> AgiResult:
+        assert words == ("GET FULL VARIABLE", "${KINLINE_PLAN}", CALLER)
+        return AgiResult("0") if self.plan_text is None else AgiResult("1", self.plan_text)
+
+    async def set_variable(self, name: str, value: str | int) -> None:
+        self.set.append((name, str(value)))
+
+    async def stream_file(self, name: str, escape_digits: str = "") -> str:
+        self.streamed.append(name)
+        return ""
+
+    async def get_data(self, prompt: str, timeout_ms: int, max_digits: int) -> tuple[str, bool]:
+        self.streamed.append(prompt)
+        key = self.keys.pop(0) if self.keys else None
+        if key == "hangup":
+            raise AgiHangup("channel hung up")
+        return ("", True) if key is None else (key, False)
+
+
+class FakeDeps:
+    def __init__(self, store: Store | None) -> None:
+        self.calls = SimpleNamespace(directory=store, relatives=store)
+
+    async def facility_name(self, facility: Facility) -> str:
+        return FACILITY_ITEM
+
+    def name_item(self, inmate_id: str) -> str | None:
+        return NAME_ITEM
+
+
+async def run_route(channel: FakeChannel, store: Store | None = None,
+                    args: tuple[str, ...] = (CALLER, "u1-1")) -> list[tuple[str, str]]:
+    route = make_accept(cast(CallDeps, FakeDeps(store or Store())))
+    env = AgiEnvironment("accept", "u2", "PJSIP/trunk-00000002", "en", "", "s", "kinline-accept", args)
+    await route(cast(AgiChannel, channel), env)
+    return channel.set
+
+
+ON_CALLER = f"SHARED(KINLINE_ACCEPT,{CALLER})"
+
+
+async def test_route_accepted_opens_the_bridge_and_tells_the_caller() -> None:
+    channel = FakeChannel(plan_to_json(plan()), "1")
+    assert await run_route(channel) == [(ON_CALLER, "hungup"), (ON_CALLER, "accepted"),
+                                        ("KINLINE_ACCEPT", "accepted")]
+    assert channel.streamed[0] == "kinline/en/callee-intro" and channel.streamed[-1] == "kinline/en/accept-menu"
+
+
+@pytest.mark.parametrize(("key", "outcome", "farewell"), [("2", "declined", "accept-declined"),
+                                                          (None, "declined", "accept-declined"),
+                                                          ("9", "blocked", "accept-blocked")])
+async def test_route_other_outcomes_keep_the_bridge_shut(key: str | None, outcome: str, farewell: str) -> None:
+    channel = FakeChannel(plan_to_json(plan()), key)
+    assert await run_route(channel) == [(ON_CALLER, "hungup"), (ON_CALLER, outcome)]
+    assert channel.streamed[-1] == f"kinline/en/{farewell}"
+
+
+async def test_route_a_hangup_in_the_menu_leaves_the_caller_a_no() -> None:
+    channel = FakeChannel(plan_to_json(plan()), "hangup")
+    assert await run_route(channel) == [(ON_CALLER, "hungup")]
+
+
+@pytest.mark.parametrize("case", ["no plan", "caller pays", "other call", "no account", "no arguments",
+                                  "no relatives' store"])
+async def test_route_fails_closed_without_a_relative_paid_plan_and_account(case: str) -> None:
+    text = {"no plan": None, "caller pays": plan_to_json(replace(plan(), payer="caller"))}.get(
+        case, plan_to_json(plan()))
+    store = Store()
+    if case == "no account":
+        store.balances.clear()
+    args = () if case == "no arguments" else (CALLER, "u1-2" if case == "other call" else "u1-1")
+    channel = FakeChannel(text, "1")
+    if case == "no relatives' store":
+        route = make_accept(cast(CallDeps, SimpleNamespace(calls=SimpleNamespace(directory=store, relatives=None))))
+        env = AgiEnvironment("accept", "u2", "PJSIP/trunk-00000002", "en", "", "s", "kinline-accept", (CALLER, "u1-1"))
+        await route(cast(AgiChannel, channel), env)
+    else:
+        await run_route(channel, store, args)
+    assert channel.set == [] and channel.streamed == []  # nothing said, nothing set: not accepted
