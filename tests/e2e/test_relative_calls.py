@@ -197,8 +197,8 @@ async def test_one_accepts_the_relative_pays_to_the_kopeck_and_the_inmate_hears_
     assert tone_share(tmp_path / "inmate.wav", 0, 3) < 0.05  # the IVR's own greeting is not a 425 Hz tone
 
 
-@pytest.mark.parametrize("key", ["2", None], ids=["two", "silence"])
-async def test_two_or_silence_declines_and_nothing_is_billed(
+@pytest.mark.parametrize("key", ["2", None, "hangup"], ids=["two", "silence", "hangup"])
+async def test_two_silence_or_a_hangup_declines_and_nothing_is_billed(
     e2e: E2E, ami: AmiWatch, store: RedisStore, terminal: object, relative: SipAgent, key: str | None
 ) -> None:
     card = await new_card(store, "open", CARD_BALANCE)
@@ -206,7 +206,9 @@ async def test_two_or_silence_declines_and_nothing_is_billed(
     term = await dial_relative(terminal, card, phone)
     leg = await menu(ami, term)
     asked = time.monotonic()
-    if key is not None:
+    if key == "hangup":
+        await relative.send("hangup")  # free: the menu time is never billed
+    elif key is not None:
         await press(relative, key)
     await term.prompt("call-declined", timeout=40)
     if key is None:
@@ -216,7 +218,7 @@ async def test_two_or_silence_declines_and_nothing_is_billed(
     await term.hangup_cause()
 
     assert "BridgeEnter" not in ami.of(term.uid)
-    assert heard(ami, leg)[-2:] == ["accept-menu", "accept-declined"]
+    assert heard(ami, leg)[-1] == ("accept-menu" if key == "hangup" else "accept-declined")
     cdr = await call_record(store, card)
     assert (cdr.dial_status, cdr.payer, cdr.answered_s, cdr.billed_s, cdr.amount) == ("ANSWER", "callee", 0, 0, 0)
     assert await rel.balance(phone) == RELATIVE_BALANCE
