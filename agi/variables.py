@@ -58,6 +58,8 @@ def accept_on(caller_channel: str) -> str:
 
 # The caller's call plan, read from the relative's leg (GET FULL VARIABLE on the caller's channel).
 PLAN_EXPR = f"${{{PLAN}}}"
+# Who hung up a channel (its own name when its SIP far end sent BYE): read on the caller from the relative's leg.
+HANGUP_SOURCE_EXPR = "${CHANNEL(hangupsource)}"
 
 # Set by Asterisk's Dial().
 DIALSTATUS = "DIALSTATUS"

@@ -12,6 +12,7 @@ the adapter bridge, which starts billing: the menu time is free.
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from enum import Enum
 from typing import Protocol
@@ -34,6 +35,7 @@ class Outcome(Enum):
     DECLINED = "declined"  # key 2, no key in time, or too many other keys
     BLOCKED = "blocked"  # key 9: calls from this card are refused until the relative unblocks
     HUNG_UP = "hungup"  # the relative hung up during the menu (the adapter sees it)
+    CALLER_GONE = "callergone"  # the inmate hung up meanwhile: nobody to connect
 
     @property
     def bridges(self) -> bool:
@@ -111,18 +113,35 @@ class AcceptMenu:
             raise OfferError(f"call {plan.call_id}: card, facility or the relative's account is missing")
         return Offer(plan, facility, card.language, balance + plan.reserved)
 
-    async def run(self, relative: Caller, offer: Offer, facility_item: str, name_item: str | None) -> Outcome:
+    async def run(self, relative: Caller, offer: Offer, facility_item: str, name_item: str | None,
+                  inmate_waits: Callable[[], Awaitable[bool]] | None = None) -> Outcome:
         """Say the offer and the menu until a decision (at most MENU_ROUNDS times).
 
+        ``inmate_waits`` says whether the inmate is still on the line: asked
+        before each announcement, before the menu and before accepting
+        (CALLER_GONE when not).
         The relative hears the decision's last words from ``farewell``, after
         the adapter has recorded it (a hangup then changes nothing)."""
         relative.set_language(offer.language)
         call_id = offer.plan.call_id
+
+        async def gone() -> bool:
+            if inmate_waits is None or await inmate_waits():
+                return False
+            log.info("[%s] the inmate hung up during the relative's menu", call_id)
+            return True
+
         for _ in range(MENU_ROUNDS):
+            if await gone():
+                return Outcome.CALLER_GONE
             await relative.play(offer.announcement(facility_item, name_item))
+            if await gone():
+                return Outcome.CALLER_GONE
             entry = await relative.ask(p.ACCEPT_MENU, 1, MENU_TIMEOUT_MS)
             key = entry.digits[:1]
             if key == ACCEPT:
+                if await gone():
+                    return Outcome.CALLER_GONE
                 log.info("[%s] the relative accepted", call_id)
                 return Outcome.ACCEPTED
             if key == DECLINE:

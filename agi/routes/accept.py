@@ -48,7 +48,7 @@ def make_accept(deps: CallDeps) -> Route:
         relative = AgiCaller(channel, offer.language)
         try:
             outcome = await menu.run(relative, offer, await deps.facility_name(offer.facility),
-                                    deps.name_item(plan.inmate_id))
+                                     deps.name_item(plan.inmate_id), lambda: _inmate_waits(channel, caller_channel))
         except AgiHangup:
             channel.log.info("call %s: the relative hung up during the menu", call_id)
             return
@@ -57,7 +57,7 @@ def make_accept(deps: CallDeps) -> Route:
             await channel.set_variable(v.ACCEPT, outcome.value)
             channel.log.info("call %s: accepted, bridging", call_id)
             return
-        channel.log.info("call %s: %s by the relative", call_id, outcome.value)
+        channel.log.info("call %s: not connected (%s)", call_id, outcome.value)
         await menu.farewell(relative, outcome)
 
     return accept
@@ -69,3 +69,11 @@ async def _caller_plan(channel: AgiChannel, caller_channel: str) -> CallPlan | N
     if result.result != 1 or not result.data:
         return None
     return plan_from_json(result.data)
+
+
+async def _inmate_waits(channel: AgiChannel, caller_channel: str) -> bool:
+    """Is the inmate's channel still there and not hung up? chan_pjsip names
+    the channel itself as its hangup source when its far end (the terminal)
+    sent BYE; Dial waits for this gosub before it notices."""
+    result = await channel.command("GET FULL VARIABLE", v.HANGUP_SOURCE_EXPR, caller_channel)
+    return result.result == 1 and result.data != caller_channel

@@ -228,6 +228,26 @@ async def test_two_silence_or_a_hangup_declines_and_nothing_is_billed(
     await assert_card_untouched(store, card, CARD_BALANCE)
 
 
+async def test_the_inmate_hanging_up_during_the_menu_cuts_the_relative_before_the_keys(
+    e2e: E2E, ami: AmiWatch, store: RedisStore, terminal: object, relative: SipAgent
+) -> None:
+    card = await new_card(store, "open", CARD_BALANCE)
+    phone, rel = await paying_relative(store, card)
+    term = await dial_relative(terminal, card, phone)
+    dial = await ami.wait_for("DialBegin", lambda m: m.get("Uniqueid") == term.uid, timeout=30)
+    leg = dial.get("DestUniqueid")
+    await ami.wait_new("AGIExecStart", lambda m: m.get("Uniqueid") == leg
+                       and '"kinline/en/callee-intro"' in m.get("Command"), timeout=30)
+    await term.agent.send("hangup")  # the inmate gives up while the relative hears the offer
+    await relative.ended(timeout=40)  # hung up by Kinline after the announcement
+    assert "accept-menu" not in heard(ami, leg)  # never asked for a key nobody could use
+    assert "BridgeEnter" not in ami.of(term.uid)
+    cdr = await call_record(store, card)
+    assert (cdr.dial_status, cdr.payer, cdr.answered_s, cdr.amount) == ("ANSWER", "callee", 0, 0)
+    assert await rel.balance(phone) == RELATIVE_BALANCE
+    await assert_card_untouched(store, card, CARD_BALANCE)
+
+
 async def test_nine_blocks_and_the_next_01_call_is_refused_with_the_reason(
     e2e: E2E, ami: AmiWatch, store: RedisStore, terminal: object, relative: SipAgent
 ) -> None:

@@ -198,14 +198,18 @@ CALLER = "PJSIP/term-open-00000001"
 class FakeChannel:
     """The relative's leg as the route sees it: the caller's plan, prompts, keys."""
 
-    def __init__(self, plan_text: str | None, *keys: str | None) -> None:
+    def __init__(self, plan_text: str | None, *keys: str | None, inmate_left_after: int = 99) -> None:
         self.plan_text = plan_text
+        self.checks_left = inmate_left_after  # the inmate is there for this many checks
         self.keys = list(keys)
         self.set: list[tuple[str, str]] = []
         self.streamed: list[str] = []
         self.log = logging.LoggerAdapter(logging.getLogger("test"), {})
 
     async def command(self, *words: str | int, timeout: float | None = None) -> AgiResult:
+        if words == ("GET FULL VARIABLE", "${CHANNEL(hangupsource)}", CALLER):
+            self.checks_left -= 1
+            return AgiResult("1", "" if self.checks_left >= 0 else CALLER)
         assert words == ("GET FULL VARIABLE", "${KINLINE_PLAN}", CALLER)
         return AgiResult("0") if self.plan_text is None else AgiResult("1", self.plan_text)
 
@@ -284,3 +288,29 @@ async def test_route_fails_closed_without_a_relative_paid_plan_and_account(case:
     else:
         await run_route(channel, store, args)
     assert channel.set == [] and channel.streamed == []  # nothing said, nothing set: not accepted
+
+
+@pytest.mark.parametrize(("left_after", "asked"), [(0, False), (1, False), (2, True)])
+async def test_route_the_inmate_gone_before_the_offer_the_menu_or_the_key_is_never_bridged(
+        left_after: int, asked: bool) -> None:
+    channel = FakeChannel(plan_to_json(plan()), "1", inmate_left_after=left_after)
+    assert await run_route(channel) == [(ON_CALLER, "hungup"), (ON_CALLER, "callergone")]
+    assert bool(channel.streamed) is (left_after > 0)  # gone before the offer: nothing said
+    assert ("kinline/en/accept-menu" in channel.streamed) is asked  # gone before the menu: no 10 s wait
+
+
+@pytest.mark.parametrize(("present_checks", "rounds"), [(0, 0), (1, 0), (2, 1), (3, 1), (4, 2)])
+async def test_the_inmate_hanging_up_stops_the_menu(present_checks: int, rounds: int) -> None:
+    store = Store()
+    menu = AcceptMenu(store, store)
+    relative = Relative("0", "0", "1")
+    checks = 0
+
+    async def inmate_waits() -> bool:
+        nonlocal checks
+        checks += 1
+        return checks <= present_checks
+
+    outcome = await menu.run(relative, await menu.offer(plan()), FACILITY_ITEM, NAME_ITEM, inmate_waits)
+    assert outcome is Outcome.CALLER_GONE and not outcome.bridges
+    assert len(relative.asked) == rounds
