@@ -221,6 +221,7 @@ async def test_two_silence_or_a_hangup_declines_and_nothing_is_billed(
     assert heard(ami, leg)[-1] == ("accept-menu" if key == "hangup" else "accept-declined")
     cdr = await call_record(store, card)
     assert (cdr.dial_status, cdr.payer, cdr.answered_s, cdr.billed_s, cdr.amount) == ("ANSWER", "callee", 0, 0, 0)
+    assert cdr.credit_reason == "" and cdr.connected_at is None  # never connected: not a "drop" either
     assert await rel.balance(phone) == RELATIVE_BALANCE
     held = movements(await rel.entries(phone))[0][1]
     assert movements(await rel.entries(phone)) == [("reserve", held, card), ("charge", 0, card),
