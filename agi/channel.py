@@ -125,6 +125,11 @@ class AgiChannel:
         result = await self.command("STREAM FILE", name, escape_digits, timeout=120)
         return chr(result.result) if result.result > 0 else ""
 
+    async def wait_for_digit(self, timeout_ms: int) -> str:
+        """The next key within ``timeout_ms``, or '' (Asterisk's WAIT FOR DIGIT)."""
+        result = await self.command("WAIT FOR DIGIT", timeout_ms, timeout=timeout_ms / 1000)
+        return chr(result.result) if result.result > 0 else ""
+
     async def get_data(self, prompt: str, timeout_ms: int, max_digits: int) -> tuple[str, bool]:
         """Play ``prompt`` and collect digits until ``#``, ``max_digits`` or timeout.
 

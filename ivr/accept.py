@@ -26,6 +26,7 @@ from ivr.relatives import CardSettings
 log = logging.getLogger(__name__)
 
 MENU_TIMEOUT_MS = 10_000
+KEY_GAP_MS = 1  # after the announcement, straight on to the menu
 MENU_ROUNDS = 3  # the announcement is said at most this many times, then the call is declined
 ACCEPT, DECLINE, BLOCK, REPEAT = "1", "2", "9", "0"
 
@@ -134,10 +135,14 @@ class AcceptMenu:
         for _ in range(MENU_ROUNDS):
             if await gone():
                 return Outcome.CALLER_GONE
-            await relative.play(offer.announcement(facility_item, name_item))
-            if await gone():
-                return Outcome.CALLER_GONE
-            entry = await relative.ask(p.ACCEPT_MENU, 1, MENU_TIMEOUT_MS)
+            # A key during the announcement counts (a relative who knows the
+            # menu need not hear it all to the end); else the menu, and its wait.
+            said = offer.announcement(facility_item, name_item)
+            entry = await relative.ask(said[-1], 1, KEY_GAP_MS, preamble=said[:-1])
+            if not entry.digits:
+                if await gone():
+                    return Outcome.CALLER_GONE
+                entry = await relative.ask(p.ACCEPT_MENU, 1, MENU_TIMEOUT_MS)
             key = entry.digits[:1]
             if key == ACCEPT:
                 if await gone():

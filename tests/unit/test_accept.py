@@ -30,8 +30,9 @@ NAME_ITEM = "file:names/i1"
 class Relative:
     """The called party: keys typed at each ask (None = no key in time)."""
 
-    def __init__(self, *keys: str | None) -> None:
+    def __init__(self, *keys: str | None, early: Sequence[str] = ()) -> None:
         self.keys = list(keys)
+        self.early = list(early)  # keys typed during the announcement
         self.played: list[str] = []
         self.asked: list[tuple[str, int, int]] = []
         self.language = "?"
@@ -42,7 +43,13 @@ class Relative:
     async def play(self, items: Sequence[str]) -> None:
         self.played.extend(items)
 
-    async def ask(self, item: str, max_digits: int, timeout_ms: int) -> Entry:
+    async def ask(self, item: str, max_digits: int, timeout_ms: int, preamble: Sequence[str] = ()) -> Entry:
+        self.played.extend(preamble)
+        if item != p.ACCEPT_MENU:  # the announcement: a key typed during it, if scripted
+            self.played.append(item)
+            if self.early:
+                return Entry(self.early.pop(0), False)
+            return Entry("", True)
         self.asked.append((item, max_digits, timeout_ms))
         key = self.keys.pop(0) if self.keys else None
         return Entry("", True) if key is None else Entry(key, False)
@@ -222,6 +229,8 @@ class FakeChannel:
 
     async def get_data(self, prompt: str, timeout_ms: int, max_digits: int) -> tuple[str, bool]:
         self.streamed.append(prompt)
+        if not prompt.endswith("accept-menu"):  # the announcement's last words: no key typed early
+            return "", True
         key = self.keys.pop(0) if self.keys else None
         if key == "hangup":
             raise AgiHangup("channel hung up")
@@ -314,3 +323,12 @@ async def test_the_inmate_hanging_up_stops_the_menu(present_checks: int, rounds:
     outcome = await menu.run(relative, await menu.offer(plan()), FACILITY_ITEM, NAME_ITEM, inmate_waits)
     assert outcome is Outcome.CALLER_GONE and not outcome.bridges
     assert len(relative.asked) == rounds
+
+
+async def test_a_key_during_the_announcement_decides_without_the_menu() -> None:
+    store = Store()
+    menu = AcceptMenu(store, store)
+    relative = Relative(early=["1"])
+    outcome = await menu.run(relative, await menu.offer(plan()), FACILITY_ITEM, NAME_ITEM)
+    assert outcome is Outcome.ACCEPTED
+    assert relative.asked == []  # the menu was not said, nothing waited for

@@ -47,7 +47,8 @@ class FakeCaller:
     async def play(self, items: Sequence[str]) -> None:
         self.played.extend(items)
 
-    async def ask(self, item: str, max_digits: int, timeout_ms: int) -> Entry:
+    async def ask(self, item: str, max_digits: int, timeout_ms: int, preamble: Sequence[str] = ()) -> Entry:
+        self.played.extend(preamble)
         self.asked.append(item)
         if not self.entries:
             return Entry("", True)

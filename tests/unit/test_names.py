@@ -80,8 +80,8 @@ class Terminal:
     async def play(self, items: Sequence[str]) -> None:
         self.played.extend(items)
 
-    async def ask(self, item: str, max_digits: int, timeout_ms: int) -> Entry:
-        assert (item, max_digits, timeout_ms) == (p.NAME_CONFIRM, 1, 10_000)
+    async def ask(self, item: str, max_digits: int, timeout_ms: int, preamble: Sequence[str] = ()) -> Entry:
+        assert (item, max_digits, timeout_ms, tuple(preamble)) == (p.NAME_CONFIRM, 1, 10_000, ())
         key = self.keys.pop(0) if self.keys else None
         return Entry(key or "", key is None)
 
