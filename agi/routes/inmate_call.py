@@ -69,7 +69,11 @@ async def plan_and_dial(channel: AgiChannel, caller: AgiCaller, deps: CallDeps, 
                      plan.route_kind, attempt, plan.max_s, plan.reserved,
                      "recorded" if plan.record else "privileged, not recorded")
     facility = session.facility
-    intro = [p.CALLEE_INTRO, await deps.facility_name(facility), p.CALL_RECORDED]
+    # Who calls (the facility, the inmate's recorded name once there is one) and,
+    # when it is true, that the call is recorded (a privileged call is not).
+    name = deps.name_item(session.inmate.id)
+    intro = [p.CALLEE_INTRO, await deps.facility_name(facility), *([name] if name else []),
+             *([p.CALL_RECORDED] if plan.record else [])]
     chroot_path, _ = deps.recording(plan.call_id)
     await channel.set_variable(v.NUMBER, plan.e164)
     await channel.set_variable(v.RING_S, RING_S)

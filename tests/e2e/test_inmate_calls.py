@@ -15,6 +15,7 @@ import pytest
 
 from ami.protocol import AmiMessage
 from ivr.model import AllowedNumber, CardStatus, Inmate, InmateStatus
+from ivr.recordings import name_sound
 from store.redis_store import RedisStore
 from tests.e2e.conftest import E2E, give_name
 from tests.e2e.harness import AmiWatch, SipAgent
@@ -156,16 +157,19 @@ async def test_good_call_is_connected_recorded_and_billed_exactly(
     assert cdr.connected_at is not None and cdr.ended_at is not None
     assert cdr.started_at < cdr.connected_at < cdr.ended_at
     assert abs((cdr.ended_at - cdr.connected_at).total_seconds() - cdr.answered_s) <= 1
-    # Before the bridge the relative heard the introduction: who calls, and the recording notice.
+    # Before the bridge the relative heard the introduction: who calls (the facility,
+    # the inmate's recorded name), and the recording notice.
     with messages.open("rb") as fh:
         fh.seek(log_start)
         log = fh.read().decode("utf-8", "replace")
     callee = _dials(ami, term.uid)[0].get("DestChannel")
     heard = [line.split("Playing '")[1].split("'")[0].rsplit(".", 1)[0] for line in log.splitlines()
              if f"<{callee}>" in line and "Playing '" in line]
-    assert len(heard) == 3
-    assert heard[0] == "kinline/en/callee-intro" and heard[2] == "kinline/en/call-recorded"
+    assert len(heard) == 4
+    assert heard[0] == "kinline/en/callee-intro" and heard[3] == "kinline/en/call-recorded"
     assert heard[1].startswith("kinline/en/facility/")
+    inmate = (await store.card(card)).inmate_id  # type: ignore[union-attr]
+    assert heard[2] == name_sound(inmate)
     assert (await store.card(card)).balance == 10_000 - 509  # type: ignore[union-attr]
     # One file per call, its hash in the record.
     host_file = e2e.config.path("recordings", Path(cdr.recording_path).name)
@@ -329,6 +333,8 @@ async def test_call_is_cut_at_its_limit_after_the_warning(
 async def test_privileged_number_is_not_recorded(
     e2e: E2E, ami: AmiWatch, store: RedisStore, call_in: object, relative: SipAgent
 ) -> None:
+    messages = e2e.config.path("logs", "asterisk", "messages.log")
+    log_start = messages.stat().st_size
     card, term = await dial_through(store, call_in, LAWYER)
     await term.bridged()
     await asyncio.sleep(1)
@@ -338,6 +344,13 @@ async def test_privileged_number_is_not_recorded(
     records = await store.call_records(card)
     assert len(records) == 1
     assert records[0].recording_path == "" and records[0].recording_sha256 == ""
+    # The lawyer is not told the call is recorded (it is not).
+    callee = _dials(ami, term.uid)[0].get("DestChannel")
+    with messages.open("rb") as fh:
+        fh.seek(log_start)
+        played = [line for line in fh.read().decode("utf-8", "replace").splitlines()
+                  if f"<{callee}>" in line and "Playing '" in line]
+    assert played and not any("call-recorded" in line for line in played)
     assert not any(m.event == "Newexten" and m.get("Application") == "MixMonitor"
                    and m.get("Uniqueid") == term.uid for m in ami.events)
     assert not list(e2e.config.path("recordings").glob(f"{records[0].call_id}*"))
