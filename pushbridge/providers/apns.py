@@ -30,16 +30,16 @@ from typing import Any
 import httpx
 import jwt
 
-from pushbridge.providers.base import Clock, Device, Platform, PushResult, Wake
+from pushbridge.providers.base import Clock, Device, Wake
 from pushbridge.providers.errors import PushConfigError
 from pushbridge.providers.retry import (
     Answer,
     Backoff,
     Delivered,
     Fail,
+    HttpPushProvider,
     InvalidToken,
     Retry,
-    deliver,
     retry_after_seconds,
 )
 
@@ -96,7 +96,10 @@ class ProviderToken:
         return True
 
 
-class ApnsProvider:
+class ApnsProvider(HttpPushProvider):
+    NAME = "APNs"
+    PLATFORM = "apns-voip"
+
     def __init__(
         self,
         key: SigningKey,
@@ -110,19 +113,7 @@ class ApnsProvider:
         self._base = base_url.rstrip("/")
         self._token = ProviderToken(key, clock=clock, refresh_after=refresh_after)
         # HTTP/2 only: ALPN h2 over TLS, prior knowledge over cleartext (the local fake).
-        self._client = client or httpx.AsyncClient(http1=False, http2=True, timeout=10.0)
-        self._clock = clock
-        self._backoff = backoff or Backoff()
-
-    @property
-    def platform(self) -> Platform:
-        return "apns-voip"
-
-    async def aclose(self) -> None:
-        await self._client.aclose()
-
-    async def send(self, device: Device, wake: Wake) -> PushResult:
-        return await deliver("APNs", self._attempt, device, wake, clock=self._clock, backoff=self._backoff)
+        super().__init__(client or httpx.AsyncClient(http1=False, http2=True, timeout=10.0), clock, backoff)
 
     def request(self, device: Device, wake: Wake) -> tuple[str, dict[str, str], dict[str, Any]]:
         headers = {

@@ -25,16 +25,16 @@ import httpx
 import jwt
 
 from pushbridge.providers.auth import CachedToken, oauth_token
-from pushbridge.providers.base import Clock, Device, Platform, PushResult, Wake
+from pushbridge.providers.base import Clock, Device, Wake
 from pushbridge.providers.errors import PushConfigError
 from pushbridge.providers.retry import (
     Answer,
     Backoff,
     Delivered,
     Fail,
+    HttpPushProvider,
     InvalidToken,
     Retry,
-    deliver,
     retry_after_seconds,
 )
 
@@ -76,7 +76,10 @@ class ServiceAccount:
         return jwt.encode(claims, self.private_key, algorithm="RS256", headers=headers)
 
 
-class FcmProvider:
+class FcmProvider(HttpPushProvider):
+    NAME = "FCM"
+    PLATFORM = "fcm"
+
     def __init__(
         self,
         account: ServiceAccount,
@@ -87,23 +90,11 @@ class FcmProvider:
         clock: Clock = time.time,
         backoff: Backoff | None = None,
     ) -> None:
+        super().__init__(client or httpx.AsyncClient(timeout=10.0), clock, backoff)
         self._account = account
         self._send_url = f"{base_url.rstrip('/')}/v1/projects/{account.project_id}/messages:send"
         self._token_url = token_url or account.token_uri
-        self._client = client or httpx.AsyncClient(timeout=10.0)
-        self._clock = clock
-        self._backoff = backoff or Backoff()
         self._token = CachedToken("FCM", self._fetch_token, clock=clock)
-
-    @property
-    def platform(self) -> Platform:
-        return "fcm"
-
-    async def aclose(self) -> None:
-        await self._client.aclose()
-
-    async def send(self, device: Device, wake: Wake) -> PushResult:
-        return await deliver("FCM", self._attempt, device, wake, clock=self._clock, backoff=self._backoff)
 
     def message(self, device: Device, wake: Wake) -> dict[str, Any]:
         return {"message": {

@@ -23,16 +23,16 @@ from typing import Any
 import httpx
 
 from pushbridge.providers.auth import CachedToken, oauth_token
-from pushbridge.providers.base import Clock, Device, Platform, PushResult, Wake
+from pushbridge.providers.base import Clock, Device, Wake
 from pushbridge.providers.errors import PushConfigError
 from pushbridge.providers.retry import (
     Answer,
     Backoff,
     Delivered,
     Fail,
+    HttpPushProvider,
     InvalidToken,
     Retry,
-    deliver,
     retry_after_seconds,
 )
 
@@ -60,7 +60,10 @@ class HmsApp:
         return cls(app_id, secret)
 
 
-class HmsProvider:
+class HmsProvider(HttpPushProvider):
+    NAME = "HMS"
+    PLATFORM = "hms"
+
     def __init__(
         self,
         app: HmsApp,
@@ -71,23 +74,11 @@ class HmsProvider:
         clock: Clock = time.time,
         backoff: Backoff | None = None,
     ) -> None:
+        super().__init__(client or httpx.AsyncClient(timeout=10.0), clock, backoff)
         self._app = app
         self._send_url = f"{base_url.rstrip('/')}/v1/{app.app_id}/messages:send"
         self._token_url = token_url
-        self._client = client or httpx.AsyncClient(timeout=10.0)
-        self._clock = clock
-        self._backoff = backoff or Backoff()
         self._token = CachedToken("HMS", self._fetch_token, clock=clock)
-
-    @property
-    def platform(self) -> Platform:
-        return "hms"
-
-    async def aclose(self) -> None:
-        await self._client.aclose()
-
-    async def send(self, device: Device, wake: Wake) -> PushResult:
-        return await deliver("HMS", self._attempt, device, wake, clock=self._clock, backoff=self._backoff)
 
     def message(self, device: Device, wake: Wake) -> dict[str, Any]:
         return {"validate_only": False, "message": {

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import httpx
 
-from pushbridge.providers.base import Clock, Device, Outcome, PushResult, Wake
+from pushbridge.providers.base import Clock, Device, Outcome, Platform, PushResult, Wake
 from pushbridge.providers.errors import AuthError
 
 log = logging.getLogger(__name__)
@@ -126,3 +126,29 @@ def _failed(provider: str, device: Device, wake: Wake, started: float, tries: in
     log.warning("call %s: %s push %s to %s failed after %d tries: %s",
                 wake.call_id, provider, wake.kind, device, tries, reason)
     return PushResult(device, Outcome.FAILED, tries, reason, "", time.monotonic() - started)
+
+
+class HttpPushProvider:
+    """What the providers share: an HTTP client, a clock, the backoff, and
+    ``send`` = ``deliver`` over the subclass's one ``_attempt``."""
+
+    NAME = ""  # in logs and results: "FCM", "APNs", "HMS"
+    PLATFORM: Platform
+
+    def __init__(self, client: httpx.AsyncClient, clock: Clock, backoff: Backoff | None) -> None:
+        self._client = client
+        self._clock = clock
+        self._backoff = backoff or Backoff()
+
+    @property
+    def platform(self) -> Platform:
+        return self.PLATFORM
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    async def send(self, device: Device, wake: Wake) -> PushResult:
+        return await deliver(self.NAME, self._attempt, device, wake, clock=self._clock, backoff=self._backoff)
+
+    async def _attempt(self, device: Device, wake: Wake, timeout: float) -> Answer:
+        raise NotImplementedError
