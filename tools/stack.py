@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import hashlib
+import json
 import os
 import shlex
 import signal
@@ -27,7 +28,8 @@ from tools.asterisk_conf import asterisk_ids, write_generated
 from tools.config import POSTGRES_DB, POSTGRES_USER, REDIS_USER, REPO, StackConfig, load_config, load_secrets
 from tools.prompts import generate as generate_prompts
 
-SERVICES = ("redis", "postgres", "history", "api", "agi", "asterisk", "guard", "reconciler")
+# The push bridge follows Asterisk: it listens to its AMI contact events.
+SERVICES = ("redis", "postgres", "history", "api", "agi", "asterisk", "pushbridge", "guard", "reconciler")
 # Asterisk drops root for the root's (Debian package's) own "asterisk" user.
 ASTERISK_COMMAND = ["/usr/sbin/asterisk", "-f", "-n", "-U", "asterisk", "-G", "asterisk",
                     "-C", "/etc/asterisk/asterisk.conf"]
@@ -198,6 +200,9 @@ def start_service(config: StackConfig, name: str) -> None:
     elif name == "asterisk":
         _spawn(config, name, asterisk_argv(config))
         wait_asterisk_booted(config)
+    elif name == "pushbridge":
+        _spawn(config, name, pushbridge_argv(config))
+        wait_pushbridge(config)
     elif name == "guard":
         _spawn(config, name, guard_argv(config))
         wait_guard(config)
@@ -301,6 +306,30 @@ def guard_argv(config: StackConfig) -> list[str]:
     """The SIP guard; AMI credentials from $KINLINE_AMI_USER / $KINLINE_AMI_SECRET."""
     return [sys.executable, "-m", "guard.main", "--ami-host", config.host, "--ami-port", str(config.ami_port),
             "--sip-port", str(config.sip_port)]
+
+
+def pushbridge_argv(config: StackConfig) -> list[str]:
+    """The push bridge; Redis, PostgreSQL and the read-only AMI user from the environment, and
+    its [push] config from $KINLINE_PUSH_CONFIG if set (none: pushes disabled, it says so)."""
+    return [sys.executable, "-m", "pushbridge.main", "--ami-host", config.host, "--ami-port", str(config.ami_port)]
+
+
+def wait_pushbridge(config: StackConfig, timeout: float = 15.0) -> None:
+    """The bridge is ready when its alive key says it is logged in to AMI."""
+    import redis
+
+    client = redis.Redis.from_url(config.redis_url, socket_timeout=2, socket_connect_timeout=2)
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline and _pid(config, "pushbridge") is not None:
+            with contextlib.suppress(redis.RedisError, ValueError):
+                alive = client.get("kl:pushbridge:alive")
+                if alive and json.loads(alive).get("ami") is True:
+                    return
+            time.sleep(0.1)
+    finally:
+        client.close()
+    raise StackError(f"the push bridge did not come up (see {config.path('logs', 'pushbridge.log')})")
 
 
 def wait_guard(config: StackConfig, timeout: float = 15.0) -> None:
