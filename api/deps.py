@@ -8,14 +8,25 @@ from dataclasses import dataclass
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from api.contacts import Reachability
 from api.payments import PaymentProvider
 from history.queries import History
 from ivr.ports import Idempotency, LoginCodes, RelativeAccounts, SmsSender
 from ivr.relatives import CODES_PER_CLIENT_HOUR, token_hash
+from store.devices import DeviceStore
 
 log = logging.getLogger(__name__)
 
 _bearer = HTTPBearer(auto_error=False)
+
+
+@dataclass(frozen=True)
+class AppSip:
+    """The apps' SIP door, as the app must reach it (the API tells it with its credentials)."""
+
+    host: str
+    port: int
+    transport: str = "udp"
 
 
 @dataclass(frozen=True)
@@ -28,6 +39,9 @@ class ApiDeps:
     webhook_secret: str
     codes_per_client_hour: int = CODES_PER_CLIENT_HOUR  # POST /v1/auth/code from one address
     history: History | None = None  # PostgreSQL: calls and the ledger beyond Redis' recent entries
+    devices: DeviceStore | None = None  # PostgreSQL: app devices and their SIP accounts (PJSIP realtime)
+    app_sip: AppSip | None = None  # where apps register
+    contacts: Reachability | None = None  # Asterisk: which devices are reachable now
 
 
 def get_deps(request: Request) -> ApiDeps:

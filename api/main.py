@@ -17,12 +17,14 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from redis.exceptions import RedisError
 
-from api.deps import ApiDeps
+from api.contacts import AmiReachability
+from api.deps import ApiDeps, AppSip
 from api.payments import FakeProvider
-from api.routes import auth, history, me, money, webhooks
+from api.routes import auth, devices, history, me, money, webhooks
 from api.sms import FileSms
 from history.queries import History, HistoryUnavailable
 from ivr.relatives import CODES_PER_CLIENT_HOUR
+from store.devices import DeviceStore, DevicesUnavailable
 from store.redis_store import connect
 from store.relatives import RelativeStore
 
@@ -33,11 +35,12 @@ def build_app(deps: ApiDeps) -> FastAPI:
     app = FastAPI(title="Kinline relatives' API", version="1", openapi_url="/openapi.json",
                   docs_url=None, redoc_url=None)
     app.state.deps = deps
-    for module in (auth, me, money, webhooks, history):
+    for module in (auth, me, money, webhooks, history, devices):
         app.include_router(module.router())
     app.add_exception_handler(RedisError, _store_down)
     _document_refusals(app)
     app.add_exception_handler(HistoryUnavailable, _store_down)
+    app.add_exception_handler(DevicesUnavailable, _store_down)
     return app
 
 
@@ -78,14 +81,19 @@ def load_webhook_secret(secrets_file: Path) -> str:
 
 
 def build_from(redis_url: str, sms_log: Path, webhook_secret: str,
-               codes_per_client_hour: int = CODES_PER_CLIENT_HOUR, postgres_url: str | None = None) -> FastAPI:
-    """``postgres_url``: the history database (calls, the ledger beyond Redis' recent entries);
-    without it the ledger is Redis' recent entries and /v1/calls answers 503."""
+               codes_per_client_hour: int = CODES_PER_CLIENT_HOUR, postgres_url: str | None = None,
+               app_sip: AppSip | None = None, contacts: AmiReachability | None = None) -> FastAPI:
+    """``postgres_url``: the history database (calls, the ledger beyond Redis' recent entries)
+    and the app devices; without it the ledger is Redis' recent entries and /v1/calls and
+    /v1/app/* answer 503. ``app_sip``: the apps' SIP door; ``contacts``: Asterisk's AMI
+    for the status light (without it the light is never green)."""
     store = RelativeStore(connect(redis_url))
     return build_app(ApiDeps(accounts=store, codes=store, idempotency=store, sms=FileSms(sms_log),
                              provider=FakeProvider(), webhook_secret=webhook_secret,
                              codes_per_client_hour=codes_per_client_hour,
-                             history=History(postgres_url) if postgres_url else None))
+                             history=History(postgres_url) if postgres_url else None,
+                             devices=DeviceStore(postgres_url) if postgres_url else None,
+                             app_sip=app_sip, contacts=contacts))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -104,11 +112,23 @@ def main(argv: list[str] | None = None) -> None:
                         help="login codes one client address may ask for in an hour")
     parser.add_argument("--trusted-proxies", default="127.0.0.1",
                         help="addresses whose X-Forwarded-For names the client (the TLS proxy in front)")
+    parser.add_argument("--app-sip", default=None, metavar="HOST:PORT",
+                        help="the apps' SIP door, given to each app with its credentials")
+    parser.add_argument("--ami", default=None, metavar="HOST:PORT",
+                        help="Asterisk's AMI, asked which devices are reachable ($KINLINE_AMI_STATUS_USER/_SECRET)")
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    app_sip = contacts = None
+    if args.app_sip:
+        host, _, port = args.app_sip.rpartition(":")
+        app_sip = AppSip(host, int(port))
+    status_user = os.environ.get("KINLINE_AMI_STATUS_USER")
+    if args.ami and status_user:
+        host, _, port = args.ami.rpartition(":")
+        contacts = AmiReachability(host, int(port), status_user, os.environ.get("KINLINE_AMI_STATUS_SECRET", ""))
     app = build_from(args.redis_url, args.sms_log, load_webhook_secret(args.secrets), args.codes_per_client,
-                     os.environ.get("KINLINE_POSTGRES_URL") or None)
+                     os.environ.get("KINLINE_POSTGRES_URL") or None, app_sip, contacts)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level.lower(), access_log=False,
                 proxy_headers=True, forwarded_allow_ips=args.trusted_proxies)
 
