@@ -24,6 +24,7 @@ import signal
 import socket
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 import redis.asyncio as aioredis
@@ -32,7 +33,7 @@ from redis.exceptions import RedisError
 from ami.client import AmiClient
 from ami.protocol import AmiMessage
 from pushbridge.contacts import ContactHandler, contact_event
-from pushbridge.devices import PgDirectory
+from pushbridge.devices import DeviceDirectory, PgDirectory
 from pushbridge.inflight import InFlight
 from pushbridge.providers import Platform, PushConfigError, PushProvider, build_providers, load_push_config
 from pushbridge.stream import WakeConsumer
@@ -73,31 +74,24 @@ async def keep_alive(redis: aioredis.Redis, ami: AmiClient, platforms: list[str]
         await asyncio.sleep(ALIVE_EVERY_S)
 
 
-async def serve(args: argparse.Namespace, providers: dict[Platform, PushProvider], redis_url: str,
-                postgres_url: str, ami_user: str, ami_secret: str) -> None:
-    redis = connect(redis_url)
-    directory = PgDirectory(postgres_url)
+async def run_bridge(redis: aioredis.Redis, directory: DeviceDirectory, providers: Mapping[Platform, PushProvider],
+                     ami: AmiClient, stop: asyncio.Event, *, consumer: str, reach_ttl: int = 330) -> None:
+    """Serve wake requests and follow contacts until `stop`; the AMI client is started here
+    (it keeps reconnecting by itself) and closed at the end."""
     inflight = InFlight(clock=time.time)
-    service = WakeService(redis, directory, providers, inflight)
-    consumer = WakeConsumer(redis, service, args.consumer)
-    contacts = ContactHandler(redis, directory, inflight, reach_ttl=args.reach_ttl)
-    # Only the system class: ContactStatus is one of them; call events would only be noise here.
-    ami = AmiClient(args.ami_host, args.ami_port, ami_user, ami_secret, events="system")
+    wakes = WakeConsumer(redis, WakeService(redis, directory, providers, inflight), consumer)
+    contacts = ContactHandler(redis, directory, inflight, reach_ttl=reach_ttl)
     events = ami.subscribe()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
     with contextlib.suppress(TimeoutError):
-        await ami.start(timeout=10)  # not yet: it keeps trying by itself
+        await ami.start(timeout=10)
     if not ami.connected.is_set():
-        log.warning("AMI %s:%d not reachable yet: contacts are published once it is", args.ami_host, args.ami_port)
+        log.warning("AMI %s:%d not reachable yet: contacts are published once it is", ami.host, ami.port)
     helpers = [asyncio.create_task(follow_contacts(events, contacts), name="contacts"),
                asyncio.create_task(keep_alive(redis, ami, sorted(providers)), name="alive")]
-    log.info("push bridge up: consumer %s of kl:wake", args.consumer)
+    log.info("push bridge up: consumer %s of kl:wake", consumer)
     try:
-        await consumer.run(stop)
-        await consumer.drain(timeout=5)
+        await wakes.run(stop)
+        await wakes.drain(timeout=5)
     finally:
         for task in helpers:
             task.cancel()
@@ -105,6 +99,21 @@ async def serve(args: argparse.Namespace, providers: dict[Platform, PushProvider
         with contextlib.suppress(RedisError):
             await redis.delete(ALIVE_KEY)
         await ami.close()
+
+
+async def serve(args: argparse.Namespace, providers: dict[Platform, PushProvider], redis_url: str,
+                postgres_url: str, ami_user: str, ami_secret: str) -> None:
+    redis = connect(redis_url)
+    directory = PgDirectory(postgres_url)
+    # Only the system class: ContactStatus is one of them; call events would only be noise here.
+    ami = AmiClient(args.ami_host, args.ami_port, ami_user, ami_secret, events="system")
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await run_bridge(redis, directory, providers, ami, stop, consumer=args.consumer, reach_ttl=args.reach_ttl)
+    finally:
         for provider in providers.values():
             await provider.aclose()
         await directory.aclose()
