@@ -37,7 +37,7 @@ from tests.component.conftest import _start, _stop
 from tests.component.test_ami_client import SECRET, USER, FakeAmi
 from tests.fakes.push_providers import FakePushServices, Push
 
-PHONE = "79160000000"
+PHONE = "+79160000000"
 STEP_S = 5.0
 
 

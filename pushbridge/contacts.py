@@ -5,8 +5,8 @@ and kept as the device's reachability, with no polling.
     PUBLISH kl:contact:<phone> {"device_id", "uri", "status", "ts"}   (ts: epoch ms)
     kl:reach:<device_id> = the contact URI, TTL `reach_ttl`; deleted when it goes
 
-Created, Reachable and Updated (a re-registration) mean the app can be called;
-Removed and Unreachable that it cannot. The TTL bounds a stale key if the Removed
+Created, Reachable, Updated (a re-registration) and NonQualified mean the app can be
+called; Removed and Unreachable that it cannot; Unknown changes nothing. The TTL bounds a stale key if the Removed
 event was missed (the bridge down): set it a little above the contacts' expiration."""
 
 from __future__ import annotations
@@ -31,7 +31,9 @@ log = logging.getLogger(__name__)
 APP_AOR_PREFIX = "app-"
 CONTACT_CHANNEL = "kl:contact:{phone}"
 REACH_KEY = "kl:reach:{device_id}"
-REACHABLE = frozenset({"Created", "Reachable", "Updated"})
+# Asterisk 22's labels: Created, Updated (core), Reachable, Unreachable, NonQualified (registered,
+# qualify off), Unknown (not yet qualified), Removed (res_pjsip).
+REACHABLE = frozenset({"Created", "Reachable", "Updated", "NonQualified"})
 GONE = frozenset({"Removed", "Unreachable"})
 PHONE_CACHE_MAX = 10_000
 

@@ -62,8 +62,12 @@ def load_providers(path: str) -> dict[Platform, PushProvider]:
 async def follow_contacts(events: asyncio.Queue[AmiMessage], handler: ContactHandler) -> None:
     while True:
         event = contact_event(await events.get())
-        if event is not None:
+        if event is None:
+            continue
+        try:
             await handler.handle(event)
+        except Exception:  # one bad event must not stop the contacts for good
+            log.exception("device %s: contact event %s not handled", event.device_id, event.status)
 
 
 async def keep_alive(redis: aioredis.Redis, ami: AmiClient, platforms: list[str]) -> None:

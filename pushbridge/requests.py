@@ -3,7 +3,7 @@
 One stream entry, all values strings:
 
     call_id   the call's id; the app matches the INVITE by it
-    phone     the relative's number (E.164 digits), whose devices are pushed
+    phone     the relative's number, E.164 with its + (as their account), whose devices are pushed
     caller    what the app shows: the facility's display name
     window_s  seconds the call waits for the app (the ring window)
     kind      wake | cancel (answered elsewhere, the caller hung up, timeout)
@@ -14,6 +14,7 @@ call no longer waits). `wake_fields` builds an entry; `parse_request` checks one
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ WAKE_GROUP = "pushbridge"
 STREAM_MAXLEN = 100_000  # the producer trims (XADD MAXLEN ~): old entries are past their window anyway
 MAX_WINDOW_S = 300.0
 CANCEL_WINDOW_S = 30.0  # how long a provider may keep a cancel push
+E164 = re.compile(r"^\+[1-9][0-9]{6,14}$")  # the relatives' accounts' form
 
 
 @dataclass(frozen=True)
@@ -71,8 +73,8 @@ def parse_request(fields: Mapping[str, str]) -> WakeRequest:
     call_id, phone = text("call_id"), text("phone")
     if len(call_id) > 128 or not call_id.isprintable():
         raise BadRequest(f"call_id {call_id[:40]!r} is not a call id")
-    if not phone.isdigit() or not 5 <= len(phone) <= 15:
-        raise BadRequest(f"phone {phone[:20]!r} is not an E.164 number")
+    if not E164.match(phone):
+        raise BadRequest(f"phone {phone[:20]!r} is not an E.164 number (+ and 7-15 digits)")
     try:
         kind = Kind(text("kind"))
     except ValueError:

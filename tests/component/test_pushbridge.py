@@ -36,7 +36,7 @@ from tests.component.test_ami_client import SECRET, USER, FakeAmi
 from tests.fakes.push_providers import INVALID, FakePushServices, Push, server_error
 
 STEP = 5.0
-PHONE = "79161234567"
+PHONE = "+79161234567"
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -221,13 +221,13 @@ async def test_the_postgresql_directory(pg_url: str, postgres: PostgresServer) -
         await conn.execute(DEVICES_DDL)
         await conn.execute("INSERT INTO devices (phone, platform, token, app_id) VALUES "
                            "($1, 'fcm', 'tok-a', 'org.kinline.app'), ($1, 'apns-voip', 'tok-i', 'org.kinline.app'),"
-                           "($1, 'pager', 'tok-p', 'x'), ('79000000000', 'hms', 'tok-h', '1045')", PHONE)
+                           "($1, 'pager', 'tok-p', 'x'), ('+79000000000', 'hms', 'tok-h', '1045')", PHONE)
         directory = PgDirectory(pg_url)
         try:
             devices = await directory.active_devices(PHONE)
             assert [(d.platform, d.token, d.device_id) for d in devices] == [("fcm", "tok-a", "1"),
                                                                              ("apns-voip", "tok-i", "2")]
-            assert await directory.phone_of("4") == "79000000000"
+            assert await directory.phone_of("4") == "+79000000000"
             assert await directory.phone_of("404") is None
             await directory.deactivate("2", "apns-voip: 410 Unregistered")
             assert [d.token for d in await directory.active_devices(PHONE)] == ["tok-a"]

@@ -26,7 +26,7 @@ from pushbridge.requests import WakeRequest, parse_request, wake_fields
 from pushbridge.wakes import WakeService
 
 STEP = 2.0
-PHONE = "79161234567"
+PHONE = "+79161234567"
 
 
 class MemoryRedis:
@@ -174,7 +174,7 @@ def test_a_request_round_trips_through_its_stream_fields() -> None:
 
 @pytest.mark.parametrize(("change", "why"), [
     ({"call_id": ""}, "call_id missing"),
-    ({"phone": "+7916"}, "not an E.164 number"),
+    ({"phone": "79161234567"}, "not an E.164 number"),
     ({"kind": "ring"}, "not wake or cancel"),
     ({"window_s": "abc"}, "not a number"),
     ({"window_s": "0"}, "outside (0, 300]"),
