@@ -29,6 +29,7 @@ from pushbridge.errors import DirectoryError
 from pushbridge.main import ALIVE_KEY, run_bridge
 from pushbridge.providers import Device, Kind, build_providers, load_push_config
 from pushbridge.requests import WAKE_GROUP, WAKE_STREAM, wake_fields
+from store.devices import DeviceStore
 from store.redis_store import connect
 from tests.component.conftest import RedisServer
 from tests.component.pgserver import PostgresServer, pg_url, postgres  # noqa: F401 (fixtures)
@@ -208,38 +209,32 @@ async def test_pending_entries_of_a_crashed_bridge_are_served_again(flushed: Red
 
 # --- the directory on PostgreSQL -------------------------------------------------------------------
 
-DEVICES_DDL = """CREATE TABLE IF NOT EXISTS devices (
-    id bigserial PRIMARY KEY, phone text NOT NULL, platform text NOT NULL, token text NOT NULL,
-    app_id text NOT NULL, created timestamptz NOT NULL DEFAULT now(), active boolean NOT NULL DEFAULT true,
-    deactivated_reason text)"""
-
-
-async def test_the_postgresql_directory(pg_url: str, postgres: PostgresServer) -> None:  # noqa: F811
+async def test_the_postgresql_directory_reads_the_apis_devices(pg_url: str, postgres: PostgresServer) -> None:  # noqa: F811
+    """Devices registered by the API's own store (store/devices.py: its schema, its rows)."""
     conn = await asyncpg.connect(pg_url)
+    await conn.execute("DROP TABLE IF EXISTS devices, ps_endpoints, ps_auths, ps_aors")
+    api = DeviceStore(pg_url)
+    directory = PgDirectory(pg_url)
     try:
-        await conn.execute("DROP TABLE IF EXISTS devices")
-        await conn.execute(DEVICES_DDL)
-        await conn.execute("INSERT INTO devices (phone, platform, token, app_id) VALUES "
-                           "($1, 'fcm', 'tok-a', 'org.kinline.app'), ($1, 'apns-voip', 'tok-i', 'org.kinline.app'),"
-                           "($1, 'pager', 'tok-p', 'x'), ('+79000000000', 'hms', 'tok-h', '1045')", PHONE)
-        directory = PgDirectory(pg_url)
-        try:
-            devices = await directory.active_devices(PHONE)
-            assert [(d.platform, d.token, d.device_id) for d in devices] == [("fcm", "tok-a", "1"),
-                                                                             ("apns-voip", "tok-i", "2")]
-            assert await directory.phone_of("4") == "+79000000000"
-            assert await directory.phone_of("404") is None
-            await directory.deactivate("2", "apns-voip: 410 Unregistered")
-            assert [d.token for d in await directory.active_devices(PHONE)] == ["tok-a"]
-            row = await conn.fetchrow("SELECT active, deactivated_reason FROM devices WHERE id = 2")
-            assert row is not None
-            assert (row["active"], row["deactivated_reason"]) == (False, "apns-voip: 410 Unregistered")
-            postgres.stop()
-            with pytest.raises(DirectoryError):
-                await directory.active_devices(PHONE)
-        finally:
-            await directory.aclose()
+        android, _ = await api.register(PHONE, "fcm", "tok-android-0123456789", "org.kinline.app")
+        iphone, _ = await api.register(PHONE, "apns-voip", "ab" * 32, "org.kinline.app")
+        other, _ = await api.register("+79000000000", "hms", "tok-huawei-0123456789", "104567890")
+        devices = await directory.active_devices(PHONE)
+        assert sorted((d.platform, d.token, d.app_id, d.device_id) for d in devices) == sorted([
+            ("fcm", "tok-android-0123456789", "org.kinline.app", android.device_id),
+            ("apns-voip", "ab" * 32, "org.kinline.app", iphone.device_id)])
+        assert await directory.phone_of(other.device_id) == "+79000000000"
+        assert await directory.phone_of("0123456789abcdef") is None
+        await directory.deactivate(iphone.device_id, "apns-voip: 410 Unregistered")
+        assert [d.device_id for d in await directory.active_devices(PHONE)] == [android.device_id]
+        [mine] = [d for d in await api.devices(PHONE) if d.device_id == iphone.device_id]
+        assert (mine.active, mine.deactivated_reason) == (False, "apns-voip: 410 Unregistered")
+        postgres.stop()
+        with pytest.raises(DirectoryError):
+            await directory.active_devices(PHONE)
     finally:
+        await directory.aclose()
+        await api.aclose()
         with contextlib.suppress(Exception):
             await conn.close()
         if postgres.proc is None:
