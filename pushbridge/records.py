@@ -77,3 +77,38 @@ async def read_attempts(redis: aioredis.Redis, call_id: str) -> list[AttemptEven
 
 def _text(item: str | bytes) -> str:
     return item.decode() if isinstance(item, bytes) else item
+
+
+@dataclass(frozen=True)
+class DeviceAttempt:
+    """One device's wake, from the call's events: each step's time (epoch ms) or None."""
+
+    device_id: str
+    provider: str
+    push_result: str
+    push_sent_ms: int | None = None
+    contact_ms: int | None = None
+    invite_ms: int | None = None
+    answered_ms: int | None = None
+
+    @property
+    def push_to_contact_ms(self) -> int | None:
+        """The wake latency: push sent -> the app's contact registered."""
+        return None if self.push_sent_ms is None or self.contact_ms is None else self.contact_ms - self.push_sent_ms
+
+
+def per_device(events: list[AttemptEvent]) -> list[DeviceAttempt]:
+    """The call's wake per device, in the order the devices were pushed; each step's first time."""
+    steps = {PUSH_SENT: "push_sent_ms", CONTACT_REGISTERED: "contact_ms", INVITE_SENT: "invite_ms",
+             ANSWERED: "answered_ms"}
+    found: dict[str, dict[str, Any]] = {}
+    for e in events:
+        if not e.device_id or e.event not in steps:
+            continue
+        entry = found.setdefault(e.device_id, {"device_id": e.device_id, "provider": e.provider, "push_result": ""})
+        entry["provider"] = entry["provider"] or e.provider
+        if e.event == PUSH_SENT:
+            entry["push_result"] = e.result
+        entry.setdefault(steps[e.event], e.ms)
+    return sorted((DeviceAttempt(**v) for v in found.values()),
+                  key=lambda d: (d.push_sent_ms is None, d.push_sent_ms or 0))

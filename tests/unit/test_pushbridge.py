@@ -392,3 +392,16 @@ async def test_a_contact_of_a_device_nobody_waits_for_is_published_from_the_dire
     assert unknown is not None and not await handler.handle(unknown)
     assert len(bridge.redis.published) == 1
     assert bridge.redis.values["kl:reach:99"][0] == "sip:app-99@h"  # reachability is kept anyway
+
+
+def test_the_attempts_per_device_give_each_steps_first_time() -> None:
+    E = records.AttemptEvent
+    events = [E(records.REQUEST_READ, 1000), E(records.PUSH_SENT, 1001, "12", "apns-voip", "delivered"),
+              E(records.PUSH_SENT, 1002, "11", "fcm", "failed"), E(records.CONTACT_REGISTERED, 1650, "12", "apns-voip"),
+              E(records.CONTACT_REGISTERED, 1700, "12", "apns-voip"), E(records.INVITE_SENT, 1660, "12"),
+              E(records.ANSWERED, 3000, "12")]
+    iphone, android = records.per_device(events)
+    assert iphone == records.DeviceAttempt("12", "apns-voip", "delivered", 1001, 1650, 1660, 3000)
+    assert iphone.push_to_contact_ms == 649
+    assert android == records.DeviceAttempt("11", "fcm", "failed", 1002)
+    assert android.push_to_contact_ms is None
