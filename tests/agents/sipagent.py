@@ -10,6 +10,11 @@ JSON lines (events) on stdout and reads commands on stdin:
 
 Caller:  sipagent.py call --target sip:100@127.0.0.1:15060 --user U --password P
 Callee:  sipagent.py answer --port 15080 --mode answer|busy|noanswer [--ring 0.5]
+App:     sipagent.py register --registrar sip:127.0.0.1:15070 --user app-... --password P
+         [--expires 300] [--mode ...]: REGISTERs (event "reg" with the final code of each
+         attempt) and answers incoming calls like a callee. More commands:
+    register                        REGISTER again now (a refresh)
+    unregister                      REGISTER with Expires: 0
 """
 
 from __future__ import annotations
@@ -75,6 +80,9 @@ class Account(pj.Account):  # type: ignore[misc]
         super().__init__()
         self.agent = agent
 
+    def onRegState(self, prm: Any) -> None:
+        emit("reg", code=int(prm.code), reason=prm.reason, expiration=int(prm.expiration))
+
     def onIncomingCall(self, prm: Any) -> None:
         call = Call(self.agent, self, prm.callId)
         self.agent.call = call
@@ -133,6 +141,13 @@ class Agent:
             acfg.sipConfig.authCreds.append(
                 pj.AuthCredInfo("digest", "*", self.opts.user, 0, self.opts.password)
             )
+        if self.opts.command == "register":
+            host = self.opts.registrar.removeprefix("sip:")
+            acfg.idUri = f"sip:{self.opts.user}@{host.rsplit(':', 1)[0]}"
+            acfg.regConfig.registrarUri = self.opts.registrar
+            acfg.regConfig.timeoutSec = self.opts.expires
+            acfg.regConfig.retryIntervalSec = 0  # a refused REGISTER is not retried by itself
+            acfg.regConfig.registerOnAdd = True
         acc = Account(self)
         acc.create(acfg)
         emit("ready", port=self.opts.port)
@@ -175,7 +190,7 @@ class Agent:
                 if self.ended:
                     self.call = None  # callee: ready for the next call
                 continue
-            if not self._do(command):
+            if not self._do(command, acc):
                 return
         emit("timeout", seconds=self.opts.max_seconds)
 
@@ -183,9 +198,12 @@ class Agent:
     def ended(self) -> bool:
         return self.call is not None and self.call.done
 
-    def _do(self, command: str) -> bool:
+    def _do(self, command: str, acc: Account) -> bool:
         words = command.split()
         if not words:
+            return True
+        if words[0] in ("register", "unregister"):
+            acc.setRegistration(words[0] == "register")
             return True
         if words[0] == "quit":
             if self.call is not None and not self.ended:
@@ -224,7 +242,9 @@ class Agent:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("command", choices=("call", "answer"))
+    parser.add_argument("command", choices=("call", "answer", "register"))
+    parser.add_argument("--registrar", default="", help="register: sip:host:port")
+    parser.add_argument("--expires", type=int, default=300)
     parser.add_argument("--target", default="")
     parser.add_argument("--user", default="relative")
     parser.add_argument("--password", default="")
