@@ -17,23 +17,26 @@ from agi.deps import CallDeps
 from agi.name_files import NameFolder
 from agi.routes.accept import make_accept
 from agi.routes.after_dial import make_after_dial
+from agi.routes.app_dial import AppRouting, StoreDevices
 from agi.routes.greeting import greeting
 from agi.routes.hangup import make_hangup
 from agi.routes.inmate_call import make_inmate_call
 from agi.server import AgiServer, Route
+from ivr.app_call import WINDOW_S
 from ivr.inmate_call import InmateCalls
 from ivr.names import InmateNames
 from ivr.pin import PinHasher
+from store.devices import DeviceStore
 from store.redis_store import RedisStore, connect
 from store.relatives import RelativeStore
 
 log = logging.getLogger("agi")
 
-def build_routes(deps: CallDeps) -> dict[str, Route]:
+def build_routes(deps: CallDeps, app: AppRouting | None = None) -> dict[str, Route]:
     return {
         "greeting": greeting,
-        "inmate_call": make_inmate_call(deps),
-        "after_dial": make_after_dial(deps),
+        "inmate_call": make_inmate_call(deps, app),
+        "after_dial": make_after_dial(deps, app),
         "accept": make_accept(deps),
         "hangup": make_hangup(deps),
     }
@@ -48,13 +51,17 @@ def load_pin_key(secrets_file: Path) -> PinHasher:
 
 
 async def serve(host: str, port: int, redis_url: str, recordings: Path, names_dir: Path, prompts: Path,
-                pins: PinHasher) -> None:
+                pins: PinHasher, postgres_url: str = "", app_window_s: float = WINDOW_S) -> None:
     client = connect(redis_url)
     store = RedisStore(client, pins)
     names = InmateNames(NameFolder(names_dir))
-    calls = InmateCalls(store, store, pins=pins, relatives=RelativeStore(client), names=names)
+    # Calls to the app ("00") need the device registry (PostgreSQL); without it "00" is refused.
+    device_store = DeviceStore(postgres_url) if postgres_url else None
+    apps = StoreDevices(device_store) if device_store else None
+    app = AppRouting(client, apps, window_s=app_window_s) if apps else None
+    calls = InmateCalls(store, store, pins=pins, relatives=RelativeStore(client), names=names, apps=apps)
     deps = CallDeps(calls, recordings, prompts, names)
-    server = AgiServer(build_routes(deps), host=host, port=port)
+    server = AgiServer(build_routes(deps, app), host=host, port=port)
     await server.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -63,6 +70,8 @@ async def serve(host: str, port: int, redis_url: str, recordings: Path, names_di
     await stop.wait()
     log.info("shutting down")
     await server.stop()
+    if device_store is not None:
+        await device_store.aclose()
     await client.aclose()
 
 
@@ -80,6 +89,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--prompts", type=Path, default=Path("var/prompts"))
     parser.add_argument("--secrets", type=Path, default=Path("var/secrets.toml"),
                         help="the stack's secrets file (its pin_key hashes PINs)")
+    parser.add_argument(
+        "--postgres-url", default=os.environ.get("KINLINE_POSTGRES_URL", ""),
+        help="default $KINLINE_POSTGRES_URL: the app devices' registry (none: calls to the app are refused)",
+    )
+    parser.add_argument("--app-window-s", type=float, default=float(os.environ.get("KINLINE_APP_WINDOW_S", WINDOW_S)),
+                        help="how long a call waits for the woken app (default $KINLINE_APP_WINDOW_S or 30)")
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
     logging.basicConfig(
@@ -87,7 +102,8 @@ def main(argv: list[str] | None = None) -> None:
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
     pins = load_pin_key(args.secrets)
-    asyncio.run(serve(args.host, args.port, args.redis_url, args.recordings, args.names, args.prompts, pins))
+    asyncio.run(serve(args.host, args.port, args.redis_url, args.recordings, args.names, args.prompts, pins,
+                      args.postgres_url, args.app_window_s))
 
 
 if __name__ == "__main__":

@@ -16,6 +16,10 @@ ENDPOINT = "CHANNEL(endpoint)"
 
 # What the dial plan needs to dial (set by inmate_call / after_dial).
 NUMBER = "KINLINE_NUMBER"
+# Dial()'s target: the trunk (PJSIP/<number>@trunk) or the app's contacts ('&'-joined);
+# "1" in DIAL_APP: the INVITEs carry the call id (X-Kinline-Call-Id, pre-dial handler).
+DIAL_TARGET = "KINLINE_DIAL_TARGET"
+DIAL_APP = "KINLINE_DIAL_APP"
 RING_S = "KINLINE_RING_S"
 LIMIT_MS = "KINLINE_LIMIT_MS"
 WARN_MS = "KINLINE_WARN_MS"

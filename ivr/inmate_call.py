@@ -16,6 +16,7 @@ from zoneinfo import ZoneInfo
 
 from ivr import billing, throttle
 from ivr import prompts as p
+from ivr.app_call import AppDevices
 from ivr.call_plan import CallPlan, call_record, plan_to_json, settle_record
 from ivr.call_plan import answered_seconds as answered_seconds
 from ivr.errors import InsufficientFunds, KinlineError, NoRateError, NotFound, NumberError, PinHashError
@@ -105,13 +106,15 @@ def _utcnow() -> datetime:
 class InmateCalls:
     def __init__(self, directory: Directory, wallet: Wallet, now: Callable[[], datetime] = _utcnow,
                  warn_s: int = WARN_S, *, pins: PinHasher, relatives: RelativeAccounts | None = None,
-                 names: NameMenu | None = None) -> None:
-        """Without ``relatives`` no call is paid by a relative ("01" is refused)."""
+                 names: NameMenu | None = None, apps: AppDevices | None = None) -> None:
+        """Without ``relatives`` no call is paid by a relative ("01" is refused);
+        without ``apps`` no call goes to the relative's app ("00" is refused)."""
         self.directory = directory
         self.wallet = wallet
         self.pins = pins
         self.relatives = relatives
         self.names = names  # "9" at the number prompt records the name again
+        self.apps = apps
         self.now = now
         self.warn_s = warn_s
 
@@ -256,9 +259,9 @@ class InmateCalls:
                 incomplete = exc.reason == "too_short" or classify_incomplete(digits)
                 await caller.play([p.NUMBER_INCOMPLETE if incomplete else p.NUMBER_INVALID])
                 continue
-            if number.leg is Leg.APP:
+            if number.leg is Leg.APP and (app_refusal := await self._app_refusal(number, uniqueid)):
                 failures += 1
-                await caller.play([p.SERVICE_UNAVAILABLE])
+                await caller.play([app_refusal])
                 continue
             refusal = await self._plan(session, number, uniqueid, attempt)
             if isinstance(refusal, CallPlan):
@@ -266,6 +269,15 @@ class InmateCalls:
             failures += 1
             await caller.play([refusal])
         raise Refused(p.GOODBYE, "no valid number entered")
+
+    async def _app_refusal(self, number: DialedNumber, uniqueid: str) -> str | None:
+        """Why the relative's app cannot be called (a prompt), or None: it has an active device."""
+        if self.apps is None:
+            return p.SERVICE_UNAVAILABLE
+        if not await self.apps.active_devices(number.e164):
+            log.info("[%s] refused: %s has no active app device", uniqueid, number.e164[:5] + "...")
+            return p.APP_NONE
+        return None
 
     async def _plan(self, session: Session, number: DialedNumber, uniqueid: str, attempt: int) -> CallPlan | str:
         allowed = await self.directory.allowed_number(session.card.number, number.e164)

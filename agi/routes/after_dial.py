@@ -8,7 +8,8 @@ from agi.channel import AgiChannel
 from agi.deps import CallDeps
 from agi.plan_vars import load_plan
 from agi.protocol import AgiEnvironment
-from agi.routes.inmate_call import plan_and_dial, refuse
+from agi.routes.app_dial import AppRouting
+from agi.routes.inmate_call import is_app, plan_and_dial, refuse
 from agi.server import Route
 from agi.settle import settle_attempt
 from ivr import prompts as p
@@ -18,13 +19,16 @@ from ivr.inmate_call import DIAL_ATTEMPTS, DIAL_RESULT_PROMPTS, Refused
 from ivr.numbering import Payer
 
 
-def make_after_dial(deps: CallDeps) -> Route:
+def make_after_dial(deps: CallDeps, app: AppRouting | None = None) -> Route:
     async def after_dial(channel: AgiChannel, env: AgiEnvironment) -> None:
         plan = await load_plan(channel)
         if plan is None:
             channel.log.error("after_dial without a call plan: refusing")
             return
         status = await settle_attempt(channel, deps, plan)
+        if app is not None and is_app(plan):
+            facility = await deps.calls.directory.facility(plan.facility_id)
+            await app.after_dial(channel, plan, status, facility.name if facility else "")
         language = await channel.get_variable(v.LANGUAGE) or env.language
         caller = AgiCaller(channel, language)
         outcome = await _not_connected(channel, plan, status)
@@ -43,7 +47,7 @@ def make_after_dial(deps: CallDeps) -> Route:
             await refuse(channel, caller, refused)
             return
         await caller.play([p.DIAL_ANOTHER])
-        await plan_and_dial(channel, caller, deps, session, env.uniqueid, attempt)
+        await plan_and_dial(channel, caller, deps, session, env.uniqueid, attempt, app)
 
     return after_dial
 

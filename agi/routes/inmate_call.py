@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 
 from agi import variables as v
 from agi.caller import AgiCaller
@@ -11,13 +12,17 @@ from agi.deps import CallDeps
 from agi.plan_vars import save_plan
 from agi.prompts import sound_file
 from agi.protocol import AgiEnvironment
+from agi.routes.app_dial import AppRouting
 from agi.server import Route
+from agi.settle import retrying
 from ivr import prompts as p
-from ivr.inmate_call import RING_S, Refused, Session
+from ivr.call_plan import CallPlan
+from ivr.inmate_call import DIAL_ATTEMPTS, RING_S, Refused, Session
 from ivr.numbering import Payer
+from ivr.tariffs import RouteKind
 
 
-def make_inmate_call(deps: CallDeps) -> Route:
+def make_inmate_call(deps: CallDeps, app: AppRouting | None = None) -> Route:
     async def inmate_call(channel: AgiChannel, env: AgiEnvironment) -> None:
         await channel.answer()
         facility_id = await channel.get_variable(v.FACILITY) or ""
@@ -37,7 +42,7 @@ def make_inmate_call(deps: CallDeps) -> Route:
         try:
             if not deps.names.has_name(session.inmate.id):  # the first login: no name recorded yet
                 await deps.names.record(caller, session.inmate.id, env.uniqueid)
-            await plan_and_dial(channel, caller, deps, session, env.uniqueid, attempt=1)
+            await plan_and_dial(channel, caller, deps, session, env.uniqueid, attempt=1, app=app)
         except asyncio.CancelledError:
             # The server is stopping: the caller hears the apology; free the card now
             # (the reconciler would, once the channel is gone, but a restart may be slow).
@@ -54,13 +59,51 @@ async def refuse(channel: AgiChannel, caller: AgiCaller, refused: Refused) -> No
 
 
 async def plan_and_dial(channel: AgiChannel, caller: AgiCaller, deps: CallDeps, session: Session,
-                        uniqueid: str, attempt: int) -> None:
-    """Ask for a number; on success leave the dial plan everything Dial() needs."""
-    try:
-        plan = await deps.calls.choose_number(caller, session, uniqueid, attempt)
-    except Refused as refused:
-        await refuse(channel, caller, refused)
-        return
+                        uniqueid: str, attempt: int, app: AppRouting | None = None) -> None:
+    """Ask for a number; on success leave the dial plan everything Dial() needs.
+    A call to the app ("00") dials the app's contacts (waking it first if none is
+    registered); an app that never answers the wake is settled unconnected and the
+    inmate may dial another number."""
+    while True:
+        try:
+            plan = await deps.calls.choose_number(caller, session, uniqueid, attempt)
+        except Refused as refused:
+            await refuse(channel, caller, refused)
+            return
+        target = await _prepare(channel, caller, deps, session, plan, attempt, app)
+        if target:
+            await channel.set_variable(v.DIAL_TARGET, target)
+            await channel.set_variable(v.DIAL_APP, "1" if is_app(plan) else "0")
+            await channel.set_variable(v.ACTION, v.ACTION_DIAL)
+            return
+        # The app was not reached: nothing charged, another number (as after_dial).
+        await retrying(functools.partial(deps.calls.settle, plan, "CHANUNAVAIL", 0, ""),
+                       f"settling {plan.call_id}", channel.log)
+        await channel.set_variable(v.SETTLED, plan.call_id)
+        await caller.play([p.APP_UNREACHABLE])
+        attempt += 1
+        if attempt > DIAL_ATTEMPTS:
+            await refuse(channel, caller, Refused(p.GOODBYE, "no more attempts"))
+            return
+        try:
+            session = await deps.calls.resume(plan.card, plan.facility_id)
+        except Refused as refused:
+            await refuse(channel, caller, refused)
+            return
+        await caller.play([p.DIAL_ANOTHER])
+
+
+def is_app(plan: CallPlan) -> bool:
+    return plan.route_kind == RouteKind.APP_AUDIO.value
+
+
+def trunk_target(plan: CallPlan) -> str:
+    return f"PJSIP/{plan.e164}@trunk"
+
+
+async def _prepare(channel: AgiChannel, caller: AgiCaller, deps: CallDeps, session: Session, plan: CallPlan,
+                   attempt: int, app: AppRouting | None) -> str:
+    """Leave the plan and Dial()'s settings on the channel; return Dial's target ('' = the app was not reached)."""
     await save_plan(channel, plan)
     await channel.set_variable(v.CALL_ID, plan.call_id)
     await channel.set_variable(v.DIAL_END, "")
@@ -86,4 +129,9 @@ async def plan_and_dial(channel: AgiChannel, caller: AgiCaller, deps: CallDeps, 
     # The relative who pays ("01") hears their accept menu instead of the intro.
     await channel.set_variable(v.ACCEPT_MENU, "1" if plan.payer == Payer.CALLEE.value else "0")
     await deps.calls.announce(caller, session, plan, caller.language)
-    await channel.set_variable(v.ACTION, v.ACTION_DIAL)
+    if not is_app(plan):
+        return trunk_target(plan)
+    if app is None:  # choose_number refuses "00" without the app's devices: never here
+        raise Refused(p.SERVICE_UNAVAILABLE, "an app plan without app routing")
+    reached = await app.target(channel, caller, plan, facility.name)
+    return reached.target

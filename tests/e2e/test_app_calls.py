@@ -1,0 +1,242 @@
+"""Calls to the relative's app ("00") end to end: a pjsua2 terminal, Asterisk, FastAGI,
+Redis, PostgreSQL (the device registry and PJSIP realtime), the push bridge with the fake
+FCM, and a pjsua2 app (sipagent register mode) on the apps' SIP port.
+
+For this module the stack's AGI server waits 8 s for a woken app (KINLINE_APP_WINDOW_S)
+and its push bridge pushes to the fakes (KINLINE_PUSH_CONFIG); both are restarted
+without them afterwards, as the session's other tests expect."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import os
+import secrets
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+import redis.asyncio as aioredis
+
+from ivr.devices import endpoint_id
+from ivr.model import AllowedNumber, CallRecord
+from pushbridge import records
+from pushbridge.requests import WAKE_STREAM
+from store.devices import DeviceStore
+from store.redis_store import RedisStore, connect
+from tests.e2e.conftest import E2E
+from tests.e2e.harness import AmiWatch, SipAgent
+from tests.e2e.test_inmate_calls import Terminal, new_card
+from tests.fakes.push_providers import FakePushServices, serve_in_thread
+from tools import stack
+
+pytestmark = pytest.mark.e2e
+
+WINDOW_S = 8
+STEP = 20.0
+APP_FEE, APP_RATE = 150, 205  # the demo tariff: connection fee, app_audio per minute
+
+
+@pytest.fixture(scope="module")
+def fakes() -> Iterator[FakePushServices]:
+    with serve_in_thread(FakePushServices()) as services:
+        yield services
+
+
+@pytest.fixture(scope="module")
+def app_stack(e2e: E2E, fakes: FakePushServices, tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    config = fakes.write_config(tmp_path_factory.mktemp("push"))
+    for name in ("pushbridge", "agi"):
+        stack.stop_service(e2e.config, name)
+    os.environ["KINLINE_PUSH_CONFIG"] = str(config)
+    os.environ["KINLINE_APP_WINDOW_S"] = str(WINDOW_S)
+    try:
+        for name in ("agi", "pushbridge"):
+            stack.start_service(e2e.config, name)
+        yield
+    finally:
+        for name in ("pushbridge", "agi"):
+            stack.stop_service(e2e.config, name)
+        os.environ.pop("KINLINE_PUSH_CONFIG", None)
+        os.environ.pop("KINLINE_APP_WINDOW_S", None)
+        for name in ("agi", "pushbridge"):
+            stack.start_service(e2e.config, name)
+
+
+@pytest.fixture
+async def redis(e2e: E2E) -> AsyncIterator[aioredis.Redis]:
+    client = connect(e2e.config.redis_url)
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+@pytest.fixture
+async def devices(e2e: E2E) -> AsyncIterator[DeviceStore]:
+    store = DeviceStore(e2e.config.postgres_url)
+    try:
+        yield store
+    finally:
+        await store.aclose()
+
+
+@pytest.fixture
+async def terminal(e2e: E2E, ami: AmiWatch, app_stack: None) -> AsyncIterator[object]:
+    agents: list[SipAgent] = []
+
+    async def start() -> Terminal:
+        t = e2e.terminals["open"]
+        agent = await SipAgent.start("call", "--target", e2e.target("100"), "--user", t.name,
+                                     "--password", t.password, "--rtp-port", "20800")
+        agents.append(agent)
+        channel = await ami.wait_new("Newchannel", lambda m: m.get("Channel").startswith(f"PJSIP/{t.name}-"))
+        return Terminal(agent, ami, channel.get("Uniqueid"))
+
+    yield start
+    for agent in agents:
+        await agent.close()
+
+
+@pytest.fixture
+async def apps(e2e: E2E) -> AsyncIterator[object]:
+    """Start app agents registered as a device (closed after the test)."""
+    agents: list[SipAgent] = []
+
+    async def start(device_id: str, password: str, rtp_port: int) -> SipAgent:
+        agent = await SipAgent.start("register", "--registrar", f"sip:{e2e.config.host}:{e2e.config.app_sip_port}",
+                                     "--user", endpoint_id(device_id), "--password", password,
+                                     "--rtp-port", str(rtp_port), "--ring", "0.3")
+        agents.append(agent)
+        await agent.wait_for("reg", lambda e: e["code"] == 200, timeout=STEP)
+        return agent
+
+    yield start
+    for agent in agents:
+        await agent.close()
+
+
+def new_phone() -> str:
+    return f"+7916{secrets.randbelow(10**7):07d}"
+
+
+async def app_relative(store: RedisStore, devices: DeviceStore, card: str) -> tuple[str, str, str, str]:
+    """A relative on the card's list with one app device: (phone, device id, SIP password, push token)."""
+    phone = new_phone()
+    await store.allow_number(card, AllowedNumber(phone, "Daughter"))
+    token = f"e2e-fcm-{uuid.uuid4().hex}"
+    device, password = await devices.register(phone, "fcm", token, "org.kinline.app")
+    return phone, device.device_id, password, token
+
+
+async def call_record(store: RedisStore, card: str, timeout: float = STEP) -> CallRecord:
+    deadline = time.monotonic() + timeout
+    while not (found := await store.call_records(card)):
+        assert time.monotonic() < deadline, "no call record"
+        await asyncio.sleep(0.1)
+    [cdr] = found
+    return cdr
+
+
+async def wakes_of(redis: aioredis.Redis, call_id: str) -> list[str]:
+    entries = await redis.xrange(WAKE_STREAM)
+    return [fields["kind"] for _, fields in entries if fields.get("call_id") == call_id]
+
+
+async def talk_and_hang_up(term: Terminal, app: SipAgent) -> None:
+    await app.wait_for("incoming", timeout=STEP)
+    await app.wait_for("state", lambda e: e["state"] == "CONFIRMED", timeout=STEP)
+    await term.bridged()
+    await asyncio.sleep(4)
+    await app.send("hangup")
+    assert await term.hangup_cause() == "16"  # after_dial: goodbye, then the inmate's line ends
+
+
+def assert_billed_at_the_app_rate(cdr: CallRecord, phone: str) -> None:
+    assert (cdr.dial_status, cdr.number, cdr.route_kind) == ("ANSWER", phone, "app_audio")
+    assert 3 <= cdr.answered_s <= 6  # ~4 s from the bridge
+    assert cdr.billed_s == 60
+    assert cdr.amount == APP_FEE + math.ceil(APP_RATE * cdr.billed_s / 60)
+
+
+async def test_a_registered_app_is_dialed_without_a_push_and_billed_at_the_app_rate(
+        e2e: E2E, store: RedisStore, devices: DeviceStore, redis: aioredis.Redis, fakes: FakePushServices,
+        terminal: object, apps: object) -> None:
+    card = await new_card(store, "open", 10_000)
+    phone, device_id, password, token = await app_relative(store, devices, card)
+    app: SipAgent = await apps(device_id, password, 24400)  # type: ignore[operator]
+    term: Terminal = await terminal()  # type: ignore[operator]
+    await term.login(card)
+    await term.answer("enter-number", "00" + phone[1:])
+    await talk_and_hang_up(term, app)
+    cdr = await call_record(store, card)
+    assert_billed_at_the_app_rate(cdr, phone)
+    assert cdr.payer == "caller"
+    assert (await store.card(card)).balance == 10_000 - cdr.amount  # type: ignore[union-attr]
+    assert fakes.fcm.pushes_to(token) == []  # dialed at once: no push
+    assert await wakes_of(redis, cdr.call_id) == ["cancel"]  # after the call, for devices woken elsewhere
+    [attempt] = records.per_device(await records.read_attempts(redis, cdr.call_id))
+    assert attempt.device_id == device_id and attempt.push_sent_ms is None
+    assert attempt.invite_ms is not None and attempt.answered_ms is not None
+    assert attempt.invite_ms <= attempt.answered_ms
+    assert cdr.connected_at is not None
+    assert abs(attempt.answered_ms - cdr.connected_at.timestamp() * 1000) < 1000
+
+
+async def test_an_app_not_registered_is_woken_by_a_push_registers_and_is_billed(
+        e2e: E2E, store: RedisStore, devices: DeviceStore, redis: aioredis.Redis, fakes: FakePushServices,
+        terminal: object, apps: object) -> None:
+    card = await new_card(store, "open", 10_000)
+    phone, device_id, password, token = await app_relative(store, devices, card)
+    term: Terminal = await terminal()  # type: ignore[operator]
+    await term.login(card)
+    await term.answer("enter-number", "00" + phone[1:])
+    await term.prompt("app-connecting")
+    # The push reaches the fake FCM; the app it wakes registers and takes the INVITE.
+    deadline = time.monotonic() + STEP
+    while not fakes.fcm.pushes_to(token):
+        assert time.monotonic() < deadline, "no push at the fake FCM"
+        await asyncio.sleep(0.02)
+    [push] = fakes.fcm.pushes_to(token)
+    assert push.data["kind"] == "wake"
+    call_id = push.data["call_id"]
+    app: SipAgent = await apps(device_id, password, 24500)  # type: ignore[operator]
+    await talk_and_hang_up(term, app)
+    cdr = await call_record(store, card)
+    assert cdr.call_id == call_id  # the push named the call the INVITE belongs to
+    assert_billed_at_the_app_rate(cdr, phone)
+    [attempt] = records.per_device(await records.read_attempts(redis, call_id))
+    assert attempt.device_id == device_id and attempt.push_result == "delivered"
+    assert attempt.push_to_contact_ms is not None and attempt.push_to_contact_ms >= 0  # the wake latency
+    assert attempt.contact_ms is not None and attempt.invite_ms is not None and attempt.answered_ms is not None
+    assert attempt.contact_ms <= attempt.invite_ms <= attempt.answered_ms
+    assert await wakes_of(redis, call_id) == ["wake", "cancel"]
+
+
+async def test_an_app_that_never_registers_is_unreachable_not_billed_and_the_card_freed(
+        e2e: E2E, store: RedisStore, devices: DeviceStore, redis: aioredis.Redis, fakes: FakePushServices,
+        ami: AmiWatch, terminal: object) -> None:
+    card = await new_card(store, "open", 10_000)
+    phone, _, _, token = await app_relative(store, devices, card)
+    term: Terminal = await terminal()  # type: ignore[operator]
+    await term.login(card)
+    await term.answer("enter-number", "00" + phone[1:])
+    started = time.monotonic()
+    await term.prompt("app-connecting")
+    await term.prompt("app-unreachable", timeout=WINDOW_S + STEP)
+    assert time.monotonic() - started >= WINDOW_S - 1  # it waited the window
+    await term.prompt("dial-another")
+    await term.agent.send("hangup")
+    await term.hangup_cause()
+    cdr = await call_record(store, card)
+    assert (cdr.route_kind, cdr.dial_status, cdr.amount, cdr.billed_s) == ("app_audio", "CHANUNAVAIL", 0, 0)
+    assert len(fakes.fcm.pushes_to(token)) >= 1
+    assert await wakes_of(redis, cdr.call_id) == ["wake", "cancel"]
+    assert not [m for m in ami.events if m.event == "DialBegin" and m.get("Uniqueid") == term.uid]
+    assert (await store.card(card)).balance == 10_000  # type: ignore[union-attr]
+    deadline = time.monotonic() + STEP
+    while not await store.acquire_card(card, "probe", 5):  # freed by the hangup handler
+        assert time.monotonic() < deadline, "card still locked"
+        await asyncio.sleep(0.1)
+    await store.release_card(card, "probe")

@@ -1,0 +1,198 @@
+"""Calls to the relative's app ("00"): choose_number's checks and the wait (ivr/app_call.py)
+over scripted contacts, wake and line."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import pytest
+
+from ivr import prompts as p
+from ivr.app_call import reach
+from ivr.inmate_call import InmateCalls
+from tests.unit.test_inmate_call import NOW, PINS, TERMINAL, FakeCaller, Store
+
+PHONE = "+79161234567"
+
+
+class Devices:
+    def __init__(self, **by_phone: list[str]) -> None:
+        self.by_phone = {"+" + k.removeprefix("p"): v for k, v in by_phone.items()}
+
+    async def active_devices(self, phone: str) -> list[str]:
+        return self.by_phone.get(phone, [])
+
+
+@pytest.fixture
+def store() -> Store:
+    return Store()
+
+
+async def _choose(store: Store, devices: Devices, *entries: str) -> tuple[object, FakeCaller]:
+    calls = InmateCalls(store, store, now=lambda: NOW, pins=PINS, apps=devices)  # type: ignore[arg-type]
+    session = await calls.login(FakeCaller("1001", "2468"), "f1", "u1", TERMINAL)
+    caller = FakeCaller(*entries)
+    return await calls.choose_number(caller, session, "u1", 1), caller
+
+
+async def test_00_with_an_app_device_is_planned_at_the_app_tariff(store: Store) -> None:
+    plan, caller = await _choose(store, Devices(p79161234567=["d1"]), "0079161234567")
+    assert caller.played == []
+    assert plan.e164 == PHONE  # type: ignore[attr-defined]
+    assert plan.route_kind == "app_audio"  # type: ignore[attr-defined]
+    assert plan.rate == 205  # type: ignore[attr-defined]
+    assert plan.payer == "caller"  # type: ignore[attr-defined]
+
+
+async def test_00_without_any_device_is_refused_with_its_reason_then_another_number(store: Store) -> None:
+    plan, caller = await _choose(store, Devices(), "0079161234567", "79161234567")
+    assert caller.played == [p.APP_NONE]
+    assert plan.route_kind == "mobile"  # type: ignore[attr-defined]
+
+
+async def test_00_without_the_device_registry_is_not_available(store: Store) -> None:
+    calls = InmateCalls(store, store, now=lambda: NOW, pins=PINS)  # type: ignore[arg-type]
+    session = await calls.login(FakeCaller("1001", "2468"), "f1", "u1", TERMINAL)
+    caller = FakeCaller("0079161234567", "79161234567")
+    await calls.choose_number(caller, session, "u1", 1)
+    assert caller.played == [p.SERVICE_UNAVAILABLE]
+
+
+# -- the wait ---------------------------------------------------------------
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 0.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+class Contacts:
+    def __init__(self, registered: dict[str, str] | None = None) -> None:
+        self.registered = dict(registered or {})
+
+    async def dial_string(self, device_id: str) -> str:
+        return self.registered.get(device_id, "")
+
+
+class ScriptedWake:
+    """Each next_contact call takes one step of the script: a dict of contacts that
+    register then (True is returned), or None (nothing within the timeout)."""
+
+    def __init__(self, contacts: Contacts, clock: Clock, script: list[dict[str, str] | None],
+                 log: list[str]) -> None:
+        self.contacts, self.clock, self.script, self.log = contacts, clock, script, log
+
+    async def push(self) -> None:
+        self.log.append("push")
+
+    async def next_contact(self, timeout_s: float) -> bool:
+        step = self.script.pop(0) if self.script else None
+        if step is None:
+            self.clock.t += timeout_s
+            return False
+        self.clock.t += 0.1
+        self.contacts.registered.update(step)
+        return True
+
+    async def cancel(self) -> None:
+        self.log.append("cancel")
+
+
+class Line:
+    def __init__(self, there_for: int = 1000, error: Exception | None = None) -> None:
+        self.left = there_for
+        self.error = error
+
+    async def still_there(self) -> bool:
+        if self.error is not None:
+            raise self.error
+        self.left -= 1
+        return self.left >= 0
+
+
+def wake_of(contacts: Contacts, clock: Clock, script: list[dict[str, str] | None], log: list[str]):  # type: ignore[no-untyped-def]
+    @asynccontextmanager
+    async def wake() -> AsyncIterator[ScriptedWake]:
+        log.append("subscribe")
+        yield ScriptedWake(contacts, clock, script, log)
+        log.append("unsubscribe")
+
+    return wake
+
+
+async def test_registered_contacts_are_dialed_at_once_without_a_push() -> None:
+    log: list[str] = []
+    clock = Clock()
+    contacts = Contacts({"d1": "PJSIP/app-d1/sip:a@1.2.3.4:5000", "d3": "PJSIP/app-d3/sip:c@1.2.3.4:5002"})
+    found = await reach(["d1", "d2", "d3"], contacts, wake_of(contacts, clock, [], log), Line(), clock=clock)
+    assert found.target == "PJSIP/app-d1/sip:a@1.2.3.4:5000&PJSIP/app-d3/sip:c@1.2.3.4:5002"
+    assert found.dialed == ("d1", "d3")
+    assert (found.woke, found.outcome) == (False, "registered")
+    assert log == []
+
+
+async def test_no_contact_pushes_after_subscribing_and_dials_every_contact_after_the_first() -> None:
+    log: list[str] = []
+    clock = Clock()
+    contacts = Contacts()
+    script: list[dict[str, str] | None] = [None, None, {"d2": "PJSIP/app-d2/sip:b@h"}]
+    # a second device registers during the grace: it is dialed too
+    contacts_then = {"d1": "PJSIP/app-d1/sip:a@h"}
+
+    class GraceContacts(Contacts):
+        async def dial_string(self, device_id: str) -> str:
+            if "d2" in self.registered:
+                self.registered.update(contacts_then)
+            return await super().dial_string(device_id)
+
+    contacts = GraceContacts()
+    found = await reach(["d1", "d2"], contacts, wake_of(contacts, clock, script, log), Line(), grace_s=0.0,
+                        window_s=8, clock=clock)
+    assert log == ["subscribe", "push", "unsubscribe"]
+    assert found.target == "PJSIP/app-d1/sip:a@h&PJSIP/app-d2/sip:b@h"
+    assert (found.woke, found.outcome) == (True, "woken")
+
+
+async def test_nothing_within_the_window_cancels_and_dials_nothing() -> None:
+    log: list[str] = []
+    clock = Clock()
+    contacts = Contacts()
+    found = await reach(["d1"], contacts, wake_of(contacts, clock, [], log), Line(), window_s=8, clock=clock)
+    assert (found.target, found.outcome) == ("", "timeout")
+    assert log == ["subscribe", "push", "cancel", "unsubscribe"]
+    assert clock.t == pytest.approx(8.0)  # bounded by the window, polled every 0.5 s
+
+
+async def test_a_contact_that_left_again_keeps_the_wait_going() -> None:
+    log: list[str] = []
+    clock = Clock()
+    contacts = Contacts()
+    found = await reach(["d1"], contacts, wake_of(contacts, clock, [{"other": "x"}], log), Line(),
+                        window_s=2, grace_s=0.0, clock=clock)
+    assert found.outcome == "timeout"
+    assert log[-2:] == ["cancel", "unsubscribe"]
+
+
+async def test_the_caller_hanging_up_during_the_wait_cancels() -> None:
+    log: list[str] = []
+    clock = Clock()
+    contacts = Contacts()
+    found = await reach(["d1"], contacts, wake_of(contacts, clock, [], log), Line(there_for=3), window_s=30,
+                        clock=clock)
+    assert (found.target, found.outcome) == ("", "gone")
+    assert log == ["subscribe", "push", "cancel", "unsubscribe"]
+    assert clock.t == pytest.approx(2.0)  # the 4th check found the line gone
+
+
+async def test_an_error_during_the_wait_cancels_and_is_raised() -> None:
+    log: list[str] = []
+    clock = Clock()
+    contacts = Contacts()
+    with pytest.raises(ConnectionError):
+        await reach(["d1"], contacts, wake_of(contacts, clock, [], log), Line(error=ConnectionError("agi")),
+                    clock=clock)
+    assert log == ["subscribe", "push", "cancel"]
