@@ -122,21 +122,28 @@ class WakeService:
         return AttemptEvent(records.DEACTIVATED, now, device.device_id, device.platform, "done", reason[:200])
 
     async def _cancel(self, request: WakeRequest, read: AttemptEvent) -> None:
+        """To each device the wake reached, but the one that answered (the call side records it)."""
         pending = self.inflight.get(request.call_id)
         if pending is not None:
             pending.cancelled = True
-            woken = [d for d_id, d in pending.devices.items() if d_id in pending.woken]
+        try:
+            events = await records.read_attempts(self.redis, request.call_id)
+        except RedisError as exc:
+            log.error("call %s: cancel: records unreadable (%s): cancelling every woken device", request.call_id, exc)
+            events = []
+        answered = {e.device_id for e in events if e.event == records.ANSWERED}
+        if pending is not None:
+            woken = [d for d_id, d in pending.devices.items() if d_id in pending.woken and d_id not in answered]
         else:
-            woken = await self._woken_from_records(request)
+            woken = [d for d in await self._woken_from_records(request, events) if d.device_id not in answered]
         await self._record(request.call_id, read)
         if not woken:
-            log.info("call %s: cancel: no device was woken", request.call_id)
+            log.info("call %s: cancel: no device to cancel (woken and not the one that answered)", request.call_id)
             return
         await self._send_cancels(request, woken)
 
-    async def _woken_from_records(self, request: WakeRequest) -> list[Device]:
+    async def _woken_from_records(self, request: WakeRequest, events: list[AttemptEvent]) -> list[Device]:
         """After a restart: the devices the records say took the wake, still active."""
-        events = await records.read_attempts(self.redis, request.call_id)
         ids = {e.device_id for e in events if e.event == records.PUSH_SENT and e.result == Outcome.DELIVERED}
         if not ids:
             return []

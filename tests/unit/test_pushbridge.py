@@ -405,3 +405,13 @@ def test_the_attempts_per_device_give_each_steps_first_time() -> None:
     assert iphone.push_to_contact_ms == 649
     assert android == records.DeviceAttempt("11", "fcm", "failed", 1002)
     assert android.push_to_contact_ms is None
+
+
+async def test_the_device_that_answered_gets_no_cancel(bridge: Bridge) -> None:
+    three_devices(bridge)
+    await bridge.run(request())
+    bridge.redis.lists[records.attempt_key("call-1")].append(
+        records.AttemptEvent(records.ANSWERED, int(time.time() * 1000), "12").to_json())  # the call side's record
+    await bridge.run(request(kind=Kind.CANCEL))
+    assert {e.device_id for e in bridge.named("call-1", records.CANCEL_SENT)} == {"11", "13"}
+    assert not bridge.providers["apns-voip"].to("tok-iphone", Kind.CANCEL)
