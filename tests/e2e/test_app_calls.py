@@ -15,16 +15,19 @@ import secrets
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
 
 import pytest
 import redis.asyncio as aioredis
 
 from ivr.devices import endpoint_id
 from ivr.model import AllowedNumber, CallRecord
+from ivr.relatives import CardSettings, code_hash, token_hash
 from pushbridge import records
 from pushbridge.requests import WAKE_STREAM
 from store.devices import DeviceStore
 from store.redis_store import RedisStore, connect
+from store.relatives import RelativeStore
 from tests.e2e.conftest import E2E
 from tests.e2e.harness import AmiWatch, SipAgent
 from tests.e2e.test_inmate_calls import Terminal, new_card
@@ -104,10 +107,10 @@ async def apps(e2e: E2E) -> AsyncIterator[object]:
     """Start app agents registered as a device (closed after the test)."""
     agents: list[SipAgent] = []
 
-    async def start(device_id: str, password: str, rtp_port: int) -> SipAgent:
+    async def start(device_id: str, password: str, rtp_port: int, ring_s: float = 0.3) -> SipAgent:
         agent = await SipAgent.start("register", "--registrar", f"sip:{e2e.config.host}:{e2e.config.app_sip_port}",
                                      "--user", endpoint_id(device_id), "--password", password,
-                                     "--rtp-port", str(rtp_port), "--ring", "0.3")
+                                     "--rtp-port", str(rtp_port), "--ring", str(ring_s))
         agents.append(agent)
         await agent.wait_for("reg", lambda e: e["code"] == 200, timeout=STEP)
         return agent
@@ -237,6 +240,100 @@ async def test_an_app_that_never_registers_is_unreachable_not_billed_and_the_car
     assert (await store.card(card)).balance == 10_000  # type: ignore[union-attr]
     deadline = time.monotonic() + STEP
     while not await store.acquire_card(card, "probe", 5):  # freed by the hangup handler
+        assert time.monotonic() < deadline, "card still locked"
+        await asyncio.sleep(0.1)
+    await store.release_card(card, "probe")
+
+
+async def test_01_00_the_relative_accepts_in_the_app_and_pays_at_the_app_rate(
+        e2e: E2E, store: RedisStore, devices: DeviceStore, redis: aioredis.Redis, ami: AmiWatch,
+        terminal: object, apps: object) -> None:
+    card = await new_card(store, "open", 10_000)
+    phone, device_id, password, _ = await app_relative(store, devices, card)
+    rel = RelativeStore(store.redis)
+    assert await rel.issue_code(phone, code_hash(phone, "123456"), datetime.now(UTC))
+    assert await rel.check_code(phone, code_hash(phone, "123456"), token_hash(f"tok-{phone}")) == "ok"
+    await rel.create_payment(f"pay-{phone}", phone, 10_000)
+    assert await rel.credit_payment(f"pay-{phone}", 10_000) == (True, 10_000)
+    await rel.put_card_settings(phone, card, CardSettings(always_in_touch=True))
+    app: SipAgent = await apps(device_id, password, 24600)  # type: ignore[operator]
+    term: Terminal = await terminal()  # type: ignore[operator]
+    await term.login(card)
+    await term.answer("enter-number", "0100" + phone[1:])
+    await app.wait_for("state", lambda e: e["state"] == "CONFIRMED", timeout=STEP)
+    dial = await ami.wait_for("DialBegin", lambda m: m.get("Uniqueid") == term.uid, timeout=STEP)
+    assert dial.get("DestChannel").startswith(f"PJSIP/{endpoint_id(device_id)}-")
+    leg = dial.get("DestUniqueid")
+    await ami.wait_new("AGIExecStart", lambda m: m.get("Uniqueid") == leg
+                       and '"kinline/en/accept-menu"' in m.get("Command"), timeout=60)
+    await app.send("dtmf 1 rfc2833")
+    await term.bridged()
+    await asyncio.sleep(4)
+    await app.send("hangup")
+    assert await term.hangup_cause() == "16"
+    cdr = await call_record(store, card)
+    assert_billed_at_the_app_rate(cdr, phone)
+    assert cdr.payer == "callee"
+    assert await rel.balance(phone) == 10_000 - cdr.amount
+    assert (await store.card(card)).balance == 10_000  # type: ignore[union-attr]
+
+
+async def test_two_devices_ring_together_the_first_answer_wins_the_other_is_cancelled(
+        e2e: E2E, store: RedisStore, devices: DeviceStore, redis: aioredis.Redis, ami: AmiWatch,
+        terminal: object, apps: object) -> None:
+    card = await new_card(store, "open", 10_000)
+    phone, first_id, first_password, _ = await app_relative(store, devices, card)
+    second, second_password = await devices.register(phone, "fcm", f"e2e-fcm-{uuid.uuid4().hex}", "org.kinline.app")
+    slow: SipAgent = await apps(first_id, first_password, 24700, 15.0)  # type: ignore[operator]
+    quick: SipAgent = await apps(second.device_id, second_password, 24800, 0.5)  # type: ignore[operator]
+    term: Terminal = await terminal()  # type: ignore[operator]
+    await term.login(card)
+    await term.answer("enter-number", "00" + phone[1:])
+    await slow.wait_for("incoming", timeout=STEP)  # both rang
+    await quick.wait_for("incoming", timeout=STEP)
+    await quick.wait_for("state", lambda e: e["state"] == "CONFIRMED", timeout=STEP)
+    await term.bridged()
+    await slow.ended()  # Dial cancelled the other INVITE
+    assert not [e for e in slow.events if e["event"] == "state" and e["state"] == "CONFIRMED"]
+    await asyncio.sleep(3)
+    await quick.send("hangup")
+    assert await term.hangup_cause() == "16"
+    cdr = await call_record(store, card)
+    assert (cdr.dial_status, cdr.route_kind) == ("ANSWER", "app_audio")
+    steps = {d.device_id: d for d in records.per_device(await records.read_attempts(redis, cdr.call_id))}
+    assert steps[first_id].invite_ms is not None and steps[second.device_id].invite_ms is not None
+    assert steps[second.device_id].answered_ms is not None and steps[first_id].answered_ms is None
+
+
+async def test_the_inmate_hanging_up_during_the_wait_cancels_the_wake_and_pays_nothing(
+        e2e: E2E, store: RedisStore, devices: DeviceStore, redis: aioredis.Redis, fakes: FakePushServices,
+        terminal: object) -> None:
+    card = await new_card(store, "open", 10_000)
+    phone, _, _, token = await app_relative(store, devices, card)
+    term: Terminal = await terminal()  # type: ignore[operator]
+    await term.login(card)
+    await term.answer("enter-number", "00" + phone[1:])
+    await term.prompt("app-connecting")
+    deadline = time.monotonic() + STEP
+    while not fakes.fcm.pushes_to(token):
+        assert time.monotonic() < deadline, "no push at the fake FCM"
+        await asyncio.sleep(0.02)
+    hung_up = time.monotonic()
+    await term.agent.send("hangup")
+    await term.hangup_cause()
+    cdr = await call_record(store, card)
+    assert (cdr.route_kind, cdr.amount, cdr.billed_s) == ("app_audio", 0, 0)
+    deadline = time.monotonic() + STEP
+    while await wakes_of(redis, cdr.call_id) != ["wake", "cancel"]:
+        assert time.monotonic() < deadline, f"no cancel: {await wakes_of(redis, cdr.call_id)}"
+        await asyncio.sleep(0.05)
+    assert time.monotonic() - hung_up < WINDOW_S  # noticed before the window ran out
+    while len(fakes.fcm.pushes_to(token)) < 2:  # the bridge pushed the cancel to the woken device
+        assert time.monotonic() < deadline, "no cancel push"
+        await asyncio.sleep(0.05)
+    assert fakes.fcm.pushes_to(token)[1].data["kind"] == "cancel"
+    assert (await store.card(card)).balance == 10_000  # type: ignore[union-attr]
+    while not await store.acquire_card(card, "probe", 5):
         assert time.monotonic() < deadline, "card still locked"
         await asyncio.sleep(0.1)
     await store.release_card(card, "probe")
