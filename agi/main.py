@@ -17,7 +17,7 @@ from agi.deps import CallDeps
 from agi.name_files import NameFolder
 from agi.routes.accept import make_accept
 from agi.routes.after_dial import make_after_dial
-from agi.routes.app_dial import AppRouting, StoreDevices
+from agi.routes.app_dial import AppRouting, StoreDevices, make_app_answered
 from agi.routes.greeting import greeting
 from agi.routes.hangup import make_hangup
 from agi.routes.inmate_call import make_inmate_call
@@ -33,13 +33,16 @@ from store.relatives import RelativeStore
 log = logging.getLogger("agi")
 
 def build_routes(deps: CallDeps, app: AppRouting | None = None) -> dict[str, Route]:
-    return {
+    routes = {
         "greeting": greeting,
         "inmate_call": make_inmate_call(deps, app),
         "after_dial": make_after_dial(deps, app),
         "accept": make_accept(deps),
         "hangup": make_hangup(deps),
     }
+    if app is not None:
+        routes["app_answered"] = make_app_answered(app)
+    return routes
 
 
 def load_pin_key(secrets_file: Path) -> PinHasher:

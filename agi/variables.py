@@ -44,6 +44,8 @@ SETTLED = "KINLINE_SETTLED"
 # gosub) and the end of Dial (after Dial, or in the hangup handler).
 BRIDGED_AT = "SHARED(KINLINE_BRIDGED_AT)"
 DIAL_END = "KINLINE_DIAL_END"
+# The bridge's moment on the relative's own leg (kinline-callee), epoch ms.
+BRIDGE_STAMP = "KINLINE_AT"
 # The relative's leg's own hangup cause, set after Dial when that leg ended
 # first (empty when the caller hung up): a dropped line shows here (44 on RTP timeout).
 FAR_CAUSE = "KINLINE_FAR_CAUSE"

@@ -27,8 +27,7 @@ def make_after_dial(deps: CallDeps, app: AppRouting | None = None) -> Route:
             return
         status = await settle_attempt(channel, deps, plan)
         if app is not None and is_app(plan):
-            facility = await deps.calls.directory.facility(plan.facility_id)
-            await app.after_dial(channel, plan, status, facility.name if facility else "")
+            await app.after_dial(plan)
         language = await channel.get_variable(v.LANGUAGE) or env.language
         caller = AgiCaller(channel, language)
         outcome = await _not_connected(channel, plan, status)

@@ -18,10 +18,12 @@ import redis.asyncio as aioredis
 from agi import variables as v
 from agi.caller import AgiCaller
 from agi.channel import AgiChannel
-from agi.protocol import AgiHangup
+from agi.protocol import AgiEnvironment, AgiHangup
+from agi.server import Route
 from ivr import prompts as p
 from ivr.app_call import GRACE_S, WINDOW_S, AppDevices, Reach, reach
-from ivr.call_plan import CallPlan
+from ivr.call_plan import CallPlan, plan_from_json
+from ivr.tariffs import RouteKind
 from pushbridge import records
 from pushbridge.contacts import contact_channel
 from pushbridge.providers import Kind
@@ -31,7 +33,8 @@ from store.devices import DeviceStore
 log = logging.getLogger(__name__)
 
 APP_ENDPOINT = "app-{device_id}"
-PEER_PREFIX = "PJSIP/app-"
+CANCELLED_KEY = "kl:appcancel:{call_id}"
+CANCELLED_KEEP_S = 3600
 
 
 class ChannelContacts:
@@ -92,10 +95,14 @@ class RedisWake:
             await cancel_wake(self.redis, self.call_id, self.phone, self.caller, self.window_s)
 
 
-async def cancel_wake(redis: aioredis.Redis, call_id: str, phone: str, caller: str, window_s: float) -> None:
-    """A cancel push: answered elsewhere, the caller gone, or the wait over."""
+async def cancel_wake(redis: aioredis.Redis, call_id: str, phone: str, caller: str, window_s: float) -> bool:
+    """A cancel push: answered (the bridge), the caller gone, or the wait over. Once per
+    call, whichever path asks first (``kl:appcancel:<call_id>``); False if already asked."""
+    if not await redis.set(CANCELLED_KEY.format(call_id=call_id), "1", nx=True, ex=CANCELLED_KEEP_S):
+        return False
     fields = wake_fields(call_id, phone, caller, window_s, Kind.CANCEL)
     await redis.xadd(WAKE_STREAM, fields, maxlen=STREAM_MAXLEN, approximate=True)  # type: ignore[arg-type]
+    return True
 
 
 class AppRouting:
@@ -151,15 +158,36 @@ class AppRouting:
                 records.AttemptEvent(records.INVITE_SENT, now, device_id=d) for d in found.dialed))
         return found
 
-    async def after_dial(self, channel: AgiChannel, plan: CallPlan, status: str, facility_name: str) -> None:
-        """After Dial: record who answered (at the bridge's time) and cancel the other devices' ringing."""
-        bridged_at = await channel.get_variable(v.BRIDGED_AT) or ""
-        peer = await channel.get_variable("DIALEDPEERNAME") or ""
-        if status == "ANSWER" and bridged_at.isdigit() and peer.startswith(PEER_PREFIX):
-            device_id = peer[len(PEER_PREFIX):].rsplit("-", 1)[0]
-            await records.record(self.redis, plan.call_id,
-                                 records.AttemptEvent(records.ANSWERED, int(bridged_at), device_id=device_id))
-        await cancel_wake(self.redis, plan.call_id, plan.e164, facility_name, self.window_s)
+    async def answered(self, channel: AgiChannel, caller_channel: str, call_id: str) -> None:
+        """At the bridge, on the answering app's leg: record who answered and when, and
+        cancel the push (devices woken but not dialed stop ringing)."""
+        result = await channel.command("GET FULL VARIABLE", v.PLAN_EXPR, caller_channel)
+        plan = plan_from_json(result.data) if result.result == 1 and result.data else None
+        if plan is None or plan.call_id != call_id or plan.route_kind != RouteKind.APP_AUDIO.value:
+            channel.log.error("call %s: no app plan on %s: nothing recorded", call_id, caller_channel)
+            return
+        endpoint = await channel.get_variable(v.ENDPOINT) or ""
+        at = await channel.get_variable(v.BRIDGE_STAMP) or ""
+        await records.record(self.redis, call_id, records.AttemptEvent(
+            records.ANSWERED, int(at) if at.isdigit() else time.time_ns() // 1_000_000,
+            device_id=endpoint.removeprefix(APP_ENDPOINT.format(device_id=""))))
+        await cancel_wake(self.redis, call_id, plan.e164, "", self.window_s)
+
+    async def after_dial(self, plan: CallPlan) -> None:
+        """After Dial, whatever happened: the cancel, if the bridge did not send it."""
+        await cancel_wake(self.redis, plan.call_id, plan.e164, "", self.window_s)
+
+
+def make_app_answered(app: AppRouting) -> Route:
+    """``app_answered`` (dialplan kinline-callee, on an app's leg at the bridge; arguments:
+    the caller's channel and the call id)."""
+    async def app_answered(channel: AgiChannel, env: AgiEnvironment) -> None:
+        if len(env.arguments) < 2:
+            channel.log.error("app_answered needs the caller's channel and the call id")
+            return
+        await app.answered(channel, env.arguments[0], env.arguments[1])
+
+    return app_answered
 
 
 class StoreDevices:

@@ -147,6 +147,13 @@ async def wakes_of(redis: aioredis.Redis, call_id: str) -> list[str]:
     return [fields["kind"] for _, fields in entries if fields.get("call_id") == call_id]
 
 
+async def cancelled_ms(redis: aioredis.Redis, call_id: str) -> int:
+    """When the call's cancel was asked (epoch ms)."""
+    [ts] = [int(fields["ts"]) for _, fields in await redis.xrange(WAKE_STREAM)
+            if fields.get("call_id") == call_id and fields["kind"] == "cancel"]
+    return ts
+
+
 async def talk_and_hang_up(term: Terminal, app: SipAgent) -> None:
     await app.wait_for("incoming", timeout=STEP)
     await app.wait_for("state", lambda e: e["state"] == "CONFIRMED", timeout=STEP)
@@ -215,6 +222,9 @@ async def test_an_app_not_registered_is_woken_by_a_push_registers_and_is_billed(
     assert attempt.contact_ms is not None and attempt.invite_ms is not None and attempt.answered_ms is not None
     assert attempt.contact_ms <= attempt.invite_ms <= attempt.answered_ms
     assert await wakes_of(redis, call_id) == ["wake", "cancel"]
+    # The cancel went at the bridge (other devices stop ringing), not after the call.
+    assert cdr.ended_at is not None
+    assert attempt.answered_ms <= await cancelled_ms(redis, call_id) < cdr.ended_at.timestamp() * 1000 - 2000
 
 
 async def test_an_app_that_never_registers_is_unreachable_not_billed_and_the_card_freed(
