@@ -1,0 +1,133 @@
+"""The push bridge as the stack runs it: a wake request in Redis -> a real push to the fake
+FCM -> the app (a pjsua2 agent) registers on the apps' SIP port of the real Asterisk ->
+AMI ContactStatus -> the bridge publishes on kl:contact:<phone>, keeps kl:reach:<device>
+and records the attempt; a cancel reaches the woken device; unregistering removes it.
+
+The stack's bridge is restarted with a [push] config pointing at the fakes for this test
+(and restarted without it afterwards, as the session's other tests expect)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+import redis.asyncio as aioredis
+
+from ivr.devices import endpoint_id
+from pushbridge import records
+from pushbridge.contacts import GONE, REACHABLE, contact_channel, reach_key
+from pushbridge.providers import Kind
+from pushbridge.requests import WAKE_STREAM, wake_fields
+from store.devices import DeviceStore
+from store.redis_store import connect
+from tests.e2e.conftest import E2E
+from tests.e2e.harness import SipAgent
+from tests.fakes.push_providers import FakePushServices, serve_in_thread
+from tools import stack
+
+pytestmark = pytest.mark.e2e
+
+PHONE = "+79165550101"
+STEP = 15.0
+
+
+@pytest.fixture(scope="module")
+def fakes() -> Iterator[FakePushServices]:
+    with serve_in_thread(FakePushServices()) as services:
+        yield services
+
+
+@pytest.fixture
+def bridge_with_fakes(e2e: E2E, fakes: FakePushServices, tmp_path: Path) -> Iterator[None]:
+    config = fakes.write_config(tmp_path / "push")
+    stack.stop_service(e2e.config, "pushbridge")
+    os.environ["KINLINE_PUSH_CONFIG"] = str(config)
+    try:
+        stack.start_service(e2e.config, "pushbridge")
+        yield
+    finally:
+        stack.stop_service(e2e.config, "pushbridge")
+        os.environ.pop("KINLINE_PUSH_CONFIG", None)
+        stack.start_service(e2e.config, "pushbridge")
+
+
+@pytest.fixture
+async def redis(e2e: E2E) -> AsyncIterator[aioredis.Redis]:
+    client = connect(e2e.config.redis_url)
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+async def next_contact(channel: aioredis.client.PubSub, device_id: str, statuses: frozenset[str]) -> dict[str, str]:
+    deadline = time.monotonic() + STEP
+    while time.monotonic() < deadline:
+        message = await channel.get_message(ignore_subscribe_messages=True, timeout=0.5)
+        if message is not None:
+            data: dict[str, str] = json.loads(message["data"])
+            if data["device_id"] == device_id and data["status"] in statuses:
+                return data
+    raise AssertionError(f"no {sorted(statuses)} contact of {device_id} published within {STEP} s")
+
+
+async def test_a_woken_app_registers_and_its_contact_is_published(
+        e2e: E2E, fakes: FakePushServices, bridge_with_fakes: None, redis: aioredis.Redis) -> None:
+    devices = DeviceStore(e2e.config.postgres_url)
+    device, password = await devices.register(PHONE, "fcm", f"e2e-fcm-{uuid.uuid4().hex}", "org.kinline.app")
+    token, call_id = device.token, f"e2e-{uuid.uuid4().hex[:12]}"
+    channel = redis.pubsub()
+    await channel.subscribe(contact_channel(PHONE))
+    agent: SipAgent | None = None
+    try:
+        await redis.xadd(WAKE_STREAM, wake_fields(call_id, PHONE, "Colony number one", 20))  # type: ignore[arg-type]
+        deadline = time.monotonic() + STEP
+        while not [p for p in fakes.fcm.pushes_to(token) if p.data.get("call_id") == call_id]:
+            assert time.monotonic() < deadline, f"no push at fake FCM: {await records.read_attempts(redis, call_id)}"
+            await asyncio.sleep(0.02)
+        [push] = fakes.fcm.pushes_to(token)
+        assert (push.data["kind"], push.data["caller"]) == ("wake", "Colony number one")
+
+        # The app wakes and registers on the apps' door.
+        agent = await SipAgent.start("register", "--registrar", f"sip:{e2e.config.host}:{e2e.config.app_sip_port}",
+                                     "--user", endpoint_id(device.device_id), "--password", password,
+                                     "--rtp-port", "24100")
+        await agent.wait_for("reg", lambda e: e["code"] == 200, timeout=STEP)
+        published = await next_contact(channel, device.device_id, REACHABLE)
+        assert published["uri"].startswith(f"sip:{endpoint_id(device.device_id)}@127.0.0.1")
+        assert await redis.get(reach_key(device.device_id)) == published["uri"]
+
+        events = await records.read_attempts(redis, call_id)
+        [sent] = [e for e in events if e.event == records.PUSH_SENT]
+        [registered] = [e for e in events if e.event == records.CONTACT_REGISTERED]
+        assert (sent.device_id, sent.provider, sent.result) == (device.device_id, "fcm", "delivered")
+        assert registered.device_id == device.device_id and registered.ms >= sent.ms
+        [attempt] = records.per_device(events)
+        assert attempt.push_to_contact_ms is not None and attempt.push_to_contact_ms >= 0  # the wake latency
+
+        # Answered elsewhere: the woken device gets a cancel push.
+        await redis.xadd(WAKE_STREAM, wake_fields(call_id, PHONE, "Colony number one", 20,  # type: ignore[arg-type]
+                                                  Kind.CANCEL))
+        deadline = time.monotonic() + STEP
+        while len(fakes.fcm.pushes_to(token)) < 2:
+            assert time.monotonic() < deadline, "no cancel push"
+            await asyncio.sleep(0.02)
+        assert fakes.fcm.pushes_to(token)[1].data["kind"] == "cancel"
+
+        # The app unregisters: its contact is gone, and so is its reach key.
+        await agent.send("unregister")
+        removed = await next_contact(channel, device.device_id, GONE)
+        assert removed["status"] == "Removed"
+        assert await redis.get(reach_key(device.device_id)) is None
+    finally:
+        if agent is not None:
+            await agent.close()
+        await channel.aclose()
+        await devices.delete(PHONE, device.device_id)
+        await devices.aclose()
