@@ -57,7 +57,8 @@ async def _not_connected(channel: AgiChannel, plan: CallPlan, status: str) -> st
     A relative who pays ("01") answers first and then decides in their menu:
     Dial says ANSWER either way, the menu's outcome (on this channel) tells."""
     if status != "ANSWER":
-        return DIAL_RESULT_PROMPTS.get(status, p.UNREACHABLE)
+        # Every app device refusing or not answering: the app is unreachable.
+        return p.APP_UNREACHABLE if is_app(plan) else DIAL_RESULT_PROMPTS.get(status, p.UNREACHABLE)
     if plan.payer != Payer.CALLEE.value:
         return None
     outcome = await channel.get_variable(v.ACCEPT_ON_CALLER) or ""
