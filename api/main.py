@@ -112,8 +112,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="login codes one client address may ask for in an hour")
     parser.add_argument("--trusted-proxies", default="127.0.0.1",
                         help="addresses whose X-Forwarded-For names the client (the TLS proxy in front)")
-    parser.add_argument("--app-sip", default=None, metavar="HOST:PORT",
-                        help="the apps' SIP door, given to each app with its credentials")
+    parser.add_argument("--app-sip", default=os.environ.get("KINLINE_APP_SIP"), metavar="HOST:PORT",
+                        help="the apps' SIP door, given to each app with its credentials (default $KINLINE_APP_SIP)")
     parser.add_argument("--ami", default=None, metavar="HOST:PORT",
                         help="Asterisk's AMI, asked which devices are reachable ($KINLINE_AMI_STATUS_USER/_SECRET)")
     parser.add_argument("--log-level", default="INFO")

@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 REALTIME_ROLE = "asterisk_rt"  # tools/stack.py makes it; it may only SELECT the ps_* tables
 APP_TRANSPORT = "transport-app"  # tools/asterisk_conf.py: the apps' own SIP door
 APP_CONTEXT = "from-app"  # dialplan/kinline.conf: calls from apps are refused
+APP_ACL = "kinline-apps"  # acl.conf (generated): apps are refused from the terminals' subnets
 QUALIFY_S = 30  # OPTIONS to each contact: "reachable now" for the status light
 EXPIRATION_S = 300  # a mobile app re-registers every 5 min at most (NAT bindings)
 CONNECT_TIMEOUT_S = 2.0
@@ -63,7 +64,8 @@ DDL = (
         allow_transfer text NOT NULL DEFAULT 'no',
         send_rpid text NOT NULL DEFAULT 'no',
         trust_id_inbound text NOT NULL DEFAULT 'no',
-        trust_id_outbound text NOT NULL DEFAULT 'no')""",
+        trust_id_outbound text NOT NULL DEFAULT 'no',
+        acl text NOT NULL DEFAULT '{APP_ACL}')""",
     f"""CREATE TABLE IF NOT EXISTS ps_auths (
         id text PRIMARY KEY,
         auth_type text NOT NULL DEFAULT 'md5',

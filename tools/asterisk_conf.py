@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from tools.config import Secrets, StackConfig
+from tools.config import POSTGRES_DB, REALTIME_USER, Secrets, StackConfig
 
 _SAFE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 _PASSWORD = re.compile(r"^[A-Za-z0-9]{12,64}$")
@@ -188,8 +188,30 @@ def manager_users_conf(host: str, secrets: Secrets) -> str:
         f"[{secrets.ami_user}]\nsecret = {secrets.ami_secret}\n{acl}"
         f"read = {AMI_READ_CLASSES}\nwrite =\n\n"
         f"[{secrets.ami_originate_user}]\nsecret = {secrets.ami_originate_secret}\n{acl}"
-        "read = call\nwrite = originate\n"
+        "read = call\nwrite = originate\n\n"
+        # The relatives' API asks which app devices are reachable (Getvar of PJSIP_AOR /
+        # PJSIP_CONTACT). "reporting" runs only queries (Getvar, DBGet, CoreShowChannels,
+        # PJSIPQualify...): no Originate, Reload, ModuleLoad or Command. No events.
+        f"[{secrets.ami_status_user}]\nsecret = {secrets.ami_status_secret}\n{acl}"
+        "read =\nwrite = reporting\n"
     )
+
+
+def res_pgsql_conf(config: StackConfig, secrets: Secrets) -> str:
+    """res_config_pgsql's connection: Asterisk's read-only role, over TCP on loopback."""
+    if secrets.realtime_password and not secrets.realtime_password.isalnum():
+        raise ValueError("realtime_password must be letters and digits")
+    return (f"hostname = {config.host}\nport = {config.postgres_port}\ndbname = {POSTGRES_DB}\n"
+            f"user = {REALTIME_USER}\npassword = {secrets.realtime_password}\nappname = asterisk\n")
+
+
+def app_acl_conf(subnets: Mapping[str, tuple[str, ...]] | None) -> str:
+    """The named ACL of every app endpoint (ps_endpoints.acl): apps are refused from the
+    terminals' subnets (production profile), so an app account is useless inside a facility."""
+    lines = ["[kinline-apps]\n", "permit = 0.0.0.0/0.0.0.0\n"]
+    for nets in (subnets or {}).values():
+        lines += [f"deny = {net}\n" for net in nets]
+    return "".join(lines)
 
 
 def render(config: StackConfig, secrets: Secrets) -> dict[str, str]:
@@ -216,6 +238,13 @@ def render(config: StackConfig, secrets: Secrets) -> dict[str, str]:
             f"[trunk-identify]\ntype = identify\nendpoint = trunk\nmatch = {config.carrier}\n"
         ),
         "pjsip_terminals.conf": terminals_conf(load_terminals(config), config.terminal_subnets),
+        # The relatives' apps: their own door (store/devices.py names it in ps_endpoints.transport).
+        "pjsip_app_transport.conf": (
+            "[transport-app]\ntype = transport\nprotocol = udp\n"
+            f"bind = {config.app_sip_host}:{config.app_sip_port}\n"
+        ),
+        "res_pgsql.conf": res_pgsql_conf(config, secrets),
+        "acl_apps.conf": app_acl_conf(config.terminal_subnets),
         "rtp_ports.conf": f"rtpstart = {config.rtp_start}\nrtpend = {config.rtp_end}\n",
         "manager_general.conf": f"port = {config.ami_port}\nbindaddr = {host}\n",
         "manager_users.conf": manager_users_conf(host, secrets),

@@ -16,6 +16,7 @@ DEFAULT_CONFIG = REPO / "config" / "dev.toml"
 REDIS_USER = "kinline"  # the services' Redis ACL user (tools/stack.py writes its ACL)
 POSTGRES_USER = "kinline"  # the services' PostgreSQL role (tools/postgres.py creates it)
 POSTGRES_DB = "kinline"  # the history database
+REALTIME_USER = "asterisk_rt"  # Asterisk's read-only PostgreSQL role: the apps' SIP accounts (PJSIP realtime)
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,7 @@ class StackConfig:
     redis_port: int
     api_port: int  # the relatives' HTTP API (api/main.py)
     postgres_port: int  # PostgreSQL: the history (tools/postgres.py, history/)
+    app_sip_port: int  # the relatives' apps register here (its own PJSIP transport, never the terminals')
     rtp_start: int
     rtp_end: int
     state: Path
@@ -40,6 +42,7 @@ class StackConfig:
     carrier_host: str | None = None  # the carrier: the trunk dials it, and only it is the trunk
     carrier_port: int | None = None
     terminal_subnets: Mapping[str, tuple[str, ...]] | None = None  # facility -> subnets its terminals use
+    app_sip_bind: str | None = None  # the apps' SIP door listens here (production: the public side)
     # Copied records older than this leave Redis ([history] retention_days; history/copier.py).
     history_retention_s: int = 2 * 24 * 3600
 
@@ -47,6 +50,11 @@ class StackConfig:
     def sip_host(self) -> str:
         """The address SIP listens on."""
         return self.sip_bind or self.host
+
+    @property
+    def app_sip_host(self) -> str:
+        """The address the apps' SIP door listens on (and that the API gives the apps)."""
+        return self.app_sip_bind or self.host
 
     @property
     def carrier(self) -> str:
@@ -114,6 +122,8 @@ def load_config(path: Path | str | None = None) -> StackConfig:
         redis_port=int(ports["redis"]) + shift,
         api_port=int(ports["api"]) + shift,
         postgres_port=int(ports["postgres"]) + shift,
+        # Left out (an older config): the terminals' SIP port + 10, as in dev and test.
+        app_sip_port=int(ports.get("app_sip", int(ports["sip"]) + 10)) + shift,
         rtp_start=rtp_start,
         rtp_end=rtp_end,
         state=state if state.is_absolute() else REPO / state,
@@ -123,6 +133,8 @@ def load_config(path: Path | str | None = None) -> StackConfig:
         carrier_host=carrier_host,
         carrier_port=carrier_port,
         terminal_subnets=subnets,
+        app_sip_bind=_ipv4(raw["network"]["app_sip_bind"], "network.app_sip_bind")
+        if "app_sip_bind" in raw["network"] else None,
         history_retention_s=days * 24 * 3600,
     )
 
@@ -179,6 +191,9 @@ class Secrets:
     pin_key: str  # hex; the server-side key of PIN hashes (never stored in Redis)
     payment_webhook_secret: str = ""  # HMAC key of the payment provider's webhooks (api/ refuses a short one)
     postgres_password: str = ""  # the services' PostgreSQL role "kinline" (the history)
+    realtime_password: str = ""  # Asterisk's read-only PostgreSQL role "asterisk_rt" (PJSIP realtime)
+    ami_status_user: str = ""  # AMI: write class "reporting" only (Getvar of contact status), no events
+    ami_status_secret: str = ""
 
 
 _SECRET_DEFAULTS: dict[str, Callable[[], str]] = {
@@ -190,6 +205,9 @@ _SECRET_DEFAULTS: dict[str, Callable[[], str]] = {
     "pin_key": lambda: secrets.token_hex(32),
     "payment_webhook_secret": lambda: secrets.token_hex(32),
     "postgres_password": lambda: secrets.token_hex(24),
+    "realtime_password": lambda: secrets.token_hex(24),
+    "ami_status_user": lambda: "kinline-status",
+    "ami_status_secret": lambda: secrets.token_hex(16),
 }
 
 

@@ -26,7 +26,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from tools.config import POSTGRES_DB, POSTGRES_USER, StackConfig, load_secrets
+from tools.config import POSTGRES_DB, POSTGRES_USER, REALTIME_USER, StackConfig, load_secrets
 
 RUN_AS = "postgres"  # Debian's unprivileged user of the postgresql package
 MOUNT = Path("/run/kinline-postgres")  # <state>/postgres, seen from inside the server's namespace
@@ -44,6 +44,7 @@ SERVER_SETTINGS = {
 HBA = f"""# Written by tools/postgres.py.
 local all postgres peer
 host {POSTGRES_DB} {POSTGRES_USER} 127.0.0.1/32 scram-sha-256
+host {POSTGRES_DB} {REALTIME_USER} 127.0.0.1/32 scram-sha-256
 """
 
 
@@ -151,7 +152,14 @@ def setup(config: StackConfig) -> bool:
     """The stack's cluster, made if missing (True if made now): tools/stack.py's prepare step."""
     top = folder(config)
     prepare_folder(top)
-    return ensure_cluster(top, load_secrets(config).postgres_password)
+    made = ensure_cluster(top, load_secrets(config).postgres_password)
+    hba = top / "data" / "pg_hba.conf"
+    if hba.read_text() != HBA:  # a cluster made before a role was added (Asterisk's realtime role)
+        uid, gid = run_as_ids()
+        hba.write_text(HBA)
+        os.chown(hba, uid, gid)
+        hba.chmod(0o600)
+    return made
 
 
 def argv(config: StackConfig) -> list[str]:

@@ -9,6 +9,7 @@ namespace (unshare) so its bind mounts vanish with it.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import hashlib
 import json
@@ -22,10 +23,22 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import asyncpg
+
 from guard.firewall import table_name as guard_table_name
+from store.devices import ensure_schema as ensure_device_schema
 from tools import postgres
 from tools.asterisk_conf import asterisk_ids, write_generated
-from tools.config import POSTGRES_DB, POSTGRES_USER, REDIS_USER, REPO, StackConfig, load_config, load_secrets
+from tools.config import (
+    POSTGRES_DB,
+    POSTGRES_USER,
+    REALTIME_USER,
+    REDIS_USER,
+    REPO,
+    StackConfig,
+    load_config,
+    load_secrets,
+)
 from tools.prompts import generate as generate_prompts
 
 # The push bridge follows Asterisk: it listens to its AMI contact events.
@@ -187,6 +200,8 @@ def start_service(config: StackConfig, name: str) -> None:
                 _out(f"postgres: cluster made in {postgres.folder(config)}")
             _spawn(config, name, postgres.argv(config))
             postgres.wait_ready(config.host, config.postgres_port, 30)
+            ensure_realtime_role(config)
+            asyncio.run(ensure_device_tables(config))
         except postgres.PostgresError as err:
             raise StackError(f"{err} (see {config.path('logs', 'postgres.log')})") from err
     elif name == "history":
@@ -230,7 +245,41 @@ def service_secrets(config: StackConfig) -> dict[str, str]:
     """What the Python services need from the secrets, as environment variables."""
     secrets = load_secrets(config)
     return {"KINLINE_REDIS_URL": config.redis_url, "KINLINE_POSTGRES_URL": config.postgres_url,
-            "KINLINE_AMI_USER": secrets.ami_user, "KINLINE_AMI_SECRET": secrets.ami_secret}
+            "KINLINE_AMI_USER": secrets.ami_user, "KINLINE_AMI_SECRET": secrets.ami_secret,
+            "KINLINE_AMI_STATUS_USER": secrets.ami_status_user, "KINLINE_AMI_STATUS_SECRET": secrets.ami_status_secret,
+            "KINLINE_APP_SIP": f"{config.app_sip_host}:{config.app_sip_port}"}
+
+
+def ensure_realtime_role(config: StackConfig) -> None:
+    """Asterisk's PostgreSQL role for PJSIP realtime (the apps' SIP accounts): it may log in
+    to the database and read; the API grants it SELECT on the ps_* tables only. Made or its
+    password set again at every start, by the bootstrap superuser over the local socket
+    (the password on psql's standard input, never on a command line)."""
+    password = load_secrets(config).realtime_password
+    if not password.isalnum():
+        raise StackError("realtime_password in the secrets must be letters and digits")
+    sql = (f"SELECT 'CREATE ROLE {REALTIME_USER} LOGIN' WHERE NOT EXISTS "
+           f"(SELECT FROM pg_roles WHERE rolname = '{REALTIME_USER}') \\gexec\n"
+           f"ALTER ROLE {REALTIME_USER} WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE PASSWORD '{password}';\n"
+           f"ALTER ROLE {REALTIME_USER} SET default_transaction_read_only = on;\n"
+           "SELECT pg_reload_conf();\n")
+    top = postgres.folder(config)
+    argv = postgres.in_namespace(top, [str(postgres.pg_bin("psql")), "-X", "-q", "-v", "ON_ERROR_STOP=1",
+                                       "-h", str(postgres.MOUNT / "sock"), "-p", str(config.postgres_port),
+                                       "-U", "postgres", "-d", POSTGRES_DB])
+    done = subprocess.run(argv, input=sql, capture_output=True, text=True, timeout=30)
+    if done.returncode != 0:
+        raise StackError(f"could not make PostgreSQL role {REALTIME_USER}: {done.stderr.strip()[-500:]}")
+
+
+async def ensure_device_tables(config: StackConfig) -> None:
+    """The app devices' tables, made (and granted to Asterisk's role) before Asterisk
+    starts: it reads every realtime AOR at start (res_pjsip's qualify set-up)."""
+    conn = await asyncpg.connect(config.postgres_url, timeout=10)
+    try:
+        await ensure_device_schema(conn)
+    finally:
+        await conn.close()
 
 
 def service_env(config: StackConfig) -> dict[str, str]:
@@ -287,7 +336,8 @@ def agi_argv(config: StackConfig) -> list[str]:
 def api_argv(config: StackConfig) -> list[str]:
     """The relatives' HTTP API; Redis URL from the environment, webhook secret from the secrets file."""
     return [sys.executable, "-m", "api.main", "--host", config.host, "--port", str(config.api_port),
-            "--secrets", str(config.path("secrets.toml")), "--sms-log", str(config.path("logs", "sms.log"))]
+            "--secrets", str(config.path("secrets.toml")), "--sms-log", str(config.path("logs", "sms.log")),
+            "--ami", f"{config.host}:{config.ami_port}"]
 
 
 def history_argv(config: StackConfig) -> list[str]:
@@ -405,7 +455,8 @@ def _check_ports_free(config: StackConfig) -> None:
               ("api", host, config.api_port, socket.SOCK_STREAM),
               ("postgres", host, config.postgres_port, socket.SOCK_STREAM),
               ("asterisk", host, config.ami_port, socket.SOCK_STREAM),
-              ("asterisk", sip, config.sip_port, socket.SOCK_DGRAM)]
+              ("asterisk", sip, config.sip_port, socket.SOCK_DGRAM),
+              ("asterisk", config.app_sip_host, config.app_sip_port, socket.SOCK_DGRAM)]
     for name, address, port, kind in wanted:
         if _pid(config, name) is None and _port_busy(address, port, kind):
             raise StackError(f"cannot bind {address}:{port} for {name} (another stack running, or no such address?)")

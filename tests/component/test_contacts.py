@@ -22,6 +22,7 @@ class GetvarAmi:
     def __init__(self, values: dict[str, str]) -> None:
         self.values = values
         self.silent = False
+        self.answers_qualify: dict[str, str] = {}  # endpoint -> its contact, Reachable once qualified
         self.asked: list[str] = []
         self.port = 0
         self._server: asyncio.Server | None = None
@@ -49,6 +50,11 @@ class GetvarAmi:
                     if not self.silent:
                         writer.write(message(Response="Success", ActionID=action_id, Variable=variable,
                                              Value=self.values.get(variable, "")))
+                elif action == "pjsipqualify":
+                    endpoint = fields["Endpoint"]
+                    writer.write(message(Response="Success", ActionID=action_id, Message="will qualify"))
+                    if endpoint in self.answers_qualify:
+                        self.values[f"PJSIP_CONTACT({self.answers_qualify[endpoint]},status)"] = "Reachable"
                 await writer.drain()
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
@@ -67,7 +73,7 @@ VALUES = {
 
 @pytest.fixture
 async def ami() -> AsyncIterator[GetvarAmi]:
-    fake = GetvarAmi(VALUES)
+    fake = GetvarAmi(dict(VALUES))
     await fake.start()
     try:
         yield fake
@@ -81,6 +87,18 @@ async def test_reachable_only_with_a_contact_that_answered_qualify(ami: GetvarAm
         assert await probe.reachable(["app-aaaa", "app-bbbb", "app-cccc"]) == {"app-aaaa"}
         assert "PJSIP_AOR(app-cccc,contact)" in ami.asked  # no contact (or no such AOR): not reachable
         assert await probe.reachable([]) == set()
+    finally:
+        await probe.aclose()
+
+
+async def test_a_contact_not_yet_qualified_is_qualified_at_once(ami: GetvarAmi) -> None:
+    probe = AmiReachability("127.0.0.1", ami.port, USER, SECRET)
+    try:
+        started = time.monotonic()
+        assert await probe.reachable(["app-bbbb"]) == set()  # qualify asked, never answered: not green
+        assert time.monotonic() - started < 2.0
+        ami.answers_qualify["app-bbbb"] = "app-bbbb;@77aa"
+        assert await probe.reachable(["app-bbbb"]) == {"app-bbbb"}
     finally:
         await probe.aclose()
 
