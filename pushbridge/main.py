@@ -44,6 +44,7 @@ log = logging.getLogger("pushbridge")
 
 ALIVE_KEY = "kl:pushbridge:alive"
 ALIVE_EVERY_S = 5.0
+REPUSH_AFTER_S = 5.0  # PushKit's published request-to-ring p95 is ~2 s: a contact not there at 5 s is late
 
 
 def load_providers(path: str) -> dict[Platform, PushProvider]:
@@ -79,11 +80,13 @@ async def keep_alive(redis: aioredis.Redis, ami: AmiClient, platforms: list[str]
 
 
 async def run_bridge(redis: aioredis.Redis, directory: DeviceDirectory, providers: Mapping[Platform, PushProvider],
-                     ami: AmiClient, stop: asyncio.Event, *, consumer: str, reach_ttl: int = 330) -> None:
+                     ami: AmiClient, stop: asyncio.Event, *, consumer: str, reach_ttl: int = 330,
+                     repush_after: float = REPUSH_AFTER_S) -> None:
     """Serve wake requests and follow contacts until `stop`; the AMI client is started here
     (it keeps reconnecting by itself) and closed at the end."""
     inflight = InFlight(clock=time.time)
-    wakes = WakeConsumer(redis, WakeService(redis, directory, providers, inflight), consumer)
+    wakes = WakeConsumer(redis, WakeService(redis, directory, providers, inflight, repush_after=repush_after),
+                         consumer)
     contacts = ContactHandler(redis, directory, inflight, reach_ttl=reach_ttl)
     events = ami.subscribe()
     with contextlib.suppress(TimeoutError):
@@ -116,7 +119,8 @@ async def serve(args: argparse.Namespace, providers: dict[Platform, PushProvider
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     try:
-        await run_bridge(redis, directory, providers, ami, stop, consumer=args.consumer, reach_ttl=args.reach_ttl)
+        await run_bridge(redis, directory, providers, ami, stop, consumer=args.consumer, reach_ttl=args.reach_ttl,
+                         repush_after=args.repush_after)
     finally:
         for provider in providers.values():
             await provider.aclose()
@@ -135,6 +139,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="this bridge's name in the kl:wake consumer group (keep it across restarts)")
     parser.add_argument("--reach-ttl", type=int, default=330,
                         help="seconds kl:reach:<device> lives without a new contact event (above the expiration)")
+    parser.add_argument("--repush-after", type=float, default=REPUSH_AFTER_S,
+                        help="seconds without a contact after which an FCM/HMS device is pushed once more (0: never)")
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")

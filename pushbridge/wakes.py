@@ -12,6 +12,7 @@ import functools
 import logging
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
@@ -27,14 +28,24 @@ from pushbridge.requests import WakeRequest
 log = logging.getLogger(__name__)
 
 
+# A data message (FCM, HMS) may be pushed again for the same call: the app keys on the call id.
+# A VoIP push (APNs) is not: iOS wants each one reported to CallKit as a call.
+REPUSH_PLATFORMS: frozenset[str] = frozenset({"fcm", "hms"})
+REPUSH_MIN_LEFT_S = 3.0  # no repeat that would leave the app less than this to register
+
+
 def _ms(seconds: float) -> int:
     return int(seconds * 1000)
 
 
 class WakeService:
     def __init__(self, redis: aioredis.Redis, directory: DeviceDirectory, providers: Mapping[Platform, PushProvider],
-                 inflight: InFlight, *, clock: Callable[[], float] = time.time) -> None:
+                 inflight: InFlight, *, repush_after: float = 0.0, clock: Callable[[], float] = time.time) -> None:
+        """`repush_after` > 0: a woken FCM/HMS device whose contact has not come that many
+        seconds after its push is pushed once more (a push the provider accepted may still be
+        lost on the way to the phone); 0: never."""
         self.redis = redis
+        self.repush_after = repush_after
         self.directory = directory
         self.providers = providers
         self.inflight = inflight
@@ -105,6 +116,30 @@ class WakeService:
         await self._record(call_id, *events)
         if result.delivered and pending.cancelled:
             log.info("call %s: %s woken after the cancel: cancelling it too", call_id, device)
+            await self._send_cancels(pending.request, [device])
+        elif result.delivered and self.repush_after > 0 and device.platform in REPUSH_PLATFORMS:
+            await self._repush(pending, device, sent)
+
+    async def _repush(self, pending: Pending, device: Device, sent: float) -> None:
+        """Once, if the device's contact has not come `repush_after` s after its push."""
+        at = sent + self.repush_after
+        if pending.request.deadline - at < REPUSH_MIN_LEFT_S:
+            return
+        await asyncio.sleep(max(0.0, at - self.clock()))
+        if pending.cancelled or device.device_id in pending.registered:
+            return
+        call_id = pending.call_id
+        log.info("call %s: no contact from %s %.1f s after its push: pushing it again", call_id, device,
+                 self.repush_after)
+        again = self.clock()
+        [result] = await push_all(self.providers, [device], pending.request.wake())
+        event = self._push_event(records.PUSH_SENT, again, result)
+        events = [replace(event, detail=f"repeat: {event.detail}"[:200])]
+        if result.outcome is Outcome.INVALID_TOKEN:
+            pending.woken.discard(device.device_id)
+            events.append(await self._deactivate(device, result.reason, call_id))
+        await self._record(call_id, *events)
+        if result.delivered and pending.cancelled:
             await self._send_cancels(pending.request, [device])
 
     def _push_event(self, event: str, sent: float, result: PushResult) -> AttemptEvent:

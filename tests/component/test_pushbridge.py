@@ -91,7 +91,7 @@ async def running(flushed: RedisServer, tmp_path: Path) -> AsyncIterator[Running
         providers = build_providers(load_push_config(fakes.write_config(tmp_path / "push")))
         client = AmiClient("127.0.0.1", ami.port, USER, SECRET, reconnect_delay=0.05, events="system")
         bridge = asyncio.create_task(run_bridge(redis, directory, providers, client, stop, consumer="bridge-test",
-                                                reach_ttl=60))
+                                                reach_ttl=60, repush_after=0))  # repeats: unit tests
         try:
             await wait_for(lambda: bool(ami.logged_in), what="AMI login")
             yield Running(redis, fakes, ami, directory, devices)
@@ -186,7 +186,7 @@ async def test_pending_entries_of_a_crashed_bridge_are_served_again(flushed: Red
             providers = build_providers(load_push_config(fakes.write_config(tmp_path / "push")))
             client = AmiClient("127.0.0.1", ami.port, USER, SECRET, reconnect_delay=0.05)
             bridge = asyncio.create_task(run_bridge(redis, directory, providers, client, stop,
-                                                    consumer="bridge-test"))
+                                                    consumer="bridge-test", repush_after=0))
             try:
                 deadline = time.monotonic() + STEP
                 while (await redis.xpending(WAKE_STREAM, WAKE_GROUP))["pending"]:

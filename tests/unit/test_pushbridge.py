@@ -137,13 +137,13 @@ class Bridge:
         return [e for e in self.events(call_id) if e.event == event]
 
 
-def make_bridge(platforms: tuple[Platform, ...] = ("fcm", "apns-voip", "hms")) -> Bridge:
+def make_bridge(platforms: tuple[Platform, ...] = ("fcm", "apns-voip", "hms"), repush_after: float = 0.0) -> Bridge:
     redis = MemoryRedis()
     directory = MemoryDirectory()
     providers: dict[Platform, ScriptedProvider] = {p: ScriptedProvider(p) for p in platforms}
     inflight = InFlight(time.time)
     typed: dict[Platform, PushProvider] = dict(providers)
-    service = WakeService(redis, directory, typed, inflight)  # type: ignore[arg-type]
+    service = WakeService(redis, directory, typed, inflight, repush_after=repush_after)  # type: ignore[arg-type]
     return Bridge(redis, directory, providers, inflight, service)
 
 
@@ -415,3 +415,49 @@ async def test_the_device_that_answered_gets_no_cancel(bridge: Bridge) -> None:
     await bridge.run(request(kind=Kind.CANCEL))
     assert {e.device_id for e in bridge.named("call-1", records.CANCEL_SENT)} == {"11", "13"}
     assert not bridge.providers["apns-voip"].to("tok-iphone", Kind.CANCEL)
+
+
+# --- pushing again ------------------------------------------------------------------------------------
+
+async def test_a_data_push_without_contact_is_pushed_once_more_a_voip_push_never() -> None:
+    bridge = make_bridge(repush_after=0.1)
+    three_devices(bridge)
+    await bridge.run(request())
+    assert [len(bridge.providers[p].sent) for p in ("fcm", "apns-voip", "hms")] == [2, 1, 2]
+    repeats = [e for e in bridge.named("call-1", records.PUSH_SENT) if e.detail.startswith("repeat")]
+    assert {(e.device_id, e.result) for e in repeats} == {("11", "delivered"), ("13", "delivered")}
+    first = min(e.ms for e in bridge.named("call-1", records.PUSH_SENT))
+    assert all(e.ms - first >= 100 for e in repeats)
+
+
+async def test_no_repeat_once_the_contact_came_or_the_call_was_cancelled() -> None:
+    bridge = make_bridge(platforms=("fcm", "hms"), repush_after=0.2)
+    bridge.directory.add(PHONE, Device("fcm", "tok-android", "org.kinline.app", "11"))
+    bridge.directory.add(PHONE, Device("hms", "tok-huawei", "104567890", "13"))
+    task = bridge.service.start(request(), time.time())
+    deadline = time.monotonic() + STEP
+    while len(bridge.named("call-1", records.PUSH_SENT)) < 2:
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.005)
+    handler = ContactHandler(bridge.redis, bridge.directory, bridge.inflight)  # type: ignore[arg-type]
+    event = contact_event(ami(URI="sip:app-11@h", ContactStatus="Created", AOR="app-11"))
+    assert event is not None and await handler.handle(event)
+    await asyncio.wait_for(task, STEP)
+    assert len(bridge.providers["fcm"].sent) == 1  # its contact came
+    assert len(bridge.providers["hms"].sent) == 2  # it did not
+    cancelled = make_bridge(platforms=("fcm",), repush_after=0.2)
+    cancelled.directory.add(PHONE, Device("fcm", "tok-android", "org.kinline.app", "11"))
+    task = cancelled.service.start(request("call-2"), time.time())
+    while not cancelled.named("call-2", records.PUSH_SENT):
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.005)
+    await cancelled.run(request("call-2", Kind.CANCEL))
+    await asyncio.wait_for(task, STEP)
+    assert [s.kind for s in cancelled.providers["fcm"].sent] == [Kind.WAKE, Kind.CANCEL]
+
+
+async def test_no_repeat_too_close_to_the_end_of_the_window() -> None:
+    bridge = make_bridge(platforms=("fcm",), repush_after=0.1)
+    bridge.directory.add(PHONE, Device("fcm", "tok-android", "org.kinline.app", "11"))
+    await bridge.run(request(window_s=3.0))
+    assert len(bridge.providers["fcm"].sent) == 1
