@@ -61,7 +61,7 @@ def test_asterisk_reads_the_tables_the_api_writes() -> None:
         # The static config first (terminals, trunk), then PostgreSQL.
         wizards = re.findall(rf"^{kind} = (\w+)", sorcery, re.M)
         assert wizards == ["config", "realtime"], kind
-        assert f"{kind} = realtime,{table}" in sorcery
+        assert f"{kind} = realtime,{table},allow_unqualified_fetch=no" in sorcery  # never "read them all"
         assert f"{table} => pgsql,kinline,{table}" in extconfig
         assert any(f"CREATE TABLE IF NOT EXISTS {table} (" in statement for statement in DDL)
     modules = (CONF / "modules.conf").read_text()
