@@ -177,3 +177,23 @@ async def test_a_terminal_cannot_call_through_the_apps_door(e2e: E2E) -> None:
         assert not any(e["event"] == "state" and e["state"] == "CONFIRMED" for e in caller.events), end
     finally:
         await caller.close()
+
+
+async def test_status_ami_user_may_only_query(e2e: E2E) -> None:
+    """The API's AMI user (write class "reporting"): Getvar and PJSIPQualify, nothing that
+    changes Asterisk or calls anyone."""
+    secret = load_secrets(e2e.config)
+    client = AmiClient(e2e.config.host, e2e.config.ami_port, secret.ami_status_user, secret.ami_status_secret,
+                       events="off")
+    await client.start()
+    try:
+        assert (await client.action("Getvar", Variable="PJSIP_AOR(app-0000000000000000,contact)")).get("Value") == ""
+        for action, fields in (("Command", {"Command": "core show settings"}), ("Reload", {}),
+                               ("GetConfig", {"Filename": "manager.conf"}), ("ModuleLoad", {"LoadType": "unload",
+                                                                                          "Module": "chan_pjsip.so"}),
+                               ("Originate", {"Channel": "Local/100@terminals", "Application": "Wait"}),
+                               ("Getvar", {"Variable": "SHELL(id)"})):
+            with pytest.raises(AmiActionError, match=r"Permission denied|Access Forbidden"):
+                await client.action(action, **fields)
+    finally:
+        await client.close()
