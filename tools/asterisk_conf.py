@@ -218,7 +218,7 @@ def render(config: StackConfig, secrets: Secrets) -> dict[str, str]:
     """File name -> content for everything in <state>/generated."""
     host = config.host
     return {
-        "globals.conf": f"KINLINE_AGI = {config.agi_url}\n",
+        "globals.conf": f"KINLINE_AGI = {config.agi_url}\nKINLINE_TERMINAL_PORT = {config.sip_port}\n",
         "pjsip_transport.conf": (
             "[transport-udp]\ntype = transport\nprotocol = udp\n"
             f"bind = {config.sip_host}:{config.sip_port}\n"

@@ -165,9 +165,6 @@ async def test_apps_cannot_call_through_either_door(e2e: E2E, relative: Relative
             await caller.close()
 
 
-@pytest.mark.xfail(strict=True, reason="PJSIP identifies an endpoint whatever transport a request came by; the "
-                   "terminals' context must refuse a call whose CHANNEL(pjsip,local_addr) is not "
-                   "the terminals' door (the lead's dial plan, not added yet)")
 async def test_a_terminal_cannot_call_through_the_apps_door(e2e: E2E) -> None:
     caller = await SipAgent.start("call", "--target", f"sip:9999@{e2e.config.host}:{e2e.config.app_sip_port}",
                                   "--user", e2e.terminal.name, "--password", e2e.terminal.password,

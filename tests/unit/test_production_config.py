@@ -54,7 +54,7 @@ def test_production_rendering(tmp_path: Path) -> None:
     assert "contact = sip:198.51.100.7:5060\n" in out["pjsip_trunk.conf"]
     assert "match = 198.51.100.7:5060\n" in out["pjsip_trunk.conf"]
     assert "bindaddr = 127.0.0.1\n" in out["manager_general.conf"]
-    assert out["globals.conf"] == "KINLINE_AGI = agi://127.0.0.1:4573\n"
+    assert out["globals.conf"] == "KINLINE_AGI = agi://127.0.0.1:4573\nKINLINE_TERMINAL_PORT = 5060\n"
 
 
 def test_each_terminal_is_limited_to_its_facility_subnets() -> None:
