@@ -35,6 +35,7 @@ REACH_KEY = "kl:reach:{device_id}"
 # qualify off), Unknown (not yet qualified), Removed (res_pjsip).
 REACHABLE = frozenset({"Created", "Reachable", "Updated", "NonQualified"})
 GONE = frozenset({"Removed", "Unreachable"})
+AUTHENTICATED = "Authenticated"  # our own status: a SuccessfulAuth hint (see contact_event)
 PHONE_CACHE_MAX = 10_000
 
 
@@ -53,9 +54,29 @@ class ContactEvent:
     def gone(self) -> bool:
         return self.status in GONE
 
+    @property
+    def registering(self) -> bool:
+        """A contact came or is coming: what a waiting call is told."""
+        return self.reachable or self.status == AUTHENTICATED
+
 
 def contact_event(message: AmiMessage) -> ContactEvent | None:
-    """The app contact an AMI event reports, or None (another event, another AOR)."""
+    """The app contact an AMI event reports, or None (another event, another AOR).
+
+    Besides ContactStatus, a PJSIP SuccessfulAuth (class security) of an app's account is a
+    hint, status `Authenticated`: the app just authenticated a request, in practice its
+    REGISTER, whose contact Asterisk stores in the same breath. Asterisk publishes
+    ContactStatus only for endpoints its qualify set-up knows, and with the realtime
+    tables' allow_unqualified_fetch=no it knows no app endpoint: then the hint is the only
+    event. It says nothing of reachability (an unREGISTER authenticates too): no reach key."""
+    if message.event == "SuccessfulAuth":
+        account = message.get("AccountID")
+        if message.get("Service") != "PJSIP" or not account.startswith(APP_AOR_PREFIX):
+            return None
+        device_id = account[len(APP_AOR_PREFIX):]
+        if not device_id or len(device_id) > 64 or not device_id.isprintable():
+            return None
+        return ContactEvent(device_id, "", AUTHENTICATED, account)
     if message.event != "ContactStatus":
         return None
     aor = message.get("AOR")
@@ -112,7 +133,7 @@ class ContactHandler:
                     pipe.set(reach_key(event.device_id), event.uri, ex=self.reach_ttl)
                 elif event.gone:
                     pipe.delete(reach_key(event.device_id))
-                if event.reachable:
+                if event.registering:
                     for pending in self.inflight.waiting_for(event.device_id):
                         if event.device_id not in pending.registered:
                             pending.registered.add(event.device_id)

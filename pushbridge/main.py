@@ -112,8 +112,8 @@ async def serve(args: argparse.Namespace, providers: dict[Platform, PushProvider
                 postgres_url: str, ami_user: str, ami_secret: str) -> None:
     redis = connect(redis_url)
     directory = PgDirectory(postgres_url)
-    # Only the system class: ContactStatus is one of them; call events would only be noise here.
-    ami = AmiClient(args.ami_host, args.ami_port, ami_user, ami_secret, events="system")
+    # ContactStatus is of class system, SuccessfulAuth of security; call events would be noise here.
+    ami = AmiClient(args.ami_host, args.ami_port, ami_user, ami_secret, events="system,security")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

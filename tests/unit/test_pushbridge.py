@@ -461,3 +461,25 @@ async def test_no_repeat_too_close_to_the_end_of_the_window() -> None:
     bridge.directory.add(PHONE, Device("fcm", "tok-android", "org.kinline.app", "11"))
     await bridge.run(request(window_s=3.0))
     assert len(bridge.providers["fcm"].sent) == 1
+
+
+def test_a_pjsip_successful_auth_of_an_app_is_a_hint() -> None:
+    auth = AmiMessage({"Event": "SuccessfulAuth", "Privilege": "security,all", "Service": "PJSIP",
+                       "AccountID": "app-12", "RemoteAddress": "IPV4/UDP/127.0.0.1/40000", "UsingPassword": "1"})
+    event = contact_event(auth)
+    assert event is not None and (event.device_id, event.status, event.uri) == ("12", "Authenticated", "")
+    assert event.registering and not event.reachable and not event.gone
+    assert contact_event(AmiMessage({**auth.fields, "AccountID": "term9001"})) is None
+    assert contact_event(AmiMessage({**auth.fields, "Service": "AMI"})) is None
+
+
+async def test_a_hint_is_published_and_recorded_but_sets_no_reach_key(bridge: Bridge) -> None:
+    three_devices(bridge)
+    await bridge.run(request())
+    handler = ContactHandler(bridge.redis, bridge.directory, bridge.inflight)  # type: ignore[arg-type]
+    event = contact_event(AmiMessage({"Event": "SuccessfulAuth", "Service": "PJSIP", "AccountID": "app-11"}))
+    assert event is not None and await handler.handle(event)
+    assert [(m["device_id"], m["status"]) for _, m in bridge.redis.published] == [("11", "Authenticated")]
+    [registered] = bridge.named("call-1", records.CONTACT_REGISTERED)
+    assert (registered.device_id, registered.result) == ("11", "Authenticated")
+    assert "kl:reach:11" not in bridge.redis.values
