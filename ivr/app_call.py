@@ -87,13 +87,17 @@ async def reach(devices: Sequence[str], contacts: Contacts, wake: Callable[[], A
     async with wake() as waking:
         try:
             await waking.push()
+            announced = False  # a contact came that the switch did not show yet
             while (left := deadline - clock()) > 0:
                 if await waking.next_contact(min(poll_s, left)):
+                    announced = True
                     await asyncio.sleep(grace_s)
+                if announced:
+                    # The switch may list a just-registered contact a moment after its event
+                    # (or it left again): look again at every poll until it does.
                     target, dialed = await contacts_of(devices, contacts)
                     if target:
                         return Reach(target, dialed, True, "woken")
-                    continue  # a contact that left again: keep waiting
                 if not await line.still_there():
                     await waking.cancel()
                     return Reach("", (), True, "gone")

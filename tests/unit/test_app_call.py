@@ -196,3 +196,23 @@ async def test_an_error_during_the_wait_cancels_and_is_raised() -> None:
         await reach(["d1"], contacts, wake_of(contacts, clock, [], log), Line(error=ConnectionError("agi")),
                     clock=clock)
     assert log == ["subscribe", "push", "cancel"]
+
+
+async def test_a_contact_the_switch_lists_late_is_dialed_at_a_later_poll() -> None:
+    log: list[str] = []
+    clock = Clock()
+
+    class LateContacts(Contacts):
+        """The event came, but the switch lists the contact only from the third look."""
+
+        looks = 0
+
+        async def dial_string(self, device_id: str) -> str:
+            self.looks += 1
+            return "PJSIP/app-d1/sip:a@h" if self.looks >= 3 else ""
+
+    contacts = LateContacts()
+    found = await reach(["d1"], contacts, wake_of(contacts, clock, [{}], log), Line(), window_s=8, grace_s=0.0,
+                        clock=clock)
+    assert (found.target, found.outcome) == ("PJSIP/app-d1/sip:a@h", "woken")
+    assert contacts.looks == 3 and log == ["subscribe", "push", "unsubscribe"]
