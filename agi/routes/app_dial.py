@@ -141,15 +141,13 @@ class AppRouting:
                 if not ringing:
                     ringing = True
                     await caller.play([p.APP_CONNECTING])
-                    await channel.exec("Playtones", "ring")
+                    # Ringback: "Ringing" on the answered channel makes the core play the
+                    # zone's ring tone (app_playtones is not loaded); the next prompt or
+                    # Dial's own ringback replaces it.
+                    await channel.exec("Ringing")
                 return await ChannelLine(channel).still_there()
 
-        try:
-            found = await reach(device_ids, contacts, waking, Announced(), window_s=self.window_s,
-                                grace_s=self.grace_s)
-        finally:
-            if ringing and not channel.hung_up:
-                await channel.exec("StopPlaytones")
+        found = await reach(device_ids, contacts, waking, Announced(), window_s=self.window_s, grace_s=self.grace_s)
         channel.log.info("app of %s...: %s, %d device(s) to dial of %d", phone[:5], found.outcome,
                          len(found.dialed), len(device_ids))
         if found.target:

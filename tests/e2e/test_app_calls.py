@@ -16,6 +16,7 @@ import secrets
 import socket
 import time
 import uuid
+import wave
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -35,6 +36,7 @@ from tests.e2e.conftest import E2E
 from tests.e2e.harness import AmiWatch, SipAgent
 from tests.e2e.rawsip import _header, digest
 from tests.e2e.test_inmate_calls import Terminal, new_card
+from tests.e2e.test_relative_calls import tone_share
 from tests.fakes.push_providers import FakePushServices, serve_in_thread
 from tools import stack
 
@@ -239,7 +241,7 @@ async def test_an_app_not_registered_is_woken_by_a_push_registers_and_is_billed(
 
 async def test_an_app_that_never_registers_is_unreachable_not_billed_and_the_card_freed(
         e2e: E2E, store: RedisStore, devices: DeviceStore, redis: aioredis.Redis, fakes: FakePushServices,
-        ami: AmiWatch, terminal: object) -> None:
+        ami: AmiWatch, terminal: object, tmp_path: Path) -> None:
     card = await new_card(store, "open", 10_000)
     phone, _, _, token = await app_relative(store, devices, card)
     term: Terminal = await terminal()  # type: ignore[operator]
@@ -252,6 +254,13 @@ async def test_an_app_that_never_registers_is_unreachable_not_billed_and_the_car
     await term.prompt("dial-another")
     await term.agent.send("hangup")
     await term.hangup_cause()
+    await term.agent.close()  # the recorder writes its WAV header at exit
+    # Nothing was dialed: any 425 Hz ring tone is the wait's ringback (0.8 s in every 4 s).
+    recording = tmp_path / "inmate.wav"
+    with wave.open(str(recording), "rb") as wav:
+        length = wav.getnframes() / wav.getframerate()
+    share = tone_share(recording, 0, length)
+    assert share > 0.03, f"ringback in {share:.1%} of the call"
     cdr = await call_record(store, card)
     assert (cdr.route_kind, cdr.dial_status, cdr.amount, cdr.billed_s) == ("app_audio", "CHANUNAVAIL", 0, 0)
     assert len(fakes.fcm.pushes_to(token)) >= 1
