@@ -478,8 +478,6 @@ async def test_an_app_refusing_the_invite_is_unreachable_and_nothing_is_billed(
     assert (await store.card(card)).balance == 10_000  # type: ignore[union-attr]
 
 
-@pytest.mark.xfail(strict=True, reason="PJSIP_HEADER needs res_pjsip_header_funcs.so, not yet loaded by "
-                                       "asterisk/conf/modules.conf: remove this mark once it is")
 async def test_the_app_invite_carries_the_call_id(
         e2e: E2E, store: RedisStore, devices: DeviceStore, terminal: object) -> None:
     _, cdr, invite = await refused_app_call(e2e, store, devices, terminal)
