@@ -9,7 +9,6 @@ duplicates.
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,11 +20,10 @@ import asyncpg
 from history.copier import StreamId
 from history.schema import ensure_schema
 from ivr.relatives import RelativeEntry
+from store.pg import DOWN, LazyPool
 from store.redis_store import LedgerEntry
 
 MAX_LIMIT = 1000
-CONNECT_TIMEOUT_S = 2.0
-QUERY_TIMEOUT_S = 5.0
 
 
 class HistoryUnavailable(Exception):
@@ -61,36 +59,17 @@ class History:
     """Queries over a small connection pool, opened on first use (the API starts without it)."""
 
     def __init__(self, url: str, max_size: int = 4) -> None:
-        self.url = url
-        self.max_size = max_size
-        self._pool: asyncpg.Pool | None = None
-        self._lock = asyncio.Lock()
-
-    async def _get_pool(self) -> asyncpg.Pool:
-        async with self._lock:
-            if self._pool is None:
-                pool = await asyncpg.create_pool(self.url, min_size=0, max_size=self.max_size,
-                                                 timeout=CONNECT_TIMEOUT_S, command_timeout=QUERY_TIMEOUT_S)
-                try:
-                    async with pool.acquire() as conn:  # the copier may not have run yet
-                        await ensure_schema(conn)
-                except BaseException:
-                    await pool.close()
-                    raise
-                self._pool = pool
-            return self._pool
+        # the copier may not have run yet: the schema is ensured on opening
+        self._pool = LazyPool(url, ensure_schema, max_size)
 
     async def aclose(self) -> None:
-        if self._pool is not None:
-            await self._pool.close()
-            self._pool = None
+        await self._pool.aclose()
 
     async def _fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
         try:
-            pool = await self._get_pool()
+            pool = await self._pool.get()
             return await pool.fetch(sql, *args)
-        except (asyncpg.PostgresConnectionError, asyncpg.InterfaceError, asyncpg.InvalidAuthorizationSpecificationError,
-                asyncpg.InvalidPasswordError, OSError, TimeoutError) as err:
+        except DOWN as err:
             raise HistoryUnavailable(f"{type(err).__name__}: {err}") from err
 
     async def calls(self, *, card: str | None = None, number: str | None = None, since: datetime | None = None,

@@ -14,7 +14,6 @@ is the column's DEFAULT, so a row is just its id and the links between the three
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import Any
 
@@ -22,6 +21,7 @@ import asyncpg
 import asyncpg.pool
 
 from ivr.devices import MAX_DEVICES, SIP_REALM, Device, endpoint_id, md5_cred, new_device_id, new_sip_password
+from store.pg import DOWN, LazyPool
 
 log = logging.getLogger(__name__)
 
@@ -31,8 +31,6 @@ APP_CONTEXT = "from-app"  # dialplan/kinline.conf: calls from apps are refused
 APP_ACL = "kinline-apps"  # acl.conf (generated): apps are refused from the terminals' subnets
 QUALIFY_S = 30  # OPTIONS to each contact: "reachable now" for the status light
 EXPIRATION_S = 300  # a mobile app re-registers every 5 min at most (NAT bindings)
-CONNECT_TIMEOUT_S = 2.0
-QUERY_TIMEOUT_S = 5.0
 _LOCK = 7_202_612  # advisory lock: the schema is made once when two APIs start together
 
 DDL = (
@@ -127,35 +125,15 @@ class DeviceStore:
     """Devices over a small asyncpg pool, opened on first use (the API starts without it)."""
 
     def __init__(self, url: str, max_size: int = 4) -> None:
-        self.url = url
-        self.max_size = max_size
-        self._pool: asyncpg.Pool | None = None
-        self._lock = asyncio.Lock()
-
-    async def _get_pool(self) -> asyncpg.Pool:
-        async with self._lock:
-            if self._pool is None:
-                pool = await asyncpg.create_pool(self.url, min_size=0, max_size=self.max_size,
-                                                 timeout=CONNECT_TIMEOUT_S, command_timeout=QUERY_TIMEOUT_S)
-                try:
-                    async with pool.acquire() as conn:
-                        await ensure_schema(conn)
-                except BaseException:
-                    await pool.close()
-                    raise
-                self._pool = pool
-            return self._pool
+        self._pool = LazyPool(url, ensure_schema, max_size)
 
     async def aclose(self) -> None:
-        if self._pool is not None:
-            await self._pool.close()
-            self._pool = None
+        await self._pool.aclose()
 
     async def _pool_or_down(self) -> asyncpg.Pool:
         try:
-            return await self._get_pool()
-        except (asyncpg.PostgresConnectionError, asyncpg.InterfaceError, asyncpg.InvalidAuthorizationSpecificationError,
-                asyncpg.InvalidPasswordError, OSError, TimeoutError) as err:
+            return await self._pool.get()
+        except DOWN as err:
             raise DevicesUnavailable(f"{type(err).__name__}: {err}") from err
 
     async def register(self, phone: str, platform: str, token: str, app_id: str) -> tuple[Device, str]:
