@@ -9,13 +9,13 @@ from agi.deps import CallDeps
 from agi.plan_vars import load_plan
 from agi.protocol import AgiEnvironment
 from agi.routes.app_dial import AppRouting
-from agi.routes.inmate_call import is_app, plan_and_dial, refuse
+from agi.routes.inmate_call import another_number, is_app, plan_and_dial
 from agi.server import Route
 from agi.settle import settle_attempt
 from ivr import prompts as p
 from ivr.accept import inmate_hears
 from ivr.call_plan import CallPlan
-from ivr.inmate_call import DIAL_ATTEMPTS, DIAL_RESULT_PROMPTS, Refused
+from ivr.inmate_call import DIAL_ATTEMPTS, DIAL_RESULT_PROMPTS
 from ivr.numbering import Payer
 
 
@@ -37,16 +37,9 @@ def make_after_dial(deps: CallDeps, app: AppRouting | None = None) -> Route:
             return
         await caller.play([outcome])
         attempt = int(await channel.get_variable(v.ATTEMPT) or DIAL_ATTEMPTS) + 1
-        if attempt > DIAL_ATTEMPTS:
-            await refuse(channel, caller, Refused(p.GOODBYE, "no more attempts"))
-            return
-        try:
-            session = await deps.calls.resume(plan.card, plan.facility_id)
-        except Refused as refused:
-            await refuse(channel, caller, refused)
-            return
-        await caller.play([p.DIAL_ANOTHER])
-        await plan_and_dial(channel, caller, deps, session, env.uniqueid, attempt, app)
+        session = await another_number(channel, caller, deps, plan, attempt)
+        if session is not None:
+            await plan_and_dial(channel, caller, deps, session, env.uniqueid, attempt, app)
 
     return after_dial
 

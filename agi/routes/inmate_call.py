@@ -82,15 +82,27 @@ async def plan_and_dial(channel: AgiChannel, caller: AgiCaller, deps: CallDeps, 
         await channel.set_variable(v.SETTLED, plan.call_id)
         await caller.play([p.APP_UNREACHABLE])
         attempt += 1
-        if attempt > DIAL_ATTEMPTS:
-            await refuse(channel, caller, Refused(p.GOODBYE, "no more attempts"))
+        again = await another_number(channel, caller, deps, plan, attempt)
+        if again is None:
             return
-        try:
-            session = await deps.calls.resume(plan.card, plan.facility_id)
-        except Refused as refused:
-            await refuse(channel, caller, refused)
-            return
-        await caller.play([p.DIAL_ANOTHER])
+        session = again
+
+
+async def another_number(channel: AgiChannel, caller: AgiCaller, deps: CallDeps, plan: CallPlan,
+                         attempt: int) -> Session | None:
+    """After an attempt that did not connect: the session for attempt ``attempt``
+    (checks run again) with "you may dial another number" said, or None when the
+    call ends (no attempts left, or a check now refuses: the caller was told)."""
+    if attempt > DIAL_ATTEMPTS:
+        await refuse(channel, caller, Refused(p.GOODBYE, "no more attempts"))
+        return None
+    try:
+        session = await deps.calls.resume(plan.card, plan.facility_id)
+    except Refused as refused:
+        await refuse(channel, caller, refused)
+        return None
+    await caller.play([p.DIAL_ANOTHER])
+    return session
 
 
 def is_app(plan: CallPlan) -> bool:
