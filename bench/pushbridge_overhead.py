@@ -39,12 +39,11 @@ import time
 from pathlib import Path
 
 from ami.client import AmiClient
-from pushbridge import records
-from pushbridge.contacts import contact_channel
 from pushbridge.devices import MemoryDirectory
 from pushbridge.main import run_bridge
 from pushbridge.providers import Device, build_providers, load_push_config
-from pushbridge.requests import WAKE_STREAM, wake_fields
+from store import wake_records as records
+from store.app_wake import WAKE_STREAM, contact_channel, wake_fields
 from store.redis_store import connect
 from tests.component.conftest import _start, _stop
 from tests.component.test_ami_client import SECRET, USER, FakeAmi

@@ -21,16 +21,15 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from ami.protocol import AmiMessage
-from pushbridge import records
 from pushbridge.devices import DeviceDirectory
 from pushbridge.errors import DirectoryError
 from pushbridge.inflight import InFlight
+from store import wake_records as records
+from store.app_wake import contact_channel, reach_key
 
 log = logging.getLogger(__name__)
 
 APP_AOR_PREFIX = "app-"
-CONTACT_CHANNEL = "kl:contact:{phone}"
-REACH_KEY = "kl:reach:{device_id}"
 # Asterisk 22's labels: Created, Updated (core), Reachable, Unreachable, NonQualified (registered,
 # qualify off), Unknown (not yet qualified), Removed (res_pjsip).
 REACHABLE = frozenset({"Created", "Reachable", "Updated", "NonQualified"})
@@ -85,14 +84,6 @@ def contact_event(message: AmiMessage) -> ContactEvent | None:
     if not device_id or not status or len(device_id) > 64 or not device_id.isprintable():
         return None
     return ContactEvent(device_id, message.get("URI"), status, aor)
-
-
-def contact_channel(phone: str) -> str:
-    return CONTACT_CHANNEL.format(phone=phone)
-
-
-def reach_key(device_id: str) -> str:
-    return REACH_KEY.format(device_id=device_id)
 
 
 class ContactHandler:

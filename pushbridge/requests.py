@@ -1,30 +1,18 @@
-"""Wake requests: what the call side asks of the bridge, through the Redis stream `kl:wake`.
-
-One stream entry, all values strings:
-
-    call_id   the call's id; the app matches the INVITE by it
-    phone     the relative's number, E.164 with its + (as their account), whose devices are pushed
-    caller    what the app shows: the facility's display name
-    window_s  seconds the call waits for the app (the ring window)
-    kind      wake | cancel (answered elsewhere, the caller hung up, timeout)
-    ts        epoch milliseconds when the call side asked
+"""Wake requests: what the call side asks of the bridge, through the Redis stream `kl:wake`
+(its fields: store/app_wake.py, which builds an entry with `wake_fields`).
 
 The window runs from `ts`: a request read after `ts + window_s` is dropped (its
-call no longer waits). `wake_fields` builds an entry; `parse_request` checks one."""
+call no longer waits). `parse_request` checks one entry."""
 
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 from pushbridge.errors import BadRequest
 from pushbridge.providers import Kind, Wake
 
-WAKE_STREAM = "kl:wake"
-WAKE_GROUP = "pushbridge"
-STREAM_MAXLEN = 100_000  # the producer trims (XADD MAXLEN ~): old entries are past their window anyway
 MAX_WINDOW_S = 300.0
 CANCEL_WINDOW_S = 30.0  # how long a provider may keep a cancel push
 E164 = re.compile(r"^\+[1-9][0-9]{6,14}$")  # the relatives' accounts' form
@@ -52,14 +40,6 @@ class WakeRequest:
 
     def cancel(self, now: float) -> Wake:
         return self.wake().cancel(now, CANCEL_WINDOW_S)
-
-
-def wake_fields(call_id: str, phone: str, caller: str, window_s: float, kind: Kind = Kind.WAKE,
-                ts_ms: int | None = None) -> dict[str, str]:
-    """A stream entry (the producer's side: XADD kl:wake MAXLEN ~ STREAM_MAXLEN * fields)."""
-    ts = time.time_ns() // 1_000_000 if ts_ms is None else ts_ms
-    return {"call_id": call_id, "phone": phone, "caller": caller, "window_s": f"{window_s:g}",
-            "kind": str(kind), "ts": str(ts)}
 
 
 def parse_request(fields: Mapping[str, str]) -> WakeRequest:

@@ -17,11 +17,12 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
 
-from pushbridge import records
 from pushbridge.errors import BadRequest
-from pushbridge.records import AttemptEvent
-from pushbridge.requests import WAKE_GROUP, WAKE_STREAM, parse_request
+from pushbridge.requests import parse_request
 from pushbridge.wakes import WakeService
+from store import wake_records as records
+from store.app_wake import WAKE_GROUP, WAKE_STREAM
+from store.wake_records import AttemptEvent
 
 log = logging.getLogger(__name__)
 

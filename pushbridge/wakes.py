@@ -17,13 +17,13 @@ from dataclasses import replace
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from pushbridge import records
 from pushbridge.devices import DeviceDirectory
 from pushbridge.errors import DirectoryError
 from pushbridge.inflight import InFlight, Pending
 from pushbridge.providers import Device, Kind, Outcome, Platform, PushProvider, PushResult, push_all
-from pushbridge.records import AttemptEvent
 from pushbridge.requests import WakeRequest
+from store import wake_records as records
+from store.wake_records import AttemptEvent
 
 log = logging.getLogger(__name__)
 

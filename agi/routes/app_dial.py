@@ -3,7 +3,7 @@
 The contacts come from Asterisk (``PJSIP_DIAL_CONTACTS(app-<device>)`` on the caller's
 channel), the wake goes to the push bridge through Redis (XADD ``kl:wake``, after the
 SUBSCRIBE to ``kl:contact:<phone>``), and the attempt's steps (INVITE sent, answered)
-go to ``kl:wakeattempt:<call_id>`` (pushbridge/records.py). The logic is ivr/app_call.py."""
+go to ``kl:wakeattempt:<call_id>`` (store/wake_records.py). The logic is ivr/app_call.py."""
 
 from __future__ import annotations
 
@@ -24,10 +24,8 @@ from ivr import prompts as p
 from ivr.app_call import GRACE_S, WINDOW_S, AppDevices, Reach, reach
 from ivr.call_plan import CallPlan, plan_from_json
 from ivr.tariffs import RouteKind
-from pushbridge import records
-from pushbridge.contacts import contact_channel
-from pushbridge.providers import Kind
-from pushbridge.requests import STREAM_MAXLEN, WAKE_STREAM, wake_fields
+from store import wake_records as records
+from store.app_wake import CANCEL, STREAM_MAXLEN, WAKE, WAKE_STREAM, contact_channel, wake_fields
 from store.devices import DeviceStore
 
 log = logging.getLogger(__name__)
@@ -74,12 +72,12 @@ class RedisWake:
         self.window_s = window_s
         self.cancelled = False
 
-    async def _xadd(self, kind: Kind) -> None:
+    async def _xadd(self, kind: str) -> None:
         fields = wake_fields(self.call_id, self.phone, self.caller, self.window_s, kind)
         await self.redis.xadd(WAKE_STREAM, fields, maxlen=STREAM_MAXLEN, approximate=True)  # type: ignore[arg-type]
 
     async def push(self) -> None:
-        await self._xadd(Kind.WAKE)
+        await self._xadd(WAKE)
 
     async def next_contact(self, timeout_s: float) -> bool:
         deadline = time.monotonic() + timeout_s
@@ -100,7 +98,7 @@ async def cancel_wake(redis: aioredis.Redis, call_id: str, phone: str, caller: s
     call, whichever path asks first (``kl:appcancel:<call_id>``); False if already asked."""
     if not await redis.set(CANCELLED_KEY.format(call_id=call_id), "1", nx=True, ex=CANCELLED_KEEP_S):
         return False
-    fields = wake_fields(call_id, phone, caller, window_s, Kind.CANCEL)
+    fields = wake_fields(call_id, phone, caller, window_s, CANCEL)
     await redis.xadd(WAKE_STREAM, fields, maxlen=STREAM_MAXLEN, approximate=True)  # type: ignore[arg-type]
     return True
 
@@ -118,7 +116,12 @@ class AppRouting:
     async def target(self, channel: AgiChannel, caller: AgiCaller, plan: CallPlan, facility_name: str) -> Reach:
         """The contacts to dial for ``plan`` (waking the app if none is registered);
         the inmate hears "connecting to the app" and ringback while it waits."""
-        phone = plan.e164
+        return await self.reach_app(channel, caller, plan.call_id, plan.e164, facility_name)
+
+    async def reach_app(self, channel: AgiChannel, caller: AgiCaller, call_id: str, phone: str,
+                        caller_name: str) -> Reach:
+        """The contacts to dial for call ``call_id`` to the app of ``phone`` (E.164 with +),
+        waking it if none is registered (the push shows ``caller_name``)."""
         device_ids = await self.devices.active_devices(phone)
         contacts = ChannelContacts(channel)
 
@@ -127,7 +130,7 @@ class AppRouting:
             pubsub = self.redis.pubsub()
             try:
                 await pubsub.subscribe(contact_channel(phone))  # before the push: no contact is missed
-                yield RedisWake(self.redis, pubsub, plan.call_id, phone, facility_name, self.window_s)
+                yield RedisWake(self.redis, pubsub, call_id, phone, caller_name, self.window_s)
             finally:
                 await asyncio.shield(pubsub.aclose())  # type: ignore[no-untyped-call]
 
@@ -152,7 +155,7 @@ class AppRouting:
                          len(found.dialed), len(device_ids))
         if found.target:
             now = time.time_ns() // 1_000_000
-            await records.record(self.redis, plan.call_id, *(
+            await records.record(self.redis, call_id, *(
                 records.AttemptEvent(records.INVITE_SENT, now, device_id=d) for d in found.dialed))
         return found
 

@@ -12,9 +12,9 @@ import pytest
 import redis.asyncio as aioredis
 
 from agi.routes.app_dial import RedisWake, cancel_wake
-from pushbridge.contacts import contact_channel
 from pushbridge.providers import Kind
-from pushbridge.requests import WAKE_STREAM, parse_request
+from pushbridge.requests import parse_request
+from store.app_wake import WAKE_STREAM, contact_channel
 from store.redis_store import connect
 from tests.component.conftest import RedisServer
 

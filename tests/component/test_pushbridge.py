@@ -22,13 +22,12 @@ import pytest
 import redis.asyncio as aioredis
 
 from ami.client import AmiClient
-from pushbridge import records
-from pushbridge.contacts import contact_channel, reach_key
 from pushbridge.devices import MemoryDirectory, PgDirectory
 from pushbridge.errors import DirectoryError
 from pushbridge.main import ALIVE_KEY, run_bridge
 from pushbridge.providers import Device, Kind, build_providers, load_push_config
-from pushbridge.requests import WAKE_GROUP, WAKE_STREAM, wake_fields
+from store import wake_records as records
+from store.app_wake import WAKE_GROUP, WAKE_STREAM, contact_channel, reach_key, wake_fields
 from store.devices import DeviceStore
 from store.redis_store import connect
 from tests.component.conftest import RedisServer

@@ -27,8 +27,8 @@ import redis.asyncio as aioredis
 from ivr.devices import endpoint_id
 from ivr.model import AllowedNumber, CallRecord
 from ivr.relatives import CardSettings, code_hash, token_hash
-from pushbridge import records
-from pushbridge.requests import WAKE_STREAM
+from store import wake_records as records
+from store.app_wake import WAKE_STREAM
 from store.devices import DeviceStore
 from store.redis_store import RedisStore, connect
 from store.relatives import RelativeStore

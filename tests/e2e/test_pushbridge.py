@@ -28,10 +28,10 @@ import pytest
 import redis.asyncio as aioredis
 
 from ivr.devices import endpoint_id
-from pushbridge import records
-from pushbridge.contacts import AUTHENTICATED, GONE, REACHABLE, contact_channel, reach_key
+from pushbridge.contacts import AUTHENTICATED, GONE, REACHABLE
 from pushbridge.providers import Kind
-from pushbridge.requests import WAKE_STREAM, wake_fields
+from store import wake_records as records
+from store.app_wake import WAKE_STREAM, contact_channel, reach_key, wake_fields
 from store.devices import DeviceStore
 from store.redis_store import connect
 from tests.e2e.conftest import E2E

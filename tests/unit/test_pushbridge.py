@@ -15,15 +15,16 @@ from typing import Any
 import pytest
 
 from ami.protocol import AmiMessage
-from pushbridge import records
 from pushbridge.contacts import ContactHandler, contact_event
 from pushbridge.devices import MemoryDirectory
 from pushbridge.errors import BadRequest
 from pushbridge.inflight import InFlight
 from pushbridge.providers import Device, Kind, Platform, PushProvider, PushResult, Wake
 from pushbridge.providers.retry import Answer, Backoff, Delivered, Fail, InvalidToken, Retry, deliver
-from pushbridge.requests import WakeRequest, parse_request, wake_fields
+from pushbridge.requests import WakeRequest, parse_request
 from pushbridge.wakes import WakeService
+from store import wake_records as records
+from store.app_wake import wake_fields
 
 STEP = 2.0
 PHONE = "+79161234567"
