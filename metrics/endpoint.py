@@ -1,0 +1,81 @@
+"""``GET /metrics`` on a port of its own, in the process's event loop.
+
+Served by asyncio rather than prometheus_client's thread, so gauges read from
+Redis at scrape time (``refresh``) use the process's own async client. Every read
+is bounded; anything but ``GET``/``HEAD /metrics`` gets a 404."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+log = logging.getLogger(__name__)
+
+READ_TIMEOUT_S = 5.0
+REFRESH_TIMEOUT_S = 2.0
+MAX_HEADER_LINES = 100
+
+Refresh = Callable[[], Awaitable[None]]
+
+
+class MetricsEndpoint:
+    def __init__(self, registry: CollectorRegistry, host: str = "127.0.0.1", port: int = 0,
+                 refresh: Refresh | None = None) -> None:
+        self.registry = registry
+        self.host = host
+        self.port = port
+        self.refresh = refresh
+        self._server: asyncio.Server | None = None
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._handle, self.host, self.port, reuse_address=True)
+        self.port = self._server.sockets[0].getsockname()[1]
+        log.info("metrics on http://%s:%d/metrics", self.host, self.port)
+
+    async def stop(self) -> None:
+        server, self._server = self._server, None
+        if server is not None:
+            server.close()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(server.wait_closed(), 1.0)
+
+    async def render(self) -> bytes:
+        """The exposition text, after refreshing the gauges read at scrape (a failed
+        refresh is logged and the last values are served)."""
+        if self.refresh is not None:
+            try:
+                await asyncio.wait_for(self.refresh(), REFRESH_TIMEOUT_S)
+            except Exception as err:
+                log.warning("metrics refresh failed: %s: %s", type(err).__name__, err)
+        return generate_latest(self.registry)
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            request = await asyncio.wait_for(reader.readline(), READ_TIMEOUT_S)
+            for _ in range(MAX_HEADER_LINES):
+                line = await asyncio.wait_for(reader.readline(), READ_TIMEOUT_S)
+                if line in (b"\r\n", b"\n", b""):
+                    break
+            method, _, rest = request.decode("latin-1").partition(" ")
+            path = rest.split(" ", 1)[0].split("?", 1)[0]
+            if method in ("GET", "HEAD") and path == "/metrics":
+                body = await self.render()
+                head = f"HTTP/1.1 200 OK\r\nContent-Type: {CONTENT_TYPE_LATEST}\r\n"
+            else:
+                body = b"not found\n"
+                head = "HTTP/1.1 404 Not Found\r\nContent-Type: text/plain\r\n"
+            writer.write(f"{head}Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode("latin-1"))
+            if method != "HEAD":
+                writer.write(body)
+            await asyncio.wait_for(writer.drain(), READ_TIMEOUT_S)
+        except (TimeoutError, ConnectionError, UnicodeError) as err:
+            log.debug("metrics request dropped: %s", err)
+        finally:
+            writer.close()
+            with contextlib.suppress(ConnectionError, OSError):
+                await writer.wait_closed()
