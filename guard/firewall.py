@@ -1,7 +1,9 @@
 """Blocks as nftables set elements with a timeout: the kernel ends each block by itself.
 
-One table per stack, named after its SIP port; its rules drop only packets from a
-blocked address to that port, so other stacks and services are untouched.
+One table per stack, named after its terminals' SIP port; its rules drop only packets
+from a blocked address to that stack's SIP ports (the terminals' and the apps' doors),
+so other stacks and services are untouched. An address blocked for failures on one
+door is blocked on both: it is the same attacker.
 """
 
 from __future__ import annotations
@@ -22,9 +24,19 @@ def table_name(sip_port: int) -> str:
     return f"kinline_guard_{sip_port}"
 
 
-def ruleset(sip_port: int) -> str:
-    """The table, emptied if it existed (a guard killed earlier leaves it behind)."""
+def _ports(sip_port: int, other_ports: tuple[int, ...]) -> str:
+    ports = [sip_port, *(p for p in other_ports if p != sip_port)]
+    for port in ports:
+        if type(port) is not int or not 0 < port < 65536:
+            raise ValueError(f"not a port number: {port!r}")
+    return str(ports[0]) if len(ports) == 1 else "{ " + ", ".join(map(str, ports)) + " }"
+
+
+def ruleset(sip_port: int, other_ports: tuple[int, ...] = ()) -> str:
+    """The table, emptied if it existed (a guard killed earlier leaves it behind): a
+    blocked address's packets to ``sip_port`` and ``other_ports`` (the apps' door) drop."""
     table = table_name(sip_port)
+    ports = _ports(sip_port, other_ports)
     return (
         f"add table inet {table}\n"
         f"delete table inet {table}\n"
@@ -33,8 +45,8 @@ def ruleset(sip_port: int) -> str:
         "  set blocked6 { type ipv6_addr; flags timeout; }\n"
         "  chain input {\n"
         "    type filter hook input priority -10; policy accept;\n"
-        f"    ip saddr @blocked4 meta l4proto {{ udp, tcp }} th dport {sip_port} drop\n"
-        f"    ip6 saddr @blocked6 meta l4proto {{ udp, tcp }} th dport {sip_port} drop\n"
+        f"    ip saddr @blocked4 meta l4proto {{ udp, tcp }} th dport {ports} drop\n"
+        f"    ip6 saddr @blocked6 meta l4proto {{ udp, tcp }} th dport {ports} drop\n"
         "  }\n"
         "}\n"
     )
@@ -55,8 +67,9 @@ class Firewall(Protocol):
 class NftFirewall:
     """Runs ``nft -f -`` for each change."""
 
-    def __init__(self, sip_port: int, nft: str = "nft") -> None:
+    def __init__(self, sip_port: int, other_ports: tuple[int, ...] = (), nft: str = "nft") -> None:
         self.sip_port = sip_port
+        self.other_ports = other_ports
         self.nft = nft
 
     async def _run(self, script: str) -> None:
@@ -72,7 +85,7 @@ class NftFirewall:
             raise FirewallError(f"nft failed ({proc.returncode}): {err.decode(errors='replace').strip()}")
 
     async def setup(self) -> None:
-        await self._run(ruleset(self.sip_port))
+        await self._run(ruleset(self.sip_port, self.other_ports))
 
     async def block(self, address: str, seconds: int) -> None:
         await self._run(block_command(self.sip_port, address, seconds))

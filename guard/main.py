@@ -1,11 +1,12 @@
 """The guard process: Asterisk's security events in, nftables blocks out (as fail2ban does).
 
-    python -m guard.main --ami-host 127.0.0.1 --ami-port 5038 --sip-port 5060
+    python -m guard.main --ami-host 127.0.0.1 --ami-port 5038 --sip-port 5060 --app-sip-port 5070
 
 It logs in to AMI as the read-only user ($KINLINE_AMI_USER / $KINLINE_AMI_SECRET,
 never on the command line) and counts SIP authentication failures per source
 address; ``--threshold`` of them within ``--window`` seconds block the address's
-packets to the SIP port for ``--block`` seconds.
+packets to the SIP ports (the terminals' and, with ``--app-sip-port``, the apps' door:
+failures on either count together) for ``--block`` seconds.
 """
 
 from __future__ import annotations
@@ -51,13 +52,13 @@ async def handle(message: AmiMessage, counter: FailureCounter, firewall: Firewal
 
 async def serve(args: argparse.Namespace, user: str, secret: str) -> None:
     counter = FailureCounter(args.threshold, args.window, args.block)
-    firewall = NftFirewall(args.sip_port)
+    firewall = NftFirewall(args.sip_port, tuple(args.app_sip_port or ()))
     client = AmiClient(args.ami_host, args.ami_port, user, secret)
     events = client.subscribe()
     await client.start(timeout=30)
     await firewall.setup()
-    log.info("guarding SIP port %d: %d failures in %.0f s block an address for %d s",
-             args.sip_port, args.threshold, args.window, args.block)
+    log.info("guarding SIP ports %s: %d failures in %.0f s block an address for %d s",
+             ", ".join(map(str, [args.sip_port, *(args.app_sip_port or ())])), args.threshold, args.window, args.block)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -83,7 +84,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Kinline SIP guard")
     parser.add_argument("--ami-host", default="127.0.0.1")
     parser.add_argument("--ami-port", type=int, default=5038)
-    parser.add_argument("--sip-port", type=int, default=5060)
+    parser.add_argument("--sip-port", type=int, default=5060, help="the terminals' SIP port (names the nft table)")
+    parser.add_argument("--app-sip-port", type=int, action="append",
+                        help="another SIP port to close to blocked addresses: the apps' door (may repeat)")
     parser.add_argument("--threshold", type=int, default=10, help="failures that block an address")
     parser.add_argument("--window", type=float, default=60.0, help="seconds the failures are counted over")
     parser.add_argument("--block", type=int, default=300, help="seconds an address stays blocked")

@@ -353,9 +353,10 @@ def reconciler_argv(config: StackConfig) -> list[str]:
 
 
 def guard_argv(config: StackConfig) -> list[str]:
-    """The SIP guard; AMI credentials from $KINLINE_AMI_USER / $KINLINE_AMI_SECRET."""
+    """The SIP guard, for both doors (terminals' and apps' ports); AMI credentials from
+    $KINLINE_AMI_USER / $KINLINE_AMI_SECRET."""
     return [sys.executable, "-m", "guard.main", "--ami-host", config.host, "--ami-port", str(config.ami_port),
-            "--sip-port", str(config.sip_port)]
+            "--sip-port", str(config.sip_port), "--app-sip-port", str(config.app_sip_port)]
 
 
 def pushbridge_argv(config: StackConfig) -> list[str]:

@@ -77,8 +77,9 @@ def test_guard_matches_dev_stack() -> None:
     service = _compose()["services"]["guard"]
     command, dev = service["command"], stack.guard_argv(config)
     assert command[1:3] == dev[1:3] == ["-m", "guard.main"]
-    for flag in ("--ami-host", "--ami-port", "--sip-port"):
+    for flag in ("--ami-host", "--ami-port", "--sip-port", "--app-sip-port"):
         assert _flag(command, flag) == _flag(dev, flag), flag
+    assert _flag(command, "--app-sip-port") == str(config.app_sip_port)  # the apps' door is guarded too
     assert service["cap_add"] == ["NET_ADMIN"]
 
 

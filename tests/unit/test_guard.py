@@ -112,6 +112,29 @@ def test_nft_commands() -> None:
         block_command(15060, "127.0.0.2", 0)
 
 
+def test_both_doors_are_closed_to_a_blocked_address() -> None:
+    """The apps' SIP port is in the same table's rules as the terminals': one block, both doors."""
+    rules = ruleset(15060, (15070,))
+    assert rules.startswith("add table inet kinline_guard_15060\n")  # still one table per stack
+    assert "ip saddr @blocked4 meta l4proto { udp, tcp } th dport { 15060, 15070 } drop" in rules
+    assert "ip6 saddr @blocked6 meta l4proto { udp, tcp } th dport { 15060, 15070 } drop" in rules
+    assert "th dport { 15060, 15070 }" in ruleset(15060, (15060, 15070))  # no port twice
+    assert "th dport 15060 drop" in ruleset(15060)
+    for bad in (0, 70000):
+        with pytest.raises(ValueError):
+            ruleset(15060, (bad,))
+
+
+def test_the_stack_guards_the_apps_door() -> None:
+    from tools.config import REPO, load_config
+    from tools.stack import guard_argv
+
+    config = load_config(REPO / "config" / "test.toml")
+    argv = guard_argv(config)
+    assert argv[argv.index("--sip-port") + 1] == str(config.sip_port)
+    assert argv[argv.index("--app-sip-port") + 1] == str(config.app_sip_port)
+
+
 class FakeFirewall:
     def __init__(self, fail: bool = False) -> None:
         self.blocks: list[tuple[str, int]] = []
