@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from agi.prompts import facility_file, language_or_default
@@ -13,6 +13,7 @@ from ivr.inmate_call import InmateCalls
 from ivr.model import Facility
 from ivr.names import InmateNames
 from ivr.recordings import recording_name, switch_path
+from metrics.series import AgiMetrics
 from tools.prompts import VOICES, synth
 
 log = logging.getLogger(__name__)
@@ -24,6 +25,7 @@ class CallDeps:
     recordings_dir: Path  # the same folder, as this host sees it
     prompts_dir: Path  # generated prompts (sounds/kinline in Asterisk)
     names: InmateNames  # the inmates' recorded names (their own folder)
+    metrics: AgiMetrics = field(default_factory=AgiMetrics)  # calls refused/dialed, settlements
 
     def recording(self, call_id: str) -> tuple[str, Path]:
         """(path for Asterisk, path on this host) of a call's recording."""

@@ -17,7 +17,7 @@ from agi.deps import CallDeps
 from agi.name_files import NameFolder
 from agi.routes.accept import make_accept
 from agi.routes.after_dial import make_after_dial
-from agi.routes.app_dial import AppRouting, StoreDevices, make_app_answered
+from agi.routes.app_dial import AppRouting, StoreDevices, make_app_answered, make_app_invite, make_app_leg
 from agi.routes.greeting import greeting
 from agi.routes.hangup import make_hangup
 from agi.routes.inmate_call import make_inmate_call
@@ -26,6 +26,9 @@ from ivr.app_call import WINDOW_S
 from ivr.inmate_call import InmateCalls
 from ivr.names import InmateNames
 from ivr.pin import PinHasher
+from metrics.endpoint import MetricsEndpoint
+from metrics.series import AgiMetrics
+from store import redis_store
 from store.devices import DeviceStore
 from store.redis_store import RedisStore, connect
 from store.relatives import RelativeStore
@@ -42,6 +45,8 @@ def build_routes(deps: CallDeps, app: AppRouting | None = None) -> dict[str, Rou
     }
     if app is not None:
         routes["app_answered"] = make_app_answered(app)
+        routes["app_leg"] = make_app_leg(app)
+        routes["app_invite"] = make_app_invite(app)
     return routes
 
 
@@ -54,8 +59,16 @@ def load_pin_key(secrets_file: Path) -> PinHasher:
 
 
 async def serve(host: str, port: int, redis_url: str, recordings: Path, names_dir: Path, prompts: Path,
-                pins: PinHasher, postgres_url: str = "", app_window_s: float = WINDOW_S) -> None:
+                pins: PinHasher, postgres_url: str = "", app_window_s: float = WINDOW_S,
+                metrics_port: int | None = None) -> None:
     client = connect(redis_url)
+    metrics = AgiMetrics()
+
+    async def scrape_time_gauges() -> None:
+        metrics.open_holds.set(await client.zcard(redis_store.HOLDS))
+        metrics.cards_in_call.set(await client.hlen(redis_store.LOCKS))
+
+    endpoint = MetricsEndpoint(metrics.registry, host, metrics_port, scrape_time_gauges) if metrics_port else None
     store = RedisStore(client, pins)
     names = InmateNames(NameFolder(names_dir))
     # Calls to the app ("00") need the device registry (PostgreSQL); without it "00" is refused.
@@ -63,9 +76,11 @@ async def serve(host: str, port: int, redis_url: str, recordings: Path, names_di
     apps = StoreDevices(device_store) if device_store else None
     app = AppRouting(client, apps, window_s=app_window_s) if apps else None
     calls = InmateCalls(store, store, pins=pins, relatives=RelativeStore(client), names=names, apps=apps)
-    deps = CallDeps(calls, recordings, prompts, names)
-    server = AgiServer(build_routes(deps, app), host=host, port=port)
+    deps = CallDeps(calls, recordings, prompts, names, metrics)
+    server = AgiServer(build_routes(deps, app), host=host, port=port, metrics=metrics)
     await server.start()
+    if endpoint is not None:
+        await endpoint.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -73,6 +88,8 @@ async def serve(host: str, port: int, redis_url: str, recordings: Path, names_di
     await stop.wait()
     log.info("shutting down")
     await server.stop()
+    if endpoint is not None:
+        await endpoint.stop()
     if device_store is not None:
         await device_store.aclose()
     await client.aclose()
@@ -98,6 +115,8 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--app-window-s", type=float, default=float(os.environ.get("KINLINE_APP_WINDOW_S", WINDOW_S)),
                         help="how long a call waits for the woken app (default $KINLINE_APP_WINDOW_S or 30)")
+    parser.add_argument("--metrics-port", type=int, default=None,
+                        help="serve Prometheus' /metrics on --host at this port (none: no endpoint)")
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
     logging.basicConfig(
@@ -106,7 +125,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     pins = load_pin_key(args.secrets)
     asyncio.run(serve(args.host, args.port, args.redis_url, args.recordings, args.names, args.prompts, pins,
-                      args.postgres_url, args.app_window_s))
+                      args.postgres_url, args.app_window_s, args.metrics_port))
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ from typing import Any
 
 from agi.channel import AgiChannel
 from agi.protocol import AgiEnvironment, AgiError, AgiHangup, AgiTimeout, parse_environment
+from metrics.series import AgiMetrics
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +39,11 @@ class AgiServer:
         host: str = "127.0.0.1",
         port: int = 4573,
         read_timeout: float = 10.0,
+        metrics: AgiMetrics | None = None,
     ) -> None:
         self.routes = dict(routes)
+        self.metrics = metrics if metrics is not None else AgiMetrics()
+        self.metrics.know_routes(self.routes)
         self.host = host
         self.port = port
         self.read_timeout = read_timeout
@@ -103,14 +107,20 @@ class AgiServer:
             await _say_failure(channel, f"Kinline: unknown AGI route {env.script}")
             return
         call_log.info("route %s for %s", env.script, env.channel)
+        result = "error"
+        started = time.perf_counter()
+        self.metrics.route_started(env.script)
         try:
-            started = time.perf_counter()
             await route(channel, env)
+            result = "ok"
         except AgiHangup as exc:
+            result = "hangup"
             call_log.info("caller hung up during %s (%s)", env.script, exc)
         except AgiTimeout as exc:
+            result = "timeout"
             call_log.error("route %s: Asterisk stopped answering: %s", env.script, exc)
         except asyncio.CancelledError:
+            result = "cancelled"
             call_log.warning("route %s cancelled at shutdown", env.script)
             raise
         except Exception:
@@ -121,6 +131,9 @@ class AgiServer:
             # "own" is the time spent in Kinline (decisions, Redis), not waiting for Asterisk.
             call_log.info("route %s done in %.0f ms (own %.1f ms)", env.script, wall * 1000,
                           (wall - channel.waited) * 1000)
+        finally:
+            wall = time.perf_counter() - started
+            self.metrics.route_done(env.script, result, wall, wall - channel.waited)
 
     async def _read_environment(self, channel: AgiChannel) -> AgiEnvironment:
         lines: list[str] = []

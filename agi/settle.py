@@ -24,8 +24,9 @@ RETRY_FOR_S = 10.0
 
 
 async def retrying(step: Callable[[], Awaitable[T]], what: str, log: logging.LoggerAdapter[logging.Logger],
-                   retry_for_s: float = RETRY_FOR_S) -> T:
-    """Run ``step``, again after a failure of the store (not after a domain error)."""
+                   retry_for_s: float = RETRY_FOR_S, on_retry: Callable[[], None] | None = None) -> T:
+    """Run ``step``, again after a failure of the store (not after a domain error);
+    ``on_retry`` is called before each new try (a metric)."""
     deadline = time.monotonic() + retry_for_s
     delay = 0.2
     while True:
@@ -37,6 +38,8 @@ async def retrying(step: Callable[[], Awaitable[T]], what: str, log: logging.Log
             if time.monotonic() + delay > deadline:
                 raise
             log.warning("%s failed (%s: %s); retrying in %.1f s", what, type(err).__name__, err, delay)
+            if on_retry is not None:
+                on_retry()
             await asyncio.sleep(delay)
             delay = min(2.0, delay * 2)
 
@@ -62,7 +65,8 @@ async def settle_attempt(channel: AgiChannel, deps: CallDeps, plan: CallPlan) ->
     await retrying(lambda: deps.calls.settle(plan, status, talk_ms, cause, path, sha,
                                              connected_at=_epoch_ms(bridged_at) if status == "ANSWER" else None,
                                              ended_at=_epoch_ms(dial_end)),
-                   f"settling {plan.call_id}", channel.log)
+                   f"settling {plan.call_id}", channel.log, on_retry=deps.metrics.settlement_retry)
+    deps.metrics.settled(status)
     await channel.set_variable(v.SETTLED, plan.call_id)
     return status
 

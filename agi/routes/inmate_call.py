@@ -31,7 +31,7 @@ def make_inmate_call(deps: CallDeps, app: AppRouting | None = None) -> Route:
         try:
             session = await deps.calls.login(caller, facility_id, env.uniqueid, terminal)
         except Refused as refused:
-            await refuse(channel, caller, refused)
+            await refuse(channel, caller, refused, deps)
             return
         try:
             await channel.set_variable(v.CARD, session.card.number)
@@ -52,8 +52,9 @@ def make_inmate_call(deps: CallDeps, app: AppRouting | None = None) -> Route:
     return inmate_call
 
 
-async def refuse(channel: AgiChannel, caller: AgiCaller, refused: Refused) -> None:
+async def refuse(channel: AgiChannel, caller: AgiCaller, refused: Refused, deps: CallDeps) -> None:
     channel.log.info("call refused: %s", refused.reason)
+    deps.metrics.refused(refused.prompt, refused.reason)
     await caller.play([refused.prompt] if refused.prompt == p.GOODBYE else [refused.prompt, p.GOODBYE])
     await channel.set_variable(v.ACTION, v.ACTION_DONE)
 
@@ -68,17 +69,19 @@ async def plan_and_dial(channel: AgiChannel, caller: AgiCaller, deps: CallDeps, 
         try:
             plan = await deps.calls.choose_number(caller, session, uniqueid, attempt)
         except Refused as refused:
-            await refuse(channel, caller, refused)
+            await refuse(channel, caller, refused, deps)
             return
         target = await _prepare(channel, caller, deps, session, plan, attempt, app)
         if target:
             await channel.set_variable(v.DIAL_TARGET, target)
             await channel.set_variable(v.DIAL_APP, "1" if is_app(plan) else "0")
             await channel.set_variable(v.ACTION, v.ACTION_DIAL)
+            deps.metrics.dialed()
             return
         # The app was not reached: nothing charged, another number (as after_dial).
         await retrying(functools.partial(deps.calls.settle, plan, "CHANUNAVAIL", 0, ""),
-                       f"settling {plan.call_id}", channel.log)
+                       f"settling {plan.call_id}", channel.log, on_retry=deps.metrics.settlement_retry)
+        deps.metrics.settled("CHANUNAVAIL")
         await channel.set_variable(v.SETTLED, plan.call_id)
         await caller.play([p.APP_UNREACHABLE])
         attempt += 1
@@ -94,12 +97,12 @@ async def another_number(channel: AgiChannel, caller: AgiCaller, deps: CallDeps,
     (checks run again) with "you may dial another number" said, or None when the
     call ends (no attempts left, or a check now refuses: the caller was told)."""
     if attempt > DIAL_ATTEMPTS:
-        await refuse(channel, caller, Refused(p.GOODBYE, "no more attempts"))
+        await refuse(channel, caller, Refused(p.GOODBYE, "no more attempts"), deps)
         return None
     try:
         session = await deps.calls.resume(plan.card, plan.facility_id)
     except Refused as refused:
-        await refuse(channel, caller, refused)
+        await refuse(channel, caller, refused, deps)
         return None
     await caller.play([p.DIAL_ANOTHER])
     return session
