@@ -1,4 +1,9 @@
-"""Generate the IVR's prompts from prompts/<lang>.toml: espeak-ng, then sox to 8 kHz."""
+"""Generate the IVR's prompts from prompts/<lang>.toml: espeak-ng, then sox to 8 kHz.
+
+Each prompt is written as a WAV (signed linear, what tests and tools read) and beside it
+in the terminals' and the trunk's codecs, G.711 u-law (.ulaw) and A-law (.alaw): Asterisk
+opens, of the files with the same name, the one cheapest to send on the channel, so a
+prompt played to a G.711 channel is read as is instead of transcoded on every call."""
 
 from __future__ import annotations
 
@@ -15,6 +20,8 @@ from ivr.prompts import vocabulary
 from tools.config import REPO
 
 VOICES = {"en": "en-us", "ru": "ru", "fr": "fr-fr"}
+# Asterisk's file extension -> sox's raw type, for each codec a prompt is stored in.
+CODECS = {"ulaw": "ul", "alaw": "al"}
 PROMPTS_DIR = REPO / "prompts"
 
 
@@ -27,7 +34,8 @@ def synth(text: str, voice: str, wav: Path) -> bool:
     """Speak ``text`` into an 8 kHz mono WAV, unless the same text is already there."""
     stamp = wav.with_name(f".{wav.stem}.sha256")
     digest = hashlib.sha256(f"{voice}\n{text}".encode()).hexdigest()
-    if wav.exists() and stamp.exists() and stamp.read_text() == digest:
+    encoded = [wav.with_suffix(f".{ext}") for ext in CODECS]
+    if wav.exists() and all(f.exists() for f in encoded) and stamp.exists() and stamp.read_text() == digest:
         return False
     created = [folder for folder in (wav.parent, *wav.parent.parents) if not folder.exists()]
     wav.parent.mkdir(parents=True, exist_ok=True)
@@ -41,7 +49,12 @@ def synth(text: str, voice: str, wav: Path) -> bool:
         subprocess.run(["sox", str(raw), "-r", "8000", "-c", "1", "-b", "16", "-e", "signed-integer", str(out)],
                        check=True, capture_output=True)
         out.chmod(0o644)  # prompts are public: Asterisk (its own user) reads them
-        out.replace(wav)
+        for ext, kind in CODECS.items():
+            coded = Path(tmp) / f"out.{ext}"
+            subprocess.run(["sox", str(out), "-t", kind, str(coded)], check=True, capture_output=True)
+            coded.chmod(0o644)
+            coded.replace(wav.with_suffix(f".{ext}"))
+        out.replace(wav)  # the stamp, written last, vouches for all three files
     stamp.write_text(digest)
     return True
 

@@ -170,6 +170,10 @@ async def test_good_call_is_connected_recorded_and_billed_exactly(
     assert heard[1].startswith("kinline/en/facility/")
     inmate = (await store.card(card)).inmate_id  # type: ignore[union-attr]
     assert heard[2] == name_sound(inmate)
+    # Prompts are stored in G.711 beside the WAV (tools/prompts.py): Asterisk sends them
+    # as they are instead of transcoding signed linear on every call.
+    played = [line.split("Playing '")[1].split("'")[0] for line in log.splitlines() if "Playing 'kinline/" in line]
+    assert len(played) >= 4 and all(f.rsplit(".", 1)[1] in ("ulaw", "alaw") for f in played), played
     assert (await store.card(card)).balance == 10_000 - 509  # type: ignore[union-attr]
     # One file per call, its hash in the record.
     host_file = e2e.config.path("recordings", Path(cdr.recording_path).name)
