@@ -164,3 +164,68 @@ def setup(config: StackConfig) -> bool:
 
 def argv(config: StackConfig) -> list[str]:
     return server_argv(folder(config), config.host, config.postgres_port)
+
+
+def realtime_role_sql(password: str) -> str:
+    """Asterisk's PostgreSQL role for PJSIP realtime (the apps' SIP accounts): it may log in
+    and read, nothing more (no superuser, no roles, no databases, every transaction read-only);
+    :func:`store.devices.ensure_schema` grants it SELECT on the ps_* tables only. Made if
+    missing, its password set again each time: the one SQL both the dev stack (psql as the
+    bootstrap superuser, tools/stack.py) and production (:func:`provision`) run."""
+    if not password.isalnum():
+        raise PostgresError("realtime_password in the secrets must be letters and digits")
+    return (
+        f"DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{REALTIME_USER}') THEN "
+        f"CREATE ROLE {REALTIME_USER} LOGIN; END IF; END $$;\n"
+        f"ALTER ROLE {REALTIME_USER} WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS "
+        f"PASSWORD '{password}';\n"
+        f"ALTER ROLE {REALTIME_USER} SET default_transaction_read_only = on;\n"
+    )
+
+
+async def provision(url: str, realtime_password: str) -> None:
+    """Production (docker-compose.yml's one-shot ``postgres-init``, before Asterisk): the
+    realtime role and the app devices' tables, granted to it, over ``url``: the services'
+    role, which the official postgres image makes the cluster's superuser."""
+    import asyncpg
+
+    from store.devices import ensure_schema
+
+    conn = await asyncpg.connect(url, timeout=10)
+    try:
+        await conn.execute(realtime_role_sql(realtime_password))
+        await ensure_schema(conn)
+    finally:
+        await conn.close()
+
+
+def main(args: list[str] | None = None) -> None:
+    """``python -m tools.postgres provision --config config/production.toml``: what compose runs
+    after PostgreSQL is up (secrets from the state folder, $KINLINE_STATE; none on the command line)."""
+    import argparse
+    import asyncio
+    import sys
+
+    from tools.config import load_config
+
+    parser = argparse.ArgumentParser(description="Kinline: PostgreSQL roles and tables for production")
+    parser.add_argument("command", choices=["provision"])
+    parser.add_argument("--config", default=None)
+    parser.add_argument("--wait", type=float, default=60.0, help="seconds to wait for PostgreSQL to accept logins")
+    options = parser.parse_args(args)
+    config = load_config(options.config)
+    secrets = load_secrets(config)
+    deadline = time.monotonic() + options.wait
+    while True:
+        try:
+            asyncio.run(provision(config.postgres_url, secrets.realtime_password))
+            break
+        except (OSError, TimeoutError) as err:  # not accepting connections yet
+            if time.monotonic() >= deadline:
+                sys.exit(f"PostgreSQL at {config.host}:{config.postgres_port} unreachable: {err}")
+            time.sleep(1)
+    sys.stdout.write(f"{REALTIME_USER}: role and app device tables ready on {config.host}:{config.postgres_port}\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -255,14 +255,10 @@ def ensure_realtime_role(config: StackConfig) -> None:
     to the database and read; the API grants it SELECT on the ps_* tables only. Made or its
     password set again at every start, by the bootstrap superuser over the local socket
     (the password on psql's standard input, never on a command line)."""
-    password = load_secrets(config).realtime_password
-    if not password.isalnum():
-        raise StackError("realtime_password in the secrets must be letters and digits")
-    sql = (f"SELECT 'CREATE ROLE {REALTIME_USER} LOGIN' WHERE NOT EXISTS "
-           f"(SELECT FROM pg_roles WHERE rolname = '{REALTIME_USER}') \\gexec\n"
-           f"ALTER ROLE {REALTIME_USER} WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE PASSWORD '{password}';\n"
-           f"ALTER ROLE {REALTIME_USER} SET default_transaction_read_only = on;\n"
-           "SELECT pg_reload_conf();\n")
+    try:
+        sql = postgres.realtime_role_sql(load_secrets(config).realtime_password) + "SELECT pg_reload_conf();\n"
+    except postgres.PostgresError as err:
+        raise StackError(str(err)) from err
     top = postgres.folder(config)
     argv = postgres.in_namespace(top, [str(postgres.pg_bin("psql")), "-X", "-q", "-v", "ON_ERROR_STOP=1",
                                        "-h", str(postgres.MOUNT / "sock"), "-p", str(config.postgres_port),

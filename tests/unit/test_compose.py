@@ -130,12 +130,32 @@ def test_setup_renders_the_production_profile() -> None:
         assert getattr(config, port) == getattr(dev, port), port
 
 
+ONE_SHOTS = ("setup", "postgres-init")  # run to completion at each `up`
+
+
 def test_every_long_running_service_restarts() -> None:
     services = _compose()["services"]
-    assert services["setup"]["restart"] == "no"
     for name, service in services.items():
-        if name != "setup":
+        if name in ONE_SHOTS:
+            assert service["restart"] == "no", name
+        else:
             assert service.get("restart") in ("unless-stopped", "always"), name
+
+
+def test_asterisks_realtime_role_is_made_before_asterisk() -> None:
+    """Production makes asterisk_rt as the dev stack does (tools/postgres.py's SQL; the
+    component test tests/component/test_production_postgres.py runs this command on a real
+    cluster): once PostgreSQL answers, and Asterisk waits for it."""
+    services = _compose()["services"]
+    init = services["postgres-init"]
+    assert init["command"] == ["python", "-m", "tools.postgres", "provision", "--config", "config/production.toml"]
+    assert init["environment"]["KINLINE_STATE"] == "/app/var" and "./var:/app/var" in init["volumes"]
+    assert "./config/production.toml:/app/config/production.toml:ro" in init["volumes"]
+    assert init["depends_on"]["postgres"]["condition"] == "service_healthy"
+    check = services["postgres"]["healthcheck"]["test"]
+    assert "pg_isready" in check and _flag(check, "-p") == str(load_config(PRODUCTION).postgres_port)
+    assert services["asterisk"]["depends_on"]["postgres-init"]["condition"] == "service_completed_successfully"
+    assert not any("postgresql://" in str(arg) for arg in init["command"])  # the password stays in ./var
 
 
 def test_asterisk_dockerfile_installs_the_root_packages() -> None:
