@@ -509,8 +509,12 @@ def up(config: StackConfig) -> None:
         raise StackError(f"no Asterisk root at {config.asterisk_root}: run tools/asterisk_root.sh")
     prepare(config)
     _check_ports_free(config)
-    for name in SERVICES:
-        start_service(config, name)
+    try:
+        for name in SERVICES:
+            start_service(config, name)
+    except BaseException:
+        down(config)  # a service that did not start: stop those that did (no orphans holding ports)
+        raise
     _out(f"stack up: SIP {config.sip_host}:{config.sip_port}, logs in {config.path('logs')}")
 
 
