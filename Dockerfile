@@ -14,6 +14,7 @@ COPY store store
 COPY guard guard
 COPY reconciler reconciler
 COPY history history
+COPY metrics metrics
 COPY tools tools
 COPY prompts prompts
 COPY config config
