@@ -32,10 +32,21 @@ from redis.exceptions import RedisError
 
 from ami.client import AmiClient
 from ami.protocol import AmiMessage
+from metrics.endpoint import MetricsEndpoint
+from metrics.series import PushMetrics
 from pushbridge.contacts import ContactHandler, contact_event
 from pushbridge.devices import DeviceDirectory, PgDirectory
 from pushbridge.inflight import InFlight
-from pushbridge.providers import Platform, PushConfigError, PushProvider, build_providers, load_push_config
+from pushbridge.providers import (
+    Device,
+    Platform,
+    PushConfigError,
+    PushProvider,
+    PushResult,
+    Wake,
+    build_providers,
+    load_push_config,
+)
 from pushbridge.stream import WakeConsumer
 from pushbridge.wakes import WakeService
 from store.redis_store import connect
@@ -58,6 +69,36 @@ def load_providers(path: str) -> dict[Platform, PushProvider]:
     else:
         log.warning("push config %s configures no provider: pushes are disabled", path)
     return providers
+
+
+class CountedProvider:
+    """A provider whose every push is counted by platform, kind and result (and timed)."""
+
+    def __init__(self, inner: PushProvider, metrics: PushMetrics) -> None:
+        self.inner = inner
+        self.metrics = metrics
+
+    @property
+    def platform(self) -> Platform:
+        return self.inner.platform
+
+    async def send(self, device: Device, wake: Wake) -> PushResult:
+        started = time.monotonic()
+        try:
+            result = await self.inner.send(device, wake)
+        except BaseException:
+            self.metrics.pushed(self.platform, str(wake.kind), "error", time.monotonic() - started)
+            raise
+        self.metrics.pushed(self.platform, str(wake.kind), str(result.outcome), result.elapsed)
+        return result
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+def counted(providers: Mapping[Platform, PushProvider], metrics: PushMetrics) -> dict[Platform, PushProvider]:
+    metrics.know_platforms(providers)
+    return {platform: CountedProvider(provider, metrics) for platform, provider in providers.items()}
 
 
 async def follow_contacts(events: asyncio.Queue[AmiMessage], handler: ContactHandler) -> None:
@@ -118,10 +159,16 @@ async def serve(args: argparse.Namespace, providers: dict[Platform, PushProvider
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    metrics = PushMetrics()
+    endpoint = MetricsEndpoint(metrics.registry, args.metrics_host, args.metrics_port) if args.metrics_port else None
     try:
-        await run_bridge(redis, directory, providers, ami, stop, consumer=args.consumer, reach_ttl=args.reach_ttl,
-                         repush_after=args.repush_after)
+        if endpoint is not None:
+            await endpoint.start()
+        await run_bridge(redis, directory, counted(providers, metrics), ami, stop, consumer=args.consumer,
+                         reach_ttl=args.reach_ttl, repush_after=args.repush_after)
     finally:
+        if endpoint is not None:
+            await endpoint.stop()
         for provider in providers.values():
             await provider.aclose()
         await directory.aclose()
@@ -141,6 +188,9 @@ def main(argv: list[str] | None = None) -> None:
                         help="seconds kl:reach:<device> lives without a new contact event (above the expiration)")
     parser.add_argument("--repush-after", type=float, default=REPUSH_AFTER_S,
                         help="seconds without a contact after which an FCM/HMS device is pushed once more (0: never)")
+    parser.add_argument("--metrics-host", default="127.0.0.1")
+    parser.add_argument("--metrics-port", type=int, default=None,
+                        help="serve Prometheus' /metrics at this port (none: no endpoint)")
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")

@@ -26,7 +26,9 @@ from ami.protocol import AmiError
 from ivr.call_plan import CallPlan
 from ivr.recordings import recording_name, switch_path
 from ivr.relatives import INACTIVE_REFUND_DAYS
-from ivr.settlement import Reconciler, SwitchView
+from ivr.settlement import Bridged, Ended, Fact, Reconciler, SwitchView
+from metrics.endpoint import MetricsEndpoint
+from metrics.series import ReconcilerMetrics
 from reconciler.cel import channel_started_ms, parse_line
 from store.redis_store import RedisStore, connect
 from store.relatives import RelativeStore
@@ -40,6 +42,7 @@ INTERVAL_S = 1.0
 BOOT_SLACK_MS = 3_000
 MAX_READ = 4 * 1024 * 1024
 REFUND_EVERY_S = 3600.0  # refunds after inactivity (store/relatives.py refund_inactive)
+BRIDGED_KEEP_MS = 7200 * 1000  # the dial plan's TIMEOUT(absolute): no call is bridged longer
 
 
 def now_ms() -> int:
@@ -109,6 +112,33 @@ class SwitchWatch:
         return self.booted_ms is not None and started is not None and started < self.booted_ms - BOOT_SLACK_MS
 
 
+class BridgedCalls:
+    """Calls bridged and not ended yet, as the event log tells (the gauge of calls bridged).
+
+    The log is read from the last position: after a restart, calls bridged before
+    it are not counted. A call whose end is never logged (Asterisk died) is
+    forgotten when the reconciler settles it, or after the longest possible call."""
+
+    def __init__(self, keep_ms: int = BRIDGED_KEEP_MS) -> None:
+        self.keep_ms = keep_ms
+        self._since: dict[str, int] = {}
+
+    def see(self, fact: Fact) -> None:
+        if isinstance(fact, Bridged):
+            self._since[fact.call_id] = fact.at_ms
+        elif isinstance(fact, Ended):
+            self._since.pop(fact.call_id, None)
+
+    def forget(self, call_ids: list[str]) -> None:
+        for call_id in call_ids:
+            self._since.pop(call_id, None)
+
+    def count(self, now: int) -> int:
+        for call_id in [c for c, at in self._since.items() if now - at > self.keep_ms]:
+            del self._since[call_id]
+        return len(self._since)
+
+
 class Recordings:
     """A recording as (path for the switch, SHA-256), read from this host's copy of the folder."""
 
@@ -131,7 +161,8 @@ class Recordings:
         return switch_path(plan.call_id), sha
 
 
-async def cycle(reconciler: Reconciler, store: RedisStore, tail: LogTail, watch: SwitchWatch, node: str) -> None:
+async def cycle(reconciler: Reconciler, store: RedisStore, tail: LogTail, watch: SwitchWatch, node: str,
+                metrics: ReconcilerMetrics, bridged: BridgedCalls) -> None:
     switch = await watch.view()  # before reading the log: see ivr.settlement.HEARTBEAT_MARGIN_MS
     offset = await store.log_offset(node)
     lines, new_offset = tail.read(offset)
@@ -140,21 +171,31 @@ async def cycle(reconciler: Reconciler, store: RedisStore, tail: LogTail, watch:
             fact = parse_line(line)
         except ValueError as err:
             log.error("event log: %s", err)
+            metrics.log_errors.inc()
             continue
         if fact is not None:
             await reconciler.record(fact)
+            bridged.see(fact)
     if new_offset != offset:
         await store.set_log_offset(node, new_offset)
     report = await reconciler.run_once(now_ms(), switch)
+    metrics.settled.inc(len(report.settled))
+    metrics.locks_released.inc(len(report.locks_released))
+    metrics.heartbeats.inc(report.heartbeats)
+    bridged.forget(report.settled)
+    metrics.bridged.set(bridged.count(now_ms()))
     if report.settled or report.locks_released:
         log.info("settled %s; freed cards %s", report.settled, report.locks_released)
 
 
-async def refund_inactive_every(relatives: RelativeStore, days: int, every_s: float, stop: asyncio.Event) -> None:
+async def refund_inactive_every(relatives: RelativeStore, days: int, every_s: float, stop: asyncio.Event,
+                                metrics: ReconcilerMetrics | None = None) -> None:
     """Relatives' money unused for ``days`` goes back to them (47 CFR 64.6130), once an hour."""
     while not stop.is_set():
         try:
             done = await relatives.refund_inactive(datetime.now(UTC), days)
+            if metrics is not None:
+                metrics.refunds.inc(len(done))
             if done:
                 log.info("refunded after %d idle days: %s", days, [(r.phone, r.amount, r.payout_id) for r in done])
         except Exception as err:  # Redis down...: next hour
@@ -165,8 +206,13 @@ async def refund_inactive_every(relatives: RelativeStore, days: int, every_s: fl
 
 async def serve(redis_url: str, cel_log: Path, recordings: Path, ami_host: str, ami_port: int,
                 ami_user: str, ami_secret: str, node: str, interval: float = INTERVAL_S,
-                inactive_days: int = INACTIVE_REFUND_DAYS) -> None:
+                inactive_days: int = INACTIVE_REFUND_DAYS, metrics_port: int | None = None,
+                metrics_host: str = "127.0.0.1") -> None:
     client = connect(redis_url)
+    metrics, bridged = ReconcilerMetrics(), BridgedCalls()
+    endpoint = MetricsEndpoint(metrics.registry, metrics_host, metrics_port) if metrics_port else None
+    if endpoint is not None:
+        await endpoint.start()
     store = RedisStore(client)
     ami = AmiClient(ami_host, ami_port, ami_user, ami_secret, events="system")  # FullyBooted: the start time
     watch = SwitchWatch(ami)
@@ -178,13 +224,15 @@ async def serve(redis_url: str, cel_log: Path, recordings: Path, ami_host: str, 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     log.info("reconciling from %s every %.1f s", cel_log, interval)
-    refunds = asyncio.create_task(refund_inactive_every(RelativeStore(client), inactive_days, REFUND_EVERY_S, stop),
-                                  name="refund-inactive")
+    refunds = asyncio.create_task(refund_inactive_every(RelativeStore(client), inactive_days, REFUND_EVERY_S, stop,
+                                                        metrics), name="refund-inactive")
     tail = LogTail(cel_log)
     while not stop.is_set():
         try:
-            await cycle(reconciler, store, tail, watch, node)
+            await cycle(reconciler, store, tail, watch, node, metrics, bridged)
+            metrics.cycles.labels("ok").inc()
         except Exception as err:  # Redis down, a bad record...: try again next time
+            metrics.cycles.labels("failed").inc()
             log.warning("reconcile cycle failed: %s: %s", type(err).__name__, err)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), interval)
@@ -195,6 +243,8 @@ async def serve(redis_url: str, cel_log: Path, recordings: Path, ami_host: str, 
         await ami_task
     await watch.stop()
     await ami.close()
+    if endpoint is not None:
+        await endpoint.stop()
     await client.aclose()
 
 
@@ -208,13 +258,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--interval", type=float, default=INTERVAL_S)
     parser.add_argument("--inactive-days", type=int, default=INACTIVE_REFUND_DAYS,
                         help="relatives' money with no movement for this long is refunded (hourly)")
+    parser.add_argument("--metrics-host", default="127.0.0.1")
+    parser.add_argument("--metrics-port", type=int, default=None,
+                        help="serve Prometheus' /metrics at this port (none: no endpoint)")
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     redis_url = os.environ.get("KINLINE_REDIS_URL", "redis://127.0.0.1:6379/0")
     asyncio.run(serve(redis_url, args.cel_log, args.recordings, args.ami_host, args.ami_port,
                       os.environ.get("KINLINE_AMI_USER", ""), os.environ.get("KINLINE_AMI_SECRET", ""),
-                      args.node, args.interval, args.inactive_days))
+                      args.node, args.interval, args.inactive_days, args.metrics_port, args.metrics_host))
 
 
 if __name__ == "__main__":

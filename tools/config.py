@@ -30,6 +30,10 @@ class StackConfig:
     api_port: int  # the relatives' HTTP API (api/main.py)
     postgres_port: int  # PostgreSQL: the history (tools/postgres.py, history/)
     app_sip_port: int  # the relatives' apps register here (its own PJSIP transport, never the terminals')
+    # Prometheus' /metrics of the processes without an HTTP port of their own (the API serves it on api_port).
+    agi_metrics_port: int
+    reconciler_metrics_port: int
+    pushbridge_metrics_port: int
     rtp_start: int
     rtp_end: int
     state: Path
@@ -124,6 +128,10 @@ def load_config(path: Path | str | None = None) -> StackConfig:
         postgres_port=int(ports["postgres"]) + shift,
         # Left out (an older config): the terminals' SIP port + 10, as in dev and test.
         app_sip_port=int(ports.get("app_sip", int(ports["sip"]) + 10)) + shift,
+        # Left out: the FastAGI port + 5000, 5001, 5002, as in dev and test.
+        agi_metrics_port=int(ports.get("agi_metrics", int(ports["agi"]) + 5000)) + shift,
+        reconciler_metrics_port=int(ports.get("reconciler_metrics", int(ports["agi"]) + 5001)) + shift,
+        pushbridge_metrics_port=int(ports.get("pushbridge_metrics", int(ports["agi"]) + 5002)) + shift,
         rtp_start=rtp_start,
         rtp_end=rtp_end,
         state=state if state.is_absolute() else REPO / state,

@@ -326,7 +326,8 @@ def agi_argv(config: StackConfig) -> list[str]:
     """The FastAGI server; it reads Redis' URL (with the password) from $KINLINE_REDIS_URL."""
     return [sys.executable, "-m", "agi.main", "--host", config.host, "--port", str(config.agi_port),
             "--recordings", str(config.path("recordings")), "--names", str(config.path("names")),
-            "--prompts", str(config.path("prompts")), "--secrets", str(config.path("secrets.toml"))]
+            "--prompts", str(config.path("prompts")), "--secrets", str(config.path("secrets.toml")),
+            "--metrics-port", str(config.agi_metrics_port)]
 
 
 def api_argv(config: StackConfig) -> list[str]:
@@ -345,7 +346,7 @@ def reconciler_argv(config: StackConfig) -> list[str]:
     """Settles what a call's hangup path left open; Redis URL and AMI user from the environment."""
     return [sys.executable, "-m", "reconciler.main", "--ami-host", config.host, "--ami-port", str(config.ami_port),
             "--cel-log", str(config.path("logs", "asterisk", "cel-custom", "kinline.csv")),
-            "--recordings", str(config.path("recordings"))]
+            "--recordings", str(config.path("recordings")), "--metrics-port", str(config.reconciler_metrics_port)]
 
 
 def guard_argv(config: StackConfig) -> list[str]:
@@ -358,7 +359,8 @@ def guard_argv(config: StackConfig) -> list[str]:
 def pushbridge_argv(config: StackConfig) -> list[str]:
     """The push bridge; Redis, PostgreSQL and the read-only AMI user from the environment, and
     its [push] config from $KINLINE_PUSH_CONFIG if set (none: pushes disabled, it says so)."""
-    return [sys.executable, "-m", "pushbridge.main", "--ami-host", config.host, "--ami-port", str(config.ami_port)]
+    return [sys.executable, "-m", "pushbridge.main", "--ami-host", config.host, "--ami-port", str(config.ami_port),
+            "--metrics-port", str(config.pushbridge_metrics_port)]
 
 
 def wait_pushbridge(config: StackConfig, timeout: float = 15.0) -> None:
@@ -449,6 +451,9 @@ def _check_ports_free(config: StackConfig) -> None:
     host, sip = config.host, config.sip_host
     wanted = [("redis", host, config.redis_port, socket.SOCK_STREAM),
               ("agi", host, config.agi_port, socket.SOCK_STREAM),
+              ("agi", host, config.agi_metrics_port, socket.SOCK_STREAM),
+              ("reconciler", host, config.reconciler_metrics_port, socket.SOCK_STREAM),
+              ("pushbridge", host, config.pushbridge_metrics_port, socket.SOCK_STREAM),
               ("api", host, config.api_port, socket.SOCK_STREAM),
               ("postgres", host, config.postgres_port, socket.SOCK_STREAM),
               ("asterisk", host, config.ami_port, socket.SOCK_STREAM),
