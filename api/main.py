@@ -19,6 +19,7 @@ from redis.exceptions import RedisError
 
 from api.contacts import AmiReachability
 from api.deps import ApiDeps, AppSip
+from api.metrics import instrument
 from api.payments import FakeProvider
 from api.routes import auth, devices, history, me, money, webhooks
 from api.sms import FileSms
@@ -35,6 +36,7 @@ def build_app(deps: ApiDeps) -> FastAPI:
     app = FastAPI(title="Kinline relatives' API", version="1", openapi_url="/openapi.json",
                   docs_url=None, redoc_url=None)
     app.state.deps = deps
+    instrument(app)  # every request counted; GET /metrics (not in the schema)
     for module in (auth, me, money, webhooks, history, devices):
         app.include_router(module.router())
     app.add_exception_handler(RedisError, _store_down)
