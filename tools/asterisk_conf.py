@@ -214,6 +214,22 @@ def app_acl_conf(subnets: Mapping[str, tuple[str, ...]] | None) -> str:
     return "".join(lines)
 
 
+def app_transport_conf(config: StackConfig) -> str:
+    """The apps' own SIP door. Behind NAT (network.app_sip_nat_address), Asterisk writes the
+    public address in SIP (Via, Contact) and SDP towards everyone but loopback and the
+    internal nets (local_net); the app endpoints' rtp_symmetric, force_rport and
+    rewrite_contact (store/devices.py) answer apps that are behind NAT themselves."""
+    text = ("[transport-app]\ntype = transport\nprotocol = udp\n"
+            f"bind = {config.app_sip_host}:{config.app_sip_port}\n")
+    if config.app_sip_nat_address:
+        text += (f"external_signaling_address = {config.app_sip_nat_address}\n"
+                 f"external_signaling_port = {config.app_sip_port}\n"
+                 f"external_media_address = {config.app_sip_nat_address}\n")
+        for net in ("127.0.0.0/8", *config.app_sip_local_nets):
+            text += f"local_net = {net}\n"
+    return text
+
+
 def render(config: StackConfig, secrets: Secrets) -> dict[str, str]:
     """File name -> content for everything in <state>/generated."""
     host = config.host
@@ -239,10 +255,7 @@ def render(config: StackConfig, secrets: Secrets) -> dict[str, str]:
         ),
         "pjsip_terminals.conf": terminals_conf(load_terminals(config), config.terminal_subnets),
         # The relatives' apps: their own door (store/devices.py names it in ps_endpoints.transport).
-        "pjsip_app_transport.conf": (
-            "[transport-app]\ntype = transport\nprotocol = udp\n"
-            f"bind = {config.app_sip_host}:{config.app_sip_port}\n"
-        ),
+        "pjsip_app_transport.conf": app_transport_conf(config),
         "res_pgsql.conf": res_pgsql_conf(config, secrets),
         "acl_apps.conf": app_acl_conf(config.terminal_subnets),
         "rtp_ports.conf": f"rtpstart = {config.rtp_start}\nrtpend = {config.rtp_end}\n",

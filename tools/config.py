@@ -47,6 +47,13 @@ class StackConfig:
     carrier_port: int | None = None
     terminal_subnets: Mapping[str, tuple[str, ...]] | None = None  # facility -> subnets its terminals use
     app_sip_bind: str | None = None  # the apps' SIP door listens here (production: the public side)
+    # What the API tells apps to register to (a public DNS name or address); left out: the
+    # NAT's public address, else app_sip_host.
+    app_sip_public: str | None = None
+    # The apps' door behind NAT: the public IPv4 address Asterisk writes in SIP (Contact, Via)
+    # and SDP on transport-app, except towards app_sip_local_nets (and loopback).
+    app_sip_nat_address: str | None = None
+    app_sip_local_nets: tuple[str, ...] = ()
     # Copied records older than this leave Redis ([history] retention_days; history/copier.py).
     history_retention_s: int = 2 * 24 * 3600
 
@@ -57,8 +64,13 @@ class StackConfig:
 
     @property
     def app_sip_host(self) -> str:
-        """The address the apps' SIP door listens on (and that the API gives the apps)."""
+        """The address the apps' SIP door listens on (the apps are told :attr:`app_sip_advertised`)."""
         return self.app_sip_bind or self.host
+
+    @property
+    def app_sip_advertised(self) -> str:
+        """The apps' door as the apps must reach it: given to them with their credentials."""
+        return self.app_sip_public or self.app_sip_nat_address or self.app_sip_host
 
     @property
     def carrier(self) -> str:
@@ -111,6 +123,7 @@ def load_config(path: Path | str | None = None) -> StackConfig:
     if offset:
         rtp_start, rtp_end = 30000 + offset * 1000, 30999 + offset * 1000
     sip_bind, carrier_host, carrier_port, subnets = _production(raw)
+    app_public, app_nat, app_local_nets = _app_door(raw["network"])
     fsync = raw.get("redis", {}).get("appendfsync", "always")
     if fsync not in ("always", "everysec", "no"):
         raise ValueError(f"redis.appendfsync must be always, everysec or no, not {fsync!r}")
@@ -143,11 +156,48 @@ def load_config(path: Path | str | None = None) -> StackConfig:
         terminal_subnets=subnets,
         app_sip_bind=_ipv4(raw["network"]["app_sip_bind"], "network.app_sip_bind")
         if "app_sip_bind" in raw["network"] else None,
+        app_sip_public=app_public,
+        app_sip_nat_address=app_nat,
+        app_sip_local_nets=app_local_nets,
         history_retention_s=days * 24 * 3600,
     )
 
 
 _FACILITY_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+_DNS_NAME = re.compile(r"^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}$")
+
+
+def _app_door(network: Mapping[str, object]) -> tuple[str | None, str | None, tuple[str, ...]]:
+    """network.app_sip_public (a DNS name or an IPv4 address), app_sip_nat_address and
+    app_sip_local_nets (only with a NAT address), checked."""
+    public = network.get("app_sip_public")
+    if public is not None:
+        if not isinstance(public, str) or not (_DNS_NAME.match(public) or _is_ipv4(public)):
+            raise ValueError(f"network.app_sip_public must be a DNS name or an IPv4 address, not {public!r}")
+        public = public.lower()
+    nat = network.get("app_sip_nat_address")
+    if nat is not None:
+        nat = _ipv4(nat, "network.app_sip_nat_address")
+    nets = network.get("app_sip_local_nets")
+    local_nets: tuple[str, ...] = ()
+    if nets is not None:
+        if nat is None:
+            raise ValueError("network.app_sip_local_nets needs network.app_sip_nat_address (the door behind NAT)")
+        if not isinstance(nets, list) or not nets:
+            raise ValueError("network.app_sip_local_nets must be a non-empty list of subnets")
+        try:
+            local_nets = tuple(str(ipaddress.IPv4Network(str(n))) for n in nets)
+        except ValueError as err:
+            raise ValueError(f"network.app_sip_local_nets: {err}") from err
+    return public, nat, local_nets
+
+
+def _is_ipv4(value: str) -> bool:
+    try:
+        ipaddress.IPv4Address(value)
+    except ValueError:
+        return False
+    return True
 
 
 def _ipv4(value: object, what: str) -> str:
