@@ -1,4 +1,22 @@
-"""The domain's ``Caller`` over a FastAGI channel: prompts, digit entry and recording."""
+"""The domain's ``Caller`` over a FastAGI channel: prompts, digit entry and recording.
+
+Type-ahead: everything said before an entry (the ``lead_in`` queued since the
+last entry, then the ask's own ``preamble``) is played file by file with STREAM
+FILE and every key as an escape digit. The key that cuts it short is the
+entry's first digit: the rest of the sequence is skipped at once and the entry
+goes on with WAIT FOR DIGIT, as GET DATA would. Without a key, GET DATA plays
+the entry's own prompt and collects (one command).
+
+Why one command per file: AGI has no command that plays several files with
+escape digits (GET DATA and STREAM FILE take one file). Between two commands
+Asterisk's AGI loop (res_agi.c run_agi) reads the channel and frees every frame:
+a DTMF end that Asterisk emits in that gap is dropped. The gap is one round trip
+to this server (well under a millisecond here), and a key's end comes at least
+its duration (SIP INFO: pjsua 160 ms, Asterisk's emulation) after its start, so
+a key pressed during a sequence lands in a file; tests/e2e/test_type_ahead.py
+measures it. Lead-in not followed by an entry (a refusal, goodbye, the name
+recording) is said first, uninterruptibly: its keys are dropped, as before.
+"""
 
 from __future__ import annotations
 
@@ -17,17 +35,29 @@ class AgiCaller:
     def __init__(self, channel: AgiChannel, language: str) -> None:
         self.channel = channel
         self.language = language
+        self._lead_in: list[str] = []  # files said before the next ask, or the next play or record
 
     def set_language(self, language: str) -> None:
         self.language = language
 
+    def lead_in(self, items: Sequence[str]) -> None:
+        """Say ``items`` before whatever comes next: the next entry's preamble
+        (a key cuts them short and starts it), or before a play or a recording.
+        They are said in the language of now, even if it changes before."""
+        self._lead_in.extend(sound_file(self.language, item) for item in items)
+
+    def _files(self, items: Sequence[str]) -> list[str]:
+        """The lead-in (taken: said once), then ``items``, as files."""
+        files, self._lead_in = self._lead_in, []
+        return [*files, *(sound_file(self.language, item) for item in items)]
+
     async def play(self, items: Sequence[str]) -> None:
-        for item in items:
-            await self.channel.stream_file(sound_file(self.language, item))
+        for file in self._files(items):
+            await self.channel.stream_file(file)
 
     async def ask(self, item: str, max_digits: int, timeout_ms: int, preamble: Sequence[str] = ()) -> Entry:
-        for said in preamble:
-            key = await self.channel.stream_file(sound_file(self.language, said), ENTRY_KEYS)
+        for file in self._files(preamble):
+            key = await self.channel.stream_file(file, ENTRY_KEYS)
             if key:
                 return await self._rest_of_entry(key, max_digits, timeout_ms)
         digits, timed_out = await self.channel.get_data(sound_file(self.language, item), timeout_ms, max_digits)
@@ -47,5 +77,6 @@ class AgiCaller:
         return Entry(digits, False)
 
     async def record(self, sound: str, max_ms: int, silence_s: int) -> int:
+        await self.play([])
         samples = await self.channel.record_file(sound, NAME_FORMAT, max_ms, silence_s)
         return samples // SAMPLES_PER_MS

@@ -70,7 +70,15 @@ class Caller(Protocol):
 
     def set_language(self, language: str) -> None: ...
 
-    async def play(self, items: Sequence[str]) -> None: ...
+    def lead_in(self, items: Sequence[str]) -> None:
+        """Say ``items`` before whatever comes next. Before an entry they are its
+        preamble: a key cuts them short and is the entry's first digit (type-ahead).
+        Before a ``play`` or a ``record`` they are said first, uninterruptibly."""
+        ...
+
+    async def play(self, items: Sequence[str]) -> None:
+        """Say ``items`` (after any lead-in), uninterruptibly: nothing is asked after them."""
+        ...
 
     async def ask(self, item: str, max_digits: int, timeout_ms: int, preamble: Sequence[str] = ()) -> Entry:
         """Say ``preamble`` then ``item`` and collect digits (up to ``max_digits``,
@@ -130,7 +138,7 @@ class InmateCalls:
             raise Refused(p.APOLOGY, f"terminal's facility {facility_id!r} unknown")
         caller.set_language(facility.language)
         await self._check_throttle(terminal, uniqueid)
-        await caller.play([p.WELCOME])
+        caller.lead_in([p.WELCOME])  # the card may be keyed during the welcome
         card = await self._authenticate(caller, facility, terminal, uniqueid)
         caller.set_language(card.language)
         session = await self._check(card, facility)
@@ -138,12 +146,13 @@ class InmateCalls:
             raise Refused(p.CARD_IN_USE, "card already in a call")
         try:
             cheapest = min((r.per_minute for r in session.tariff.rates), default=0)
-            await caller.play([p.YOUR_BALANCE, *p.money(card.balance, facility.currency, card.language)])
+            # The balance leads into the number: a returning caller keys it during the words.
+            caller.lead_in([p.YOUR_BALANCE, *p.money(card.balance, facility.currency, card.language)])
             if card.balance < billing.required_to_start(cheapest, session.tariff):
                 # An empty card may still call a relative who pays ("01").
                 if self.relatives is None or not await self.relatives.paying_relatives(card.number):
                     raise Refused(p.NO_FUNDS, "balance below fee + one increment, no relative pays")
-                await caller.play([p.ONLY_RELATIVE_PAID])
+                caller.lead_in([p.ONLY_RELATIVE_PAID])
         except BaseException:
             await self.wallet.release_card(card.number, uniqueid)
             raise
@@ -181,7 +190,7 @@ class InmateCalls:
                 recent = await self.directory.record_login_failure(terminal, now, throttle.KEEP_S)
                 if throttle.wait_s(recent, now) > 0:
                     raise Refused(p.TERMINAL_WAIT, f"terminal {terminal} throttled: {len(recent)} failed logins")
-            await caller.play([p.LOGIN_FAILED])
+            caller.lead_in([p.LOGIN_FAILED])  # then the card again (or, the last time, the refusal)
         raise Refused(p.TOO_MANY_TRIES, "three wrong card/PIN entries")
 
     async def _pin_matches(self, pin: str, card: Card, uniqueid: str) -> bool:
@@ -234,7 +243,8 @@ class InmateCalls:
     # -- the number -------------------------------------------------------
 
     async def choose_number(self, caller: Caller, session: Session, uniqueid: str, attempt: int) -> CallPlan:
-        """Ask for a number until one may be dialed; reserve its cost."""
+        """Ask for a number until one may be dialed; reserve its cost. Why a
+        number was refused leads into the next try (type-ahead through it)."""
         failures = 0
         asked = 0
         while failures < NUMBER_TRIES and asked < NUMBER_TRIES * 3:
@@ -244,7 +254,7 @@ class InmateCalls:
             if not digits:
                 if "*" not in entry.digits:
                     failures += 1
-                    await caller.play([p.NO_INPUT])
+                    caller.lead_in([p.NO_INPUT])
                 continue
             if digits == RERECORD_NAME and self.names is not None:
                 # No number starts with 9: alone, it is the name menu (not a failure).
@@ -257,17 +267,17 @@ class InmateCalls:
                 failures += 1
                 log.info("[%s] number refused: %s", uniqueid, exc.reason)
                 incomplete = exc.reason == "too_short" or classify_incomplete(digits)
-                await caller.play([p.NUMBER_INCOMPLETE if incomplete else p.NUMBER_INVALID])
+                caller.lead_in([p.NUMBER_INCOMPLETE if incomplete else p.NUMBER_INVALID])
                 continue
             if number.leg is Leg.APP and (app_refusal := await self._app_refusal(number, uniqueid)):
                 failures += 1
-                await caller.play([app_refusal])
+                caller.lead_in([app_refusal])
                 continue
             refusal = await self._plan(session, number, uniqueid, attempt)
             if isinstance(refusal, CallPlan):
                 return refusal
             failures += 1
-            await caller.play([refusal])
+            caller.lead_in([refusal])
         raise Refused(p.GOODBYE, "no valid number entered")
 
     async def _app_refusal(self, number: DialedNumber, uniqueid: str) -> str | None:

@@ -35,7 +35,7 @@ def make_after_dial(deps: CallDeps, app: AppRouting | None = None) -> Route:
             await caller.play([p.GOODBYE])
             await channel.set_variable(v.ACTION, v.ACTION_DONE)
             return
-        await caller.play([outcome])
+        caller.lead_in([outcome])  # said before 'dial another' and the number (or goodbye)
         attempt = int(await channel.get_variable(v.ATTEMPT) or DIAL_ATTEMPTS) + 1
         session = await another_number(channel, caller, deps, plan, attempt)
         if session is not None:

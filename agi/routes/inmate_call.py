@@ -83,7 +83,7 @@ async def plan_and_dial(channel: AgiChannel, caller: AgiCaller, deps: CallDeps, 
                        f"settling {plan.call_id}", channel.log, on_retry=deps.metrics.settlement_retry)
         deps.metrics.settled("CHANUNAVAIL")
         await channel.set_variable(v.SETTLED, plan.call_id)
-        await caller.play([p.APP_UNREACHABLE])
+        caller.lead_in([p.APP_UNREACHABLE])  # then 'dial another' and the number: type-ahead through them
         attempt += 1
         again = await another_number(channel, caller, deps, plan, attempt)
         if again is None:
@@ -104,7 +104,7 @@ async def another_number(channel: AgiChannel, caller: AgiCaller, deps: CallDeps,
     except Refused as refused:
         await refuse(channel, caller, refused, deps)
         return None
-    await caller.play([p.DIAL_ANOTHER])
+    caller.lead_in([p.DIAL_ANOTHER])  # the next number's preamble (type-ahead)
     return session
 
 

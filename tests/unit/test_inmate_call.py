@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -34,25 +34,64 @@ PIN_HASH = PINS.hash("2468")
 TERMINAL = "term-101"
 
 
+@dataclass(frozen=True)
+class During:
+    """Keys pressed while ``prompt`` is said (type-ahead), then ``#``."""
+
+    prompt: str
+    digits: str
+
+
 class FakeCaller:
-    def __init__(self, *entries: str) -> None:
+    """The terminal, scripted: each entry is what is keyed for the next ask, after
+    its prompt or ``During`` a prompt said before it. ``played`` is what is said, in
+    order (the lead-in as soon as it is queued: the next step says it first)."""
+
+    def __init__(self, *entries: str | During) -> None:
         self.entries = list(entries)
         self.played: list[str] = []
         self.asked: list[str] = []
+        self.preambles: list[tuple[str, list[str]]] = []  # (ask, what was said before it: a key cuts it)
+        self.uninterruptible: list[str] = []  # lead-in and prompts said where a key counts for nothing
+        self.lost: list[str] = []  # keys pressed during a prompt no entry followed
+        self.pending: list[str] = []
         self.language = "?"
 
     def set_language(self, language: str) -> None:
         self.language = language
 
+    def lead_in(self, items: Sequence[str]) -> None:
+        self.pending.extend(items)
+        self.played.extend(items)
+
     async def play(self, items: Sequence[str]) -> None:
+        self.uninterruptible.extend([*self.pending, *items])
+        self.pending = []
         self.played.extend(items)
 
     async def ask(self, item: str, max_digits: int, timeout_ms: int, preamble: Sequence[str] = ()) -> Entry:
+        said = [*self.pending, *preamble]
+        self.pending = []
         self.played.extend(preamble)
         self.asked.append(item)
+        self.preambles.append((item, said))
         if not self.entries:
             return Entry("", True)
-        return Entry(self.entries.pop(0), False)
+        entry = self.entries.pop(0)
+        if isinstance(entry, str):
+            return Entry(entry, False)
+        if entry.prompt == item:
+            return Entry(entry.digits, False)
+        if entry.prompt in said:  # the key cut the rest of the preamble short
+            skipped = len(said) - said.index(entry.prompt) - 1
+            del self.played[len(self.played) - skipped:]
+            return Entry(entry.digits, False)
+        self.lost.append(entry.digits)
+        return Entry("", True)
+
+    async def record(self, sound: str, max_ms: int, silence_s: int) -> int:
+        await self.play([])
+        return 0
 
 
 class Store:
@@ -562,3 +601,87 @@ async def test_an_empty_card_may_log_in_when_a_relative_pays_and_call_01(store: 
     plan = await calls.choose_number(caller, session, "u2", 1)
     assert caller.played == [p.NO_FUNDS]
     assert plan.payer == "callee"
+
+
+# -- type-ahead: what is said before an entry is its preamble -----------------
+
+async def test_type_ahead_through_the_welcome_and_the_balance_dials_the_number(store: Store) -> None:
+    # A returning caller keys the card during the welcome and the number during the
+    # balance's first word: the rest of the balance is not said, the number counts.
+    caller = FakeCaller(During(p.WELCOME, "1001"), "2468", During(p.YOUR_BALANCE, "79161234567"))
+    calls = service(store)
+    session = await calls.login(caller, "f1", "u1", TERMINAL)
+    plan = await calls.choose_number(caller, session, "u1", 1)
+    assert plan.e164 == "+79161234567"
+    assert caller.preambles == [(p.ENTER_CARD, [p.WELCOME]), (p.ENTER_PIN, []),
+                                (p.ENTER_NUMBER, [p.YOUR_BALANCE, "word:пятьсот", "word:рублей"])]
+    assert caller.played == [p.WELCOME, p.YOUR_BALANCE]  # cut at the first key
+    assert caller.lost == [] and caller.uninterruptible == []
+
+
+async def test_type_ahead_in_french_through_every_word_of_the_balance(store: Store) -> None:
+    store.cards["1001"] = replace(store.cards["1001"], language="fr", balance=2_101)
+    words = p.money(2_101, "RUB", "fr")
+    assert words == ["word:vingt", "word:et", "word:un", "word:roubles", "word:et", "word:un", "word:kopeck"]
+    for word in dict.fromkeys([p.YOUR_BALANCE, *words]):  # a key during each of them
+        caller = FakeCaller("1001", "2468", During(word, "79161234567"))
+        calls = service(store)
+        session = await calls.login(caller, "f1", "u1", TERMINAL)
+        assert (await calls.choose_number(caller, session, "u1", 1)).e164 == "+79161234567"
+        assert caller.played[-1] == word  # nothing after the key is said
+        await calls.end("1001", "u1")
+        store.holds.clear()
+        store.cards["1001"] = replace(store.cards["1001"], balance=2_101)
+
+
+async def test_a_failed_login_leads_into_the_card_again(store: Store) -> None:
+    caller = FakeCaller("1001", "1111", During(p.LOGIN_FAILED, "1001"), "2468")
+    await service(store).login(caller, "f1", "u1", TERMINAL)
+    assert caller.preambles[2] == (p.ENTER_CARD, [p.LOGIN_FAILED])
+
+
+async def test_why_a_number_was_refused_leads_into_the_next_try(store: Store) -> None:
+    caller = FakeCaller("79990001122", During(p.NUMBER_NOT_ALLOWED, "791"),
+                        During(p.NUMBER_INCOMPLETE, "79161234567"))
+    session = await service(store).login(FakeCaller("1001", "2468"), "f1", "u1", TERMINAL)
+    plan = await service(store).choose_number(caller, session, "u1", 1)
+    assert plan.e164 == "+79161234567"
+    assert [said for _, said in caller.preambles] == [[], [p.NUMBER_NOT_ALLOWED], [p.NUMBER_INCOMPLETE]]
+
+
+async def test_only_relative_paid_calls_lead_into_the_number(store: Store) -> None:
+    store.cards["1001"] = replace(store.cards["1001"], balance=0)
+    store.relatives.settings[("+79161234567", "1001")] = CardSettings(always_in_touch=True)
+    caller = FakeCaller("1001", "2468")
+    await service(store, relatives=True).login(caller, "f1", "u1", TERMINAL)
+    assert caller.pending == [p.YOUR_BALANCE, "word:ноль", "word:рублей", p.ONLY_RELATIVE_PAID]
+
+
+async def test_refusals_and_goodbye_are_not_preambles(store: Store) -> None:
+    # No funds: the balance leads into the refusal, which ends the call: said uninterruptibly.
+    store.cards["1001"] = replace(store.cards["1001"], balance=0)
+    caller = FakeCaller("1001", "2468")
+    with pytest.raises(Refused) as refused:
+        await service(store).login(caller, "f1", "u1", TERMINAL)
+    await caller.play([refused.value.prompt])  # as the route says it
+    assert caller.uninterruptible == [p.YOUR_BALANCE, "word:ноль", "word:рублей", p.NO_FUNDS]
+    # Three wrong numbers: the last reason is said before goodbye, both uninterruptibly.
+    store.cards["1001"] = replace(store.cards["1001"], balance=50_000)
+    session = await service(store).login(FakeCaller("1001", "2468"), "f1", "u2", TERMINAL)
+    caller = FakeCaller("1", "2", "3")
+    with pytest.raises(Refused) as refused:
+        await service(store).choose_number(caller, session, "u2", 1)
+    await caller.play([refused.value.prompt])
+    assert caller.uninterruptible == [p.NUMBER_INVALID, p.GOODBYE]
+
+
+async def test_keys_during_a_prompt_no_entry_follows_are_lost(store: Store) -> None:
+    # "The call may last..." leads into Dial, not into an entry: said uninterruptibly.
+    store.facilities["f1"] = replace(store.facilities["f1"], max_call_s=3600)
+    store.cards["1001"] = replace(store.cards["1001"], balance=1_000)
+    calls = service(store)
+    caller = FakeCaller("1001", "2468", "79161234567")
+    session = await calls.login(caller, "f1", "u1", TERMINAL)
+    plan = await calls.choose_number(caller, session, "u1", 1)
+    await calls.announce(caller, session, plan, "ru")
+    assert caller.uninterruptible[0] == p.CALL_MAY_LAST
