@@ -18,6 +18,7 @@ from agi.name_files import NameFolder
 from agi.routes.accept import make_accept
 from agi.routes.after_dial import make_after_dial
 from agi.routes.app_dial import AppRouting, StoreDevices, make_app_answered, make_app_invite, make_app_leg
+from agi.routes.app_test import make_app_test_routes
 from agi.routes.greeting import greeting
 from agi.routes.hangup import make_hangup
 from agi.routes.inmate_call import make_inmate_call
@@ -29,6 +30,7 @@ from ivr.pin import PinHasher
 from metrics.endpoint import MetricsEndpoint
 from metrics.series import AgiMetrics
 from store import redis_store
+from store.app_test import RedisTestCalls
 from store.devices import DeviceStore
 from store.redis_store import RedisStore, connect
 from store.relatives import RelativeStore
@@ -45,6 +47,7 @@ def build_routes(deps: CallDeps, app: AppRouting | None = None) -> dict[str, Rou
     }
     if app is not None:
         routes["app_answered"] = make_app_answered(app)
+        routes.update(make_app_test_routes(app, RedisTestCalls(app.redis)))  # the free audio test call
         routes["app_leg"] = make_app_leg(app)
         routes["app_invite"] = make_app_invite(app)
     return routes

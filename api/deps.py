@@ -11,8 +11,10 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from api.contacts import Reachability
 from api.payments import PaymentProvider
 from history.queries import History
+from ivr.app_test import TestCalls
 from ivr.ports import Idempotency, LoginCodes, RelativeAccounts, SmsSender
 from ivr.relatives import CODES_PER_CLIENT_HOUR, token_hash
+from store.app_test import RedisTestCalls
 from store.devices import DeviceStore
 
 log = logging.getLogger(__name__)
@@ -42,6 +44,8 @@ class ApiDeps:
     devices: DeviceStore | None = None  # PostgreSQL: app devices and their SIP accounts (PJSIP realtime)
     app_sip: AppSip | None = None  # where apps register
     contacts: Reachability | None = None  # Asterisk: which devices are reachable now
+    app_tests: TestCalls | None = None  # the free audio test call (needs the devices and AMI Originate)
+    test_records: RedisTestCalls | None = None  # the test calls' records and wake steps
 
 
 def get_deps(request: Request) -> ApiDeps:

@@ -20,11 +20,14 @@ from redis.exceptions import RedisError
 from api.contacts import AmiReachability
 from api.deps import ApiDeps, AppSip
 from api.metrics import instrument
+from api.originate import AmiDialer
 from api.payments import FakeProvider
-from api.routes import auth, devices, history, me, money, webhooks
+from api.routes import app_test, auth, devices, history, me, money, webhooks
 from api.sms import FileSms
 from history.queries import History, HistoryUnavailable
+from ivr.app_test import Dialer, TestCalls
 from ivr.relatives import CODES_PER_CLIENT_HOUR
+from store.app_test import RedisTestCalls
 from store.devices import DeviceStore, DevicesUnavailable
 from store.redis_store import connect
 from store.relatives import RelativeStore
@@ -37,7 +40,7 @@ def build_app(deps: ApiDeps) -> FastAPI:
                   docs_url=None, redoc_url=None)
     app.state.deps = deps
     instrument(app)  # every request counted; GET /metrics (not in the schema)
-    for module in (auth, me, money, webhooks, history, devices):
+    for module in (auth, me, money, webhooks, history, devices, app_test):
         app.include_router(module.router())
     app.add_exception_handler(RedisError, _store_down)
     _document_refusals(app)
@@ -84,18 +87,26 @@ def load_webhook_secret(secrets_file: Path) -> str:
 
 def build_from(redis_url: str, sms_log: Path, webhook_secret: str,
                codes_per_client_hour: int = CODES_PER_CLIENT_HOUR, postgres_url: str | None = None,
-               app_sip: AppSip | None = None, contacts: AmiReachability | None = None) -> FastAPI:
+               app_sip: AppSip | None = None, contacts: AmiReachability | None = None,
+               dialer: Dialer | None = None) -> FastAPI:
     """``postgres_url``: the history database (calls, the ledger beyond Redis' recent entries)
     and the app devices; without it the ledger is Redis' recent entries and /v1/calls and
     /v1/app/* answer 503. ``app_sip``: the apps' SIP door; ``contacts``: Asterisk's AMI
-    for the status light (without it the light is never green)."""
-    store = RelativeStore(connect(redis_url))
+    for the status light (without it the light is never green); ``dialer``: Asterisk's AMI
+    as the originate-only user, for the free test call (without it, or without the devices,
+    POST /v1/app/test-call answers 503)."""
+    redis = connect(redis_url)
+    store = RelativeStore(redis)
+    device_store = DeviceStore(postgres_url) if postgres_url else None
+    test_records = RedisTestCalls(redis)
+    app_tests = (TestCalls(app_test.ActiveDevices(device_store), test_records, dialer)
+                 if device_store is not None and dialer is not None else None)
     return build_app(ApiDeps(accounts=store, codes=store, idempotency=store, sms=FileSms(sms_log),
                              provider=FakeProvider(), webhook_secret=webhook_secret,
                              codes_per_client_hour=codes_per_client_hour,
                              history=History(postgres_url) if postgres_url else None,
-                             devices=DeviceStore(postgres_url) if postgres_url else None,
-                             app_sip=app_sip, contacts=contacts))
+                             devices=device_store, app_sip=app_sip, contacts=contacts,
+                             app_tests=app_tests, test_records=test_records))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -117,7 +128,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--app-sip", default=os.environ.get("KINLINE_APP_SIP"), metavar="HOST:PORT",
                         help="the apps' SIP door, given to each app with its credentials (default $KINLINE_APP_SIP)")
     parser.add_argument("--ami", default=None, metavar="HOST:PORT",
-                        help="Asterisk's AMI, asked which devices are reachable ($KINLINE_AMI_STATUS_USER/_SECRET)")
+                        help="Asterisk's AMI, asked which devices are reachable ($KINLINE_AMI_STATUS_USER/_SECRET)"
+                             " and to start test calls ($KINLINE_AMI_ORIGINATE_USER/_SECRET)")
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
@@ -129,8 +141,13 @@ def main(argv: list[str] | None = None) -> None:
     if args.ami and status_user:
         host, _, port = args.ami.rpartition(":")
         contacts = AmiReachability(host, int(port), status_user, os.environ.get("KINLINE_AMI_STATUS_SECRET", ""))
+    dialer = None
+    originate_user = os.environ.get("KINLINE_AMI_ORIGINATE_USER")
+    if args.ami and originate_user:
+        host, _, port = args.ami.rpartition(":")
+        dialer = AmiDialer(host, int(port), originate_user, os.environ.get("KINLINE_AMI_ORIGINATE_SECRET", ""))
     app = build_from(args.redis_url, args.sms_log, load_webhook_secret(args.secrets), args.codes_per_client,
-                     os.environ.get("KINLINE_POSTGRES_URL") or None, app_sip, contacts)
+                     os.environ.get("KINLINE_POSTGRES_URL") or None, app_sip, contacts, dialer)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level.lower(), access_log=False,
                 proxy_headers=True, forwarded_allow_ips=args.trusted_proxies)
 

@@ -247,6 +247,8 @@ def service_secrets(config: StackConfig) -> dict[str, str]:
     return {"KINLINE_REDIS_URL": config.redis_url, "KINLINE_POSTGRES_URL": config.postgres_url,
             "KINLINE_AMI_USER": secrets.ami_user, "KINLINE_AMI_SECRET": secrets.ami_secret,
             "KINLINE_AMI_STATUS_USER": secrets.ami_status_user, "KINLINE_AMI_STATUS_SECRET": secrets.ami_status_secret,
+            "KINLINE_AMI_ORIGINATE_USER": secrets.ami_originate_user,
+            "KINLINE_AMI_ORIGINATE_SECRET": secrets.ami_originate_secret,
             "KINLINE_APP_SIP": f"{config.app_sip_advertised}:{config.app_sip_port}"}  # what apps are told
 
 

@@ -1,0 +1,74 @@
+"""The free audio test call's AGI routes (dialplan/app_test.conf; the rules: ivr/app_test.py).
+
+- ``app_test_dial``: on the ;2 side of the API's ``Local/s@kinline-app-test-dial/n``:
+  reads the call's record (``KINLINE_TEST_ID`` -> store/app_test.py: the relative, the
+  language), reaches the app as a "00" call does (``AppRouting.reach_app``: the contacts
+  now, or a push through the bridge and the wait) and leaves the Dial target. Nothing to
+  dial, an unknown id, Redis or the AGI down: no ``KINLINE_ACTION``, no call (fail closed).
+- ``app_test_answered``: on the app's channel when it answers (Dial's U()): the step
+  ``answered`` in the call's wake records, and the cancel push for the other devices.
+- ``app_test_ended``: after Dial: the cancel push if the answer did not send it.
+
+Never billed: no call plan, no hold, no call record."""
+
+from __future__ import annotations
+
+import time
+
+from agi import variables as v
+from agi.caller import AgiCaller
+from agi.channel import AgiChannel
+from agi.protocol import AgiEnvironment
+from agi.routes.app_dial import APP_ENDPOINT, AppRouting, cancel_wake
+from agi.server import Route
+from ivr.app_test import CALLER_NAME, RING_S, is_call_id
+from store import wake_records as records
+from store.app_test import RedisTestCalls, TestCallRecord
+
+# Set by the API's Originate on the Local channel, copied to its ;2 side (dialplan/app_test.conf).
+TEST_ID = "KINLINE_TEST_ID"
+
+
+async def _record(channel: AgiChannel, tests: RedisTestCalls, call_id: str) -> TestCallRecord | None:
+    if not is_call_id(call_id):
+        channel.log.error("test call: no valid id (%r): nothing done", call_id[:40])
+        return None
+    found = await tests.get(call_id)
+    if found is None:
+        channel.log.error("test call %s: no record (expired or never admitted): nothing done", call_id)
+    return found
+
+
+def make_app_test_routes(app: AppRouting, tests: RedisTestCalls) -> dict[str, Route]:
+    async def app_test_dial(channel: AgiChannel, env: AgiEnvironment) -> None:
+        call_id = await channel.get_variable(TEST_ID) or ""
+        call = await _record(channel, tests, call_id)
+        if call is None:
+            return
+        await channel.set_variable(v.RING_S, RING_S)  # reach_app may set its own (the rest of the window)
+        found = await app.reach_app(channel, AgiCaller(channel, call.language), call_id, call.phone, CALLER_NAME)
+        if not found.target:
+            channel.log.info("test call %s: the app was not reached (%s): no call", call_id, found.outcome)
+            return
+        await channel.set_variable(v.DIAL_TARGET, found.target)
+        await channel.set_variable(v.ACTION, v.ACTION_DIAL)
+
+    async def app_test_answered(channel: AgiChannel, env: AgiEnvironment) -> None:
+        call = await _record(channel, tests, env.arguments[0] if env.arguments else "")
+        if call is None:
+            return
+        endpoint = await channel.get_variable(v.ENDPOINT) or ""
+        prefix = APP_ENDPOINT.format(device_id="")
+        device_id = endpoint.removeprefix(prefix) if endpoint.startswith(prefix) else ""
+        await records.record(app.redis, call.call_id, records.AttemptEvent(
+            records.ANSWERED, time.time_ns() // 1_000_000, device_id=device_id))
+        await cancel_wake(app.redis, call.call_id, call.phone, "", app.window_s)
+        channel.log.info("test call %s: the app answered (%s)", call.call_id, device_id or endpoint)
+
+    async def app_test_ended(channel: AgiChannel, env: AgiEnvironment) -> None:
+        call = await _record(channel, tests, env.arguments[0] if env.arguments else "")
+        if call is not None:
+            await cancel_wake(app.redis, call.call_id, call.phone, "", app.window_s)
+
+    return {"app_test_dial": app_test_dial, "app_test_answered": app_test_answered,
+            "app_test_ended": app_test_ended}
