@@ -3,6 +3,8 @@ service by the stack and by docker-compose.yml alike, apart from every other por
 
 from __future__ import annotations
 
+import json
+import re
 from typing import Any
 
 import pytest
@@ -61,3 +63,33 @@ def test_a_config_without_metrics_ports_gets_the_fastagi_port_plus_5000(tmp_path
     config = load_config(old)
     assert (config.agi_metrics_port, config.reconciler_metrics_port, config.pushbridge_metrics_port) == (
         config.agi_port + 5000, config.agi_port + 5001, config.agi_port + 5002)
+
+
+def _series_names() -> set[str]:
+    """Every sample name the four processes expose."""
+    from metrics.series import AgiMetrics, ApiMetrics, PushMetrics, ReconcilerMetrics
+
+    agi, push = AgiMetrics(), PushMetrics()
+    agi.know_routes(["inmate_call"])
+    push.know_platforms(["fcm"])
+    api = ApiMetrics()
+    api.request_done("GET", "/v1/me/balance", 200, 0.01)
+    found: set[str] = set()
+    for metrics in (agi, api, push, ReconcilerMetrics()):
+        for family in metrics.registry.collect():
+            found.update(sample.name for sample in family.samples)
+    return found
+
+
+def test_the_dashboard_queries_only_series_that_exist_and_shows_them_all() -> None:
+    dashboard = json.loads((REPO / "docs" / "grafana" / "kinline.json").read_text())
+    exprs = [target["expr"] for panel in dashboard["panels"] for target in panel["targets"]]
+    used = {name for expr in exprs for name in re.findall(r"\bkinline_[a-z_]+", expr)}
+    series = _series_names()
+    assert used <= series, used - series
+    # Every series has a panel (a histogram through its buckets, a counter through _total).
+    shown = {re.sub(r"_(bucket|count|sum|total|created)$", "", name) for name in used}
+    families = {re.sub(r"_(bucket|count|sum|total|created)$", "", name) for name in series}
+    assert families <= shown, families - shown
+    ids = [panel["id"] for panel in dashboard["panels"]]
+    assert len(ids) == len(set(ids))
