@@ -21,6 +21,11 @@ NUMBER = "KINLINE_NUMBER"
 DIAL_TARGET = "KINLINE_DIAL_TARGET"
 DIAL_APP = "KINLINE_DIAL_APP"
 RING_S = "KINLINE_RING_S"
+# A woken app call's legs (Local/<device>@kinline-app-leg): "<call id> <phone> <window's end, epoch ms>",
+# set on the caller with inheritance (__) so each leg's channel has it; a leg's Dial target and ring time.
+APP_WAIT = "KINLINE_APP_WAIT"
+LEG_TARGET = "KINLINE_LEG_TARGET"
+LEG_RING_S = "KINLINE_LEG_RING_S"
 LIMIT_MS = "KINLINE_LIMIT_MS"
 WARN_MS = "KINLINE_WARN_MS"
 WARNING_FILE = "KINLINE_WARNING_FILE"

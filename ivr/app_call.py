@@ -1,12 +1,16 @@
-"""A call to the relative's app ("00"): dial the registered contacts, or wake the app and wait.
+"""A call to the relative's app ("00"): dial the registered contacts, or wake the app and
+ring each device as soon as its contact appears.
 
 If any of the relative's devices has a registered contact, every contact is dialed at
 once (no push). Otherwise the wait listens for the relative's new contacts *first*,
-then asks for the push, and waits up to the window: on the first new contact a short
-grace lets devices woken together register too, then every contact is dialed at once
-(Dial's first answer wins). No contact within the window, or the caller gone: the wake
-is cancelled and there is nothing to dial. The adapters (agi/routes/app_dial.py) give
-the contacts, the wake and the line behind the Protocols below."""
+then asks for the push, and waits up to the window for the first contact the switch
+lists. Then every active device is dialed as a *leg* of its own (``Contacts.leg``): a
+leg rings its device's contacts at once if it has some, or else waits for that
+device's contact until the window ends and rings it then, while the others ring
+(``ring_leg``). The first answer wins and the other legs are cancelled (Dial). No
+contact within the window, or the caller gone: the wake is cancelled and there is
+nothing to dial. The adapters (agi/routes/app_dial.py) give the contacts, the wake
+and the line behind the Protocols below."""
 
 from __future__ import annotations
 
@@ -21,8 +25,8 @@ from typing import Protocol
 log = logging.getLogger(__name__)
 
 WINDOW_S = 30.0  # how long the inmate waits for the app (the push's ring window)
-GRACE_S = 0.3  # after the first new contact: others woken together register too
-POLL_S = 0.5  # how often the wait checks that the caller is still there
+POLL_S = 0.5  # how often a wait checks that its channel is still there (and looks at the contacts)
+RECHECK_S = 0.1  # after a contact event: how often to look again until the switch lists it
 
 
 class AppDevices(Protocol):
@@ -36,16 +40,21 @@ class Contacts(Protocol):
         """The switch's dial string of the device's registered contacts ('' if none)."""
         ...
 
+    def leg(self, device_id: str) -> str:
+        """A dial string that rings the device once it has a contact (a leg runs ``ring_leg``)."""
+        ...
+
 
 class Wake(Protocol):
-    """A wake under way: already listening to the relative's new contacts."""
+    """A wake under way: already listening to the relative's new contacts (the call's
+    wait: any device's; a leg: its own device's)."""
 
     async def push(self) -> None:
         """Ask for the push of every device (the bridge)."""
         ...
 
     async def next_contact(self, timeout_s: float) -> bool:
-        """True when a new contact of the relative came within ``timeout_s``."""
+        """True when a new contact (of the device listened for) came within ``timeout_s``."""
         ...
 
     async def cancel(self) -> None:
@@ -55,16 +64,17 @@ class Wake(Protocol):
 
 class Line(Protocol):
     async def still_there(self) -> bool:
-        """False (or an exception) when the caller hung up."""
+        """False (or an exception) when the caller (a leg: its own channel) hung up."""
         ...
 
 
 @dataclass(frozen=True)
 class Reach:
     target: str  # '&'-joined dial strings; '' = nothing to dial
-    dialed: tuple[str, ...]  # the devices whose contacts are in target
+    dialed: tuple[str, ...]  # the devices in target
     woke: bool  # a push was asked for
     outcome: str  # "registered" (no push), "woken", "timeout", "gone"
+    left_s: float = 0.0  # woken: how much of the window the legs still wait
 
 
 async def contacts_of(devices: Sequence[str], contacts: Contacts) -> tuple[str, tuple[str, ...]]:
@@ -75,11 +85,13 @@ async def contacts_of(devices: Sequence[str], contacts: Contacts) -> tuple[str, 
 
 
 async def reach(devices: Sequence[str], contacts: Contacts, wake: Callable[[], AbstractAsyncContextManager[Wake]],
-                line: Line, *, window_s: float = WINDOW_S, grace_s: float = GRACE_S, poll_s: float = POLL_S,
+                line: Line, *, window_s: float = WINDOW_S, poll_s: float = POLL_S, recheck_s: float = RECHECK_S,
                 clock: Callable[[], float] = time.monotonic) -> Reach:
-    """What to dial for the relative's app: the contacts registered now, or those that
-    register after a push within ``window_s``. The wake is cancelled whenever the wait
-    ends without a target (timeout, the caller gone, an error)."""
+    """What to dial for the relative's app: the contacts registered now, or, once the
+    first woken device's contact is listed within ``window_s``, one leg per device
+    (those not registered yet ring when they register, until the window ends). The
+    wake is cancelled whenever the wait ends without a target (timeout, the caller
+    gone, an error)."""
     target, dialed = await contacts_of(devices, contacts)
     if target:
         return Reach(target, dialed, False, "registered")
@@ -87,17 +99,17 @@ async def reach(devices: Sequence[str], contacts: Contacts, wake: Callable[[], A
     async with wake() as waking:
         try:
             await waking.push()
-            announced = False  # a contact came that the switch did not show yet
+            announced = False  # a contact came that the switch did not list yet
             while (left := deadline - clock()) > 0:
-                if await waking.next_contact(min(poll_s, left)):
+                if await waking.next_contact(min(recheck_s if announced else poll_s, left)):
                     announced = True
-                    await asyncio.sleep(grace_s)
                 if announced:
                     # The switch may list a just-registered contact a moment after its event
-                    # (or it left again): look again at every poll until it does.
-                    target, dialed = await contacts_of(devices, contacts)
-                    if target:
-                        return Reach(target, dialed, True, "woken")
+                    # (or it left again): look again until it does.
+                    _, listed = await contacts_of(devices, contacts)
+                    if listed:
+                        legs = "&".join(contacts.leg(d) for d in devices)
+                        return Reach(legs, tuple(devices), True, "woken", max(0.0, deadline - clock()))
                 if not await line.still_there():
                     await waking.cancel()
                     return Reach("", (), True, "gone")
@@ -105,4 +117,33 @@ async def reach(devices: Sequence[str], contacts: Contacts, wake: Callable[[], A
             await asyncio.shield(waking.cancel())
             raise
         await waking.cancel()
+        return Reach("", (), True, "timeout")
+
+
+async def ring_leg(device_id: str, contacts: Contacts, listen: Callable[[], AbstractAsyncContextManager[Wake]],
+                   line: Line, *, left_s: float, poll_s: float = POLL_S, recheck_s: float = RECHECK_S,
+                   clock: Callable[[], float] = time.monotonic) -> Reach:
+    """One device's leg of a woken call: its contacts as soon as the switch lists them,
+    within ``left_s`` (the rest of the window). It looks at once, then listens for the
+    device's contact events and looks again at each (and at every poll: an event may
+    have come before it listened). Its channel hung up (another device answered, or the
+    caller left): the wake is cancelled (once per call, whoever asks first)."""
+    target = await contacts.dial_string(device_id)
+    if target:
+        return Reach(target, (device_id,), True, "registered")
+    if left_s <= 0:
+        return Reach("", (), True, "timeout")
+    deadline = clock() + left_s
+    async with listen() as events:
+        announced = False
+        target = await contacts.dial_string(device_id)  # registered while we subscribed
+        while not target and (left := deadline - clock()) > 0:
+            if await events.next_contact(min(recheck_s if announced else poll_s, left)):
+                announced = True
+            target = await contacts.dial_string(device_id)
+            if not target and not await line.still_there():
+                await events.cancel()
+                return Reach("", (), True, "gone")
+        if target:
+            return Reach(target, (device_id,), True, "woken")
         return Reach("", (), True, "timeout")

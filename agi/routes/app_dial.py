@@ -1,17 +1,26 @@
 """Calls to the relative's app ("00"): what plan_and_dial dials instead of the trunk.
 
-The contacts come from Asterisk (``PJSIP_DIAL_CONTACTS(app-<device>)`` on the caller's
-channel), the wake goes to the push bridge through Redis (XADD ``kl:wake``, after the
-SUBSCRIBE to ``kl:contact:<phone>``), and the attempt's steps (INVITE sent, answered)
-go to ``kl:wakeattempt:<call_id>`` (store/wake_records.py). The logic is ivr/app_call.py."""
+The contacts come from Asterisk (``PJSIP_DIAL_CONTACTS(app-<device>)`` on the channel),
+the wake goes to the push bridge through Redis (XADD ``kl:wake``, after the SUBSCRIBE to
+``kl:contact:<phone>``), and the attempt's steps (INVITE sent, answered) go to
+``kl:wakeattempt:<call_id>`` (store/wake_records.py). The logic is ivr/app_call.py.
+
+A woken call dials one leg per device, ``Local/<device>@kinline-app-leg/n``: the leg's
+channel runs ``app_leg`` (wait for that device's contact, within the window the caller's
+channel passed down in ``KINLINE_APP_WAIT``), then Dials the device's contacts with the
+intro (or accept menu) gosub on the app's own channel, as a registered app is dialed.
+Each app INVITE is recorded as it goes (``app_invite``, the pre-dial handler)."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import math
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 
@@ -21,8 +30,10 @@ from agi.channel import AgiChannel
 from agi.protocol import AgiEnvironment, AgiHangup
 from agi.server import Route
 from ivr import prompts as p
-from ivr.app_call import GRACE_S, WINDOW_S, AppDevices, Reach, reach
+from ivr.app_call import WINDOW_S, AppDevices, Reach, reach, ring_leg
 from ivr.call_plan import CallPlan, plan_from_json
+from ivr.devices import device_of_endpoint, is_device_id
+from ivr.inmate_call import RING_S
 from ivr.tariffs import RouteKind
 from store import wake_records as records
 from store.app_wake import CANCEL, STREAM_MAXLEN, WAKE, WAKE_STREAM, contact_channel, wake_fields
@@ -31,6 +42,7 @@ from store.devices import DeviceStore
 log = logging.getLogger(__name__)
 
 APP_ENDPOINT = "app-{device_id}"
+LEG = "Local/{device_id}@kinline-app-leg/n"  # dialplan [kinline-app-leg]
 CANCELLED_KEY = "kl:appcancel:{call_id}"
 CANCELLED_KEEP_S = 3600
 
@@ -45,6 +57,9 @@ class ChannelContacts:
         endpoint = APP_ENDPOINT.format(device_id=device_id)
         result = await self.channel.command("GET FULL VARIABLE", f"${{PJSIP_DIAL_CONTACTS({endpoint})}}")
         return result.data if result.result == 1 else ""
+
+    def leg(self, device_id: str) -> str:
+        return LEG.format(device_id=device_id)
 
 
 class ChannelLine:
@@ -63,13 +78,14 @@ class RedisWake:
     """Listening on kl:contact:<phone> (subscribed on entry), the wake and its cancel in kl:wake."""
 
     def __init__(self, redis: aioredis.Redis, pubsub: aioredis.client.PubSub, call_id: str, phone: str,
-                 caller: str, window_s: float) -> None:
+                 caller: str, window_s: float, device_id: str = "") -> None:
         self.redis = redis
         self.pubsub = pubsub
         self.call_id = call_id
         self.phone = phone
         self.caller = caller
         self.window_s = window_s
+        self.device_id = device_id  # '' = any device of the relative (the call's wait), else a leg's
         self.cancelled = False
 
     async def _xadd(self, kind: str) -> None:
@@ -83,9 +99,18 @@ class RedisWake:
         deadline = time.monotonic() + timeout_s
         while (left := deadline - time.monotonic()) > 0:
             message = await self.pubsub.get_message(ignore_subscribe_messages=True, timeout=left)
-            if message is not None and message.get("type") == "message":
+            if message is not None and message.get("type") == "message" and self._mine(message.get("data")):
                 return True
         return False
+
+    def _mine(self, data: object) -> bool:
+        if not self.device_id:
+            return True
+        try:
+            body = json.loads(data.decode() if isinstance(data, bytes) else str(data))
+        except ValueError:
+            return False
+        return isinstance(body, dict) and body.get("device_id") == self.device_id
 
     async def cancel(self) -> None:
         if not self.cancelled:
@@ -103,37 +128,65 @@ async def cancel_wake(redis: aioredis.Redis, call_id: str, phone: str, caller: s
     return True
 
 
+@dataclass(frozen=True)
+class LegWait:
+    """What a woken call's legs need, passed down from the caller's channel (inherited
+    ``KINLINE_APP_WAIT``: "<call id> <phone> <window's end, epoch ms>")."""
+
+    call_id: str
+    phone: str
+    deadline_ms: int
+
+    def encode(self) -> str:
+        return f"{self.call_id} {self.phone} {self.deadline_ms}"
+
+    @classmethod
+    def decode(cls, text: str) -> LegWait | None:
+        parts = text.split()
+        if len(parts) != 3 or not parts[2].isdigit() or not parts[1].startswith("+"):
+            return None
+        return cls(parts[0], parts[1], int(parts[2]))
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
 class AppRouting:
     """What plan_and_dial and after_dial need for app calls (wired in agi/main.py)."""
 
     def __init__(self, redis: aioredis.Redis, devices: AppDevices, *, window_s: float = WINDOW_S,
-                 grace_s: float = GRACE_S) -> None:
+                 ring_s: int = RING_S) -> None:
         self.redis = redis
         self.devices = devices
         self.window_s = window_s
-        self.grace_s = grace_s
+        self.ring_s = ring_s
 
     async def target(self, channel: AgiChannel, caller: AgiCaller, plan: CallPlan, facility_name: str) -> Reach:
         """The contacts to dial for ``plan`` (waking the app if none is registered);
         the inmate hears "connecting to the app" and ringback while it waits."""
         return await self.reach_app(channel, caller, plan.call_id, plan.e164, facility_name)
 
-    async def reach_app(self, channel: AgiChannel, caller: AgiCaller, call_id: str, phone: str,
-                        caller_name: str) -> Reach:
-        """The contacts to dial for call ``call_id`` to the app of ``phone`` (E.164 with +),
-        waking it if none is registered (the push shows ``caller_name``)."""
-        device_ids = await self.devices.active_devices(phone)
-        contacts = ChannelContacts(channel)
-
+    def _listening(self, call_id: str, phone: str, caller_name: str, device_id: str = "",
+                   ) -> Callable[[], AbstractAsyncContextManager[RedisWake]]:
         @asynccontextmanager
-        async def waking() -> AsyncIterator[RedisWake]:
+        async def listening() -> AsyncIterator[RedisWake]:
             pubsub = self.redis.pubsub()
             try:
                 await pubsub.subscribe(contact_channel(phone))  # before the push: no contact is missed
-                yield RedisWake(self.redis, pubsub, call_id, phone, caller_name, self.window_s)
+                yield RedisWake(self.redis, pubsub, call_id, phone, caller_name, self.window_s, device_id)
             finally:
                 await asyncio.shield(pubsub.aclose())  # type: ignore[no-untyped-call]
 
+        return listening
+
+    async def reach_app(self, channel: AgiChannel, caller: AgiCaller, call_id: str, phone: str,
+                        caller_name: str) -> Reach:
+        """The contacts to dial for call ``call_id`` to the app of ``phone`` (E.164 with +),
+        waking it if none is registered (the push shows ``caller_name``). Woken: one leg
+        per device; the legs' wait is left on the channel (inherited by Dial's channels)
+        and Dial's timeout is the rest of the window plus a leg's own ring time."""
+        device_ids = await self.devices.active_devices(phone)
         ringing = False
 
         class Announced:
@@ -150,14 +203,37 @@ class AppRouting:
                     await channel.exec("Ringing")
                 return await ChannelLine(channel).still_there()
 
-        found = await reach(device_ids, contacts, waking, Announced(), window_s=self.window_s, grace_s=self.grace_s)
+        found = await reach(device_ids, ChannelContacts(channel), self._listening(call_id, phone, caller_name),
+                            Announced(), window_s=self.window_s)
         channel.log.info("app of %s...: %s, %d device(s) to dial of %d", phone[:5], found.outcome,
                          len(found.dialed), len(device_ids))
-        if found.target:
-            now = time.time_ns() // 1_000_000
-            await records.record(self.redis, call_id, *(
-                records.AttemptEvent(records.INVITE_SENT, now, device_id=d) for d in found.dialed))
+        if found.outcome == "woken":
+            wait = LegWait(call_id, phone, now_ms() + int(found.left_s * 1000))
+            await channel.set_variable(f"__{v.APP_WAIT}", wait.encode())
+            await channel.set_variable(v.RING_S, self.ring_s + math.ceil(found.left_s))
         return found
+
+    async def leg(self, channel: AgiChannel, device_id: str) -> str:
+        """On a woken call's leg (its own Local channel): the device's contacts once
+        listed, within the window ('' = none: the leg ends and the others ring on)."""
+        wait = LegWait.decode(await channel.get_variable(v.APP_WAIT) or "")
+        if wait is None or not is_device_id(device_id):
+            channel.log.error("app leg %r without its call's wait: nothing to dial", device_id)
+            return ""
+        found = await ring_leg(device_id, ChannelContacts(channel),
+                               self._listening(wait.call_id, wait.phone, "", device_id), ChannelLine(channel),
+                               left_s=(wait.deadline_ms - now_ms()) / 1000)
+        channel.log.info("call %s: app device %s: %s", wait.call_id, device_id, found.outcome)
+        return found.target
+
+    async def invite_sent(self, channel: AgiChannel, call_id: str) -> None:
+        """On each app channel, just before its INVITE (Dial's pre-dial handler)."""
+        device_id = device_of_endpoint(await channel.get_variable(v.ENDPOINT) or "")
+        if device_id is None:
+            channel.log.error("call %s: app_invite on a channel that is no app's", call_id)
+            return
+        await records.record(self.redis, call_id, records.AttemptEvent(records.INVITE_SENT, now_ms(),
+                                                                         device_id=device_id))
 
     async def answered(self, channel: AgiChannel, caller_channel: str, call_id: str) -> None:
         """At the bridge, on the answering app's leg: record who answered and when, and
@@ -170,7 +246,7 @@ class AppRouting:
         endpoint = await channel.get_variable(v.ENDPOINT) or ""
         at = await channel.get_variable(v.BRIDGE_STAMP) or ""
         await records.record(self.redis, call_id, records.AttemptEvent(
-            records.ANSWERED, int(at) if at.isdigit() else time.time_ns() // 1_000_000,
+            records.ANSWERED, int(at) if at.isdigit() else now_ms(),
             device_id=endpoint.removeprefix(APP_ENDPOINT.format(device_id=""))))
         await cancel_wake(self.redis, call_id, plan.e164, "", self.window_s)
 
@@ -189,6 +265,29 @@ def make_app_answered(app: AppRouting) -> Route:
         await app.answered(channel, env.arguments[0], env.arguments[1])
 
     return app_answered
+
+
+def make_app_leg(app: AppRouting) -> Route:
+    """``app_leg`` (dialplan kinline-app-leg; argument: the device id): leaves the
+    device's contacts in ``KINLINE_LEG_TARGET`` and its ring time, or nothing."""
+    async def app_leg(channel: AgiChannel, env: AgiEnvironment) -> None:
+        target = await app.leg(channel, env.arguments[0] if env.arguments else "")
+        if target:
+            await channel.set_variable(v.LEG_RING_S, app.ring_s)
+            await channel.set_variable(v.LEG_TARGET, target)
+
+    return app_leg
+
+
+def make_app_invite(app: AppRouting) -> Route:
+    """``app_invite`` (dialplan kinline-predial, on an app's channel; argument: the call id)."""
+    async def app_invite(channel: AgiChannel, env: AgiEnvironment) -> None:
+        if not env.arguments:
+            channel.log.error("app_invite needs the call id")
+            return
+        await app.invite_sent(channel, env.arguments[0])
+
+    return app_invite
 
 
 class StoreDevices:

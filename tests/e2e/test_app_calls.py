@@ -334,6 +334,65 @@ async def test_two_devices_ring_together_the_first_answer_wins_the_other_is_canc
     assert steps[second.device_id].answered_ms is not None and steps[first_id].answered_ms is None
 
 
+async def test_a_device_registering_after_another_rings_too_and_its_answer_wins(
+        e2e: E2E, store: RedisStore, devices: DeviceStore, redis: aioredis.Redis, fakes: FakePushServices,
+        terminal: object, apps: object) -> None:
+    """Two woken devices: A registers and rings without answering; B registers 4 s later,
+    is rung while A still rings, and answers: B is bridged and billed at the app rate from
+    the bridge, A's INVITE is cancelled (SIP CANCEL: 487), one cancel push (to A)."""
+    card = await new_card(store, "open", 10_000)
+    phone, first_id, first_password, first_token = await app_relative(store, devices, card)
+    second_token = f"e2e-fcm-{uuid.uuid4().hex}"
+    second, second_password = await devices.register(phone, "fcm", second_token, "org.kinline.app")
+    term: Terminal = await terminal()  # type: ignore[operator]
+    await term.login(card)
+    await term.answer("enter-number", "00" + phone[1:])
+    await term.prompt("app-connecting")
+    deadline = time.monotonic() + STEP
+    while not (fakes.fcm.pushes_to(first_token) and fakes.fcm.pushes_to(second_token)):
+        assert time.monotonic() < deadline, "no push to both devices at the fake FCM"
+        await asyncio.sleep(0.02)
+    call_id = fakes.fcm.pushes_to(first_token)[0].data["call_id"]
+    slow: SipAgent = await apps(first_id, first_password, 24900, 15.0)  # type: ignore[operator]
+    await slow.wait_for("incoming", timeout=STEP)  # A rings (and would answer only after 15 s)
+    await asyncio.sleep(4)
+    quick: SipAgent = await apps(second.device_id, second_password, 25000, 0.5)  # type: ignore[operator]
+    await quick.wait_for("incoming", timeout=STEP)  # B rings while A still does
+    assert not [e for e in slow.events if e["event"] == "state" and e["state"] == "DISCONNECTED"]
+    await quick.wait_for("state", lambda e: e["state"] == "CONFIRMED", timeout=STEP)
+    await term.bridged()
+    cancelled = await slow.ended()
+    assert cancelled["code"] == 487, cancelled  # Dial cancelled A's INVITE (Request Terminated)
+    assert not [e for e in slow.events if e["event"] == "state" and e["state"] == "CONFIRMED"]
+    await asyncio.sleep(4)
+    await quick.send("hangup")
+    assert await term.hangup_cause() == "16"
+    cdr = await call_record(store, card)
+    assert cdr.call_id == call_id
+    assert_billed_at_the_app_rate(cdr, phone)
+    assert (await store.card(card)).balance == 10_000 - cdr.amount  # type: ignore[union-attr]
+    steps = {d.device_id: d for d in records.per_device(await records.read_attempts(redis, call_id))}
+    a, b = steps[first_id], steps[second.device_id]
+    assert a.invite_ms is not None and a.answered_ms is None
+    assert b.contact_ms is not None and b.invite_ms is not None and b.answered_ms is not None
+    assert b.contact_ms <= b.invite_ms <= b.answered_ms
+    assert b.invite_ms - a.invite_ms >= 3000  # B was rung when it registered, not with A
+    assert cdr.connected_at is not None
+    assert abs(b.answered_ms - cdr.connected_at.timestamp() * 1000) < 1000
+    assert await wakes_of(redis, call_id) == ["wake", "cancel"]  # one cancel, at the bridge
+    assert cdr.ended_at is not None
+    assert b.answered_ms <= await cancelled_ms(redis, call_id) < cdr.ended_at.timestamp() * 1000 - 2000
+
+    def cancel_pushes(token: str) -> int:
+        return sum(1 for push in fakes.fcm.pushes_to(token) if push.data["kind"] == "cancel")
+
+    deadline = time.monotonic() + STEP
+    while cancel_pushes(first_token) < 1:  # the bridge pushed the cancel to A, not to B who answered
+        assert time.monotonic() < deadline, "no cancel push to A"
+        await asyncio.sleep(0.05)
+    assert (cancel_pushes(first_token), cancel_pushes(second_token)) == (1, 0)
+
+
 async def test_the_inmate_hanging_up_during_the_wait_cancels_the_wake_and_pays_nothing(
         e2e: E2E, store: RedisStore, devices: DeviceStore, redis: aioredis.Redis, fakes: FakePushServices,
         terminal: object) -> None:

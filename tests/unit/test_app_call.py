@@ -1,5 +1,5 @@
-"""Calls to the relative's app ("00"): choose_number's checks and the wait (ivr/app_call.py)
-over scripted contacts, wake and line."""
+"""Calls to the relative's app ("00"): choose_number's checks, the call's wait and each
+device's leg (ivr/app_call.py) over scripted contacts, wake and line."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 import pytest
 
 from ivr import prompts as p
-from ivr.app_call import reach
+from ivr.app_call import reach, ring_leg
 from ivr.inmate_call import InmateCalls
 from tests.unit.test_inmate_call import NOW, PINS, TERMINAL, FakeCaller, Store
 
@@ -77,6 +77,9 @@ class Contacts:
     async def dial_string(self, device_id: str) -> str:
         return self.registered.get(device_id, "")
 
+    def leg(self, device_id: str) -> str:
+        return f"Leg/{device_id}"
+
 
 class ScriptedWake:
     """Each next_contact call takes one step of the script: a dict of contacts that
@@ -135,26 +138,18 @@ async def test_registered_contacts_are_dialed_at_once_without_a_push() -> None:
     assert log == []
 
 
-async def test_no_contact_pushes_after_subscribing_and_dials_every_contact_after_the_first() -> None:
+async def test_no_contact_pushes_after_subscribing_and_dials_a_leg_per_device_at_the_first() -> None:
     log: list[str] = []
     clock = Clock()
     contacts = Contacts()
     script: list[dict[str, str] | None] = [None, None, {"d2": "PJSIP/app-d2/sip:b@h"}]
-    # a second device registers during the grace: it is dialed too
-    contacts_then = {"d1": "PJSIP/app-d1/sip:a@h"}
-
-    class GraceContacts(Contacts):
-        async def dial_string(self, device_id: str) -> str:
-            if "d2" in self.registered:
-                self.registered.update(contacts_then)
-            return await super().dial_string(device_id)
-
-    contacts = GraceContacts()
-    found = await reach(["d1", "d2"], contacts, wake_of(contacts, clock, script, log), Line(), grace_s=0.0,
-                        window_s=8, clock=clock)
+    found = await reach(["d1", "d2"], contacts, wake_of(contacts, clock, script, log), Line(), window_s=8,
+                        clock=clock)
     assert log == ["subscribe", "push", "unsubscribe"]
-    assert found.target == "PJSIP/app-d1/sip:a@h&PJSIP/app-d2/sip:b@h"
-    assert (found.woke, found.outcome) == (True, "woken")
+    # d1 has no contact yet: its leg waits for it while d2's leg rings d2 at once
+    assert found.target == "Leg/d1&Leg/d2"
+    assert (found.dialed, found.woke, found.outcome) == (("d1", "d2"), True, "woken")
+    assert found.left_s == pytest.approx(8 - 1.1)  # the legs wait the rest of the window
 
 
 async def test_nothing_within_the_window_cancels_and_dials_nothing() -> None:
@@ -172,7 +167,7 @@ async def test_a_contact_that_left_again_keeps_the_wait_going() -> None:
     clock = Clock()
     contacts = Contacts()
     found = await reach(["d1"], contacts, wake_of(contacts, clock, [{"other": "x"}], log), Line(),
-                        window_s=2, grace_s=0.0, clock=clock)
+                        window_s=2, clock=clock)
     assert found.outcome == "timeout"
     assert log[-2:] == ["cancel", "unsubscribe"]
 
@@ -212,7 +207,118 @@ async def test_a_contact_the_switch_lists_late_is_dialed_at_a_later_poll() -> No
             return "PJSIP/app-d1/sip:a@h" if self.looks >= 3 else ""
 
     contacts = LateContacts()
-    found = await reach(["d1"], contacts, wake_of(contacts, clock, [{}], log), Line(), window_s=8, grace_s=0.0,
-                        clock=clock)
-    assert (found.target, found.outcome) == ("PJSIP/app-d1/sip:a@h", "woken")
+    found = await reach(["d1"], contacts, wake_of(contacts, clock, [{}], log), Line(), window_s=8, clock=clock)
+    assert (found.target, found.outcome) == ("Leg/d1", "woken")
     assert contacts.looks == 3 and log == ["subscribe", "push", "unsubscribe"]
+
+
+# -- a device's leg ---------------------------------------------------------
+
+
+class Events:
+    """A leg's subscription to its device's contacts: each next_contact takes one step of
+    the script (contacts that register then: True), None = nothing within the timeout."""
+
+    def __init__(self, contacts: Contacts, clock: Clock, script: list[dict[str, str] | None],
+                 log: list[str]) -> None:
+        self.contacts, self.clock, self.script, self.log = contacts, clock, script, log
+
+    async def push(self) -> None:
+        raise AssertionError("a leg never pushes")
+
+    async def next_contact(self, timeout_s: float) -> bool:
+        step = self.script.pop(0) if self.script else None
+        if step is None:
+            self.clock.t += timeout_s
+            return False
+        self.clock.t += 0.05
+        self.contacts.registered.update(step)
+        return True
+
+    async def cancel(self) -> None:
+        self.log.append("cancel")
+
+
+def events_of(contacts: Contacts, clock: Clock, script: list[dict[str, str] | None], log: list[str]):  # type: ignore[no-untyped-def]
+    @asynccontextmanager
+    async def listen() -> AsyncIterator[Events]:
+        log.append("subscribe")
+        yield Events(contacts, clock, script, log)
+        log.append("unsubscribe")
+
+    return listen
+
+
+async def test_a_leg_whose_device_is_registered_rings_it_at_once_without_listening() -> None:
+    log: list[str] = []
+    clock = Clock()
+    contacts = Contacts({"d1": "PJSIP/app-d1/sip:a@h"})
+    found = await ring_leg("d1", contacts, events_of(contacts, clock, [], log), Line(), left_s=5, clock=clock)
+    assert (found.target, found.dialed, found.outcome) == ("PJSIP/app-d1/sip:a@h", ("d1",), "registered")
+    assert log == [] and clock.t == 0
+
+
+async def test_a_device_registering_late_is_rung_as_its_contact_appears_while_the_first_rings() -> None:
+    """The call's wait found d1 and dialed both legs: d1's rings at once, d2's waits for d2
+    (4 s later), then rings d2 too; neither ends the other's ringing nor cancels the wake."""
+    log: list[str] = []
+    clock = Clock()
+    contacts = Contacts({"d1": "PJSIP/app-d1/sip:a@h"})
+    first = await ring_leg("d1", contacts, events_of(contacts, clock, [], log), Line(), left_s=8, clock=clock)
+    assert first.target == "PJSIP/app-d1/sip:a@h"
+    script: list[dict[str, str] | None] = [None] * 8 + [{"d2": "PJSIP/app-d2/sip:b@h"}]
+    late = await ring_leg("d2", contacts, events_of(contacts, clock, script, log), Line(), left_s=8, clock=clock)
+    assert (late.target, late.outcome) == ("PJSIP/app-d2/sip:b@h", "woken")
+    assert clock.t == pytest.approx(4.05)  # rung at its contact's event, not at a later poll
+    assert log == ["subscribe", "unsubscribe"]  # no cancel: d1 still rings
+
+
+async def test_a_leg_looks_again_after_subscribing_and_at_every_poll() -> None:
+    """A contact that registered before the leg listened (its event missed) is found by
+    the look after subscribing, or at the next poll when the switch lists it late."""
+    log: list[str] = []
+    clock = Clock()
+
+    class Later(Contacts):
+        looks = 0
+
+        async def dial_string(self, device_id: str) -> str:
+            self.looks += 1
+            return "PJSIP/app-d1/sip:a@h" if self.looks >= 4 else ""
+
+    contacts = Later()
+    found = await ring_leg("d1", contacts, events_of(contacts, clock, [], log), Line(), left_s=8, clock=clock)
+    assert (found.target, found.outcome) == ("PJSIP/app-d1/sip:a@h", "woken")
+    assert contacts.looks == 4 and clock.t == pytest.approx(1.0)  # before, after subscribing, 2 polls
+
+
+async def test_a_leg_without_a_contact_within_the_window_ends_without_cancelling_the_others() -> None:
+    log: list[str] = []
+    clock = Clock()
+    contacts = Contacts()
+    found = await ring_leg("d1", contacts, events_of(contacts, clock, [{"d9": "x"}], log), Line(), left_s=3,
+                           clock=clock)
+    assert (found.target, found.outcome) == ("", "timeout")
+    assert log == ["subscribe", "unsubscribe"]
+    assert clock.t == pytest.approx(3.0)
+
+
+async def test_a_leg_with_no_window_left_ends_at_once() -> None:
+    log: list[str] = []
+    clock = Clock()
+    contacts = Contacts()
+    found = await ring_leg("d1", contacts, events_of(contacts, clock, [], log), Line(), left_s=0, clock=clock)
+    assert (found.target, found.outcome) == ("", "timeout")
+    assert clock.t == 0 and log == []
+
+
+async def test_a_leg_hung_up_while_it_waits_cancels_the_wake() -> None:
+    """The caller left (or another device answered): Dial hung the leg up."""
+    log: list[str] = []
+    clock = Clock()
+    contacts = Contacts()
+    found = await ring_leg("d1", contacts, events_of(contacts, clock, [], log), Line(there_for=2), left_s=30,
+                           clock=clock)
+    assert (found.target, found.outcome) == ("", "gone")
+    assert log == ["subscribe", "cancel", "unsubscribe"]
+    assert clock.t == pytest.approx(1.5)
