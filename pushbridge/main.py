@@ -55,6 +55,7 @@ log = logging.getLogger("pushbridge")
 
 ALIVE_KEY = "kl:pushbridge:alive"
 ALIVE_EVERY_S = 5.0
+AMI_EVENTS = "system,security,reporting"
 REPUSH_AFTER_S = 5.0  # PushKit's published request-to-ring p95 is ~2 s: a contact not there at 5 s is late
 
 
@@ -121,14 +122,14 @@ async def keep_alive(redis: aioredis.Redis, ami: AmiClient, platforms: list[str]
 
 
 async def run_bridge(redis: aioredis.Redis, directory: DeviceDirectory, providers: Mapping[Platform, PushProvider],
-                     ami: AmiClient, stop: asyncio.Event, *, consumer: str, reach_ttl: int = 330,
+                     ami: AmiClient, stop: asyncio.Event, *, consumer: str,
                      repush_after: float = REPUSH_AFTER_S) -> None:
     """Serve wake requests and follow contacts until `stop`; the AMI client is started here
     (it keeps reconnecting by itself) and closed at the end."""
     inflight = InFlight(clock=time.time)
     wakes = WakeConsumer(redis, WakeService(redis, directory, providers, inflight, repush_after=repush_after),
                          consumer)
-    contacts = ContactHandler(redis, directory, inflight, reach_ttl=reach_ttl)
+    contacts = ContactHandler(redis, directory, inflight)
     events = ami.subscribe()
     with contextlib.suppress(TimeoutError):
         await ami.start(timeout=10)
@@ -153,8 +154,9 @@ async def serve(args: argparse.Namespace, providers: dict[Platform, PushProvider
                 postgres_url: str, ami_user: str, ami_secret: str) -> None:
     redis = connect(redis_url)
     directory = PgDirectory(postgres_url)
-    # ContactStatus is of class system, SuccessfulAuth of security; call events would be noise here.
-    ami = AmiClient(args.ami_host, args.ami_port, ami_user, ami_secret, events="system,security")
+    # The registrar's TestEvents are of class reporting, ContactStatus of system, SuccessfulAuth
+    # of security (pushbridge/contacts.py); call events would be noise here.
+    ami = AmiClient(args.ami_host, args.ami_port, ami_user, ami_secret, events=AMI_EVENTS)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -165,7 +167,7 @@ async def serve(args: argparse.Namespace, providers: dict[Platform, PushProvider
         if endpoint is not None:
             await endpoint.start()
         await run_bridge(redis, directory, counted(providers, metrics), ami, stop, consumer=args.consumer,
-                         reach_ttl=args.reach_ttl, repush_after=args.repush_after)
+                         repush_after=args.repush_after)
     finally:
         if endpoint is not None:
             await endpoint.stop()
@@ -184,8 +186,6 @@ def main(argv: list[str] | None = None) -> None:
                         help="a TOML file with a [push] table (default $KINLINE_PUSH_CONFIG; none: pushes disabled)")
     parser.add_argument("--consumer", default=f"bridge-{socket.gethostname()}",
                         help="this bridge's name in the kl:wake consumer group (keep it across restarts)")
-    parser.add_argument("--reach-ttl", type=int, default=330,
-                        help="seconds kl:reach:<device> lives without a new contact event (above the expiration)")
     parser.add_argument("--repush-after", type=float, default=REPUSH_AFTER_S,
                         help="seconds without a contact after which an FCM/HMS device is pushed once more (0: never)")
     parser.add_argument("--metrics-host", default="127.0.0.1")

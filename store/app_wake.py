@@ -1,5 +1,5 @@
 """The app wake's Redis wire formats, shared by the call side (agi/) and the push bridge
-(pushbridge/): the request stream, the contacts channel, the reachability key.
+(pushbridge/): the request stream and the contacts channel.
 
 Wake requests go through the stream `kl:wake`, one entry per request, all values strings:
 
@@ -10,9 +10,9 @@ Wake requests go through the stream `kl:wake`, one entry per request, all values
     kind      wake | cancel (answered elsewhere, the caller hung up, timeout)
     ts        epoch milliseconds when the call side asked
 
-New contacts of a relative's devices are published on `kl:contact:<phone>`
-({"device_id", "uri", "status", "ts"}); `kl:reach:<device_id>` holds a reachable
-contact's URI. The attempt records are in store/wake_records.py."""
+Contact events of a relative's devices are published on `kl:contact:<phone>`
+({"device_id", "uri", "status", "ts", "source"}: pushbridge/contacts.py says which
+events and statuses). The attempt records are in store/wake_records.py."""
 
 from __future__ import annotations
 
@@ -24,7 +24,6 @@ STREAM_MAXLEN = 100_000  # the producer trims (XADD MAXLEN ~): old entries are p
 WAKE = "wake"  # ring: the app registers and takes the INVITE carrying the call id
 CANCEL = "cancel"  # stop ringing: answered elsewhere or the caller hung up
 CONTACT_CHANNEL = "kl:contact:{phone}"
-REACH_KEY = "kl:reach:{device_id}"
 
 
 def wake_fields(call_id: str, phone: str, caller: str, window_s: float, kind: str = WAKE,
@@ -37,7 +36,3 @@ def wake_fields(call_id: str, phone: str, caller: str, window_s: float, kind: st
 
 def contact_channel(phone: str) -> str:
     return CONTACT_CHANNEL.format(phone=phone)
-
-
-def reach_key(device_id: str) -> str:
-    return REACH_KEY.format(device_id=device_id)

@@ -1,6 +1,6 @@
 """The push bridge over real parts: a real Redis (the stream, the records, the publish), P's
 fake FCM, APNs and HMS over HTTP (they verify the JWTs and payloads), a fake AMI sending
-ContactStatus events to the real AmiClient, and PostgreSQL for the device directory.
+registrar (TestEvent) contact events to the real AmiClient, and PostgreSQL for the device directory.
 The process itself (python -m pushbridge.main) is started once, with no push provider."""
 
 from __future__ import annotations
@@ -24,10 +24,10 @@ import redis.asyncio as aioredis
 from ami.client import AmiClient
 from pushbridge.devices import MemoryDirectory, PgDirectory
 from pushbridge.errors import DirectoryError
-from pushbridge.main import ALIVE_KEY, run_bridge
+from pushbridge.main import ALIVE_KEY, AMI_EVENTS, run_bridge
 from pushbridge.providers import Device, Kind, build_providers, load_push_config
 from store import wake_records as records
-from store.app_wake import WAKE_GROUP, WAKE_STREAM, contact_channel, reach_key, wake_fields
+from store.app_wake import WAKE_GROUP, WAKE_STREAM, contact_channel, wake_fields
 from store.devices import DeviceStore
 from store.redis_store import connect
 from tests.component.conftest import RedisServer
@@ -88,9 +88,9 @@ async def running(flushed: RedisServer, tmp_path: Path) -> AsyncIterator[Running
     stop = asyncio.Event()
     async with FakePushServices() as fakes:
         providers = build_providers(load_push_config(fakes.write_config(tmp_path / "push")))
-        client = AmiClient("127.0.0.1", ami.port, USER, SECRET, reconnect_delay=0.05, events="system")
+        client = AmiClient("127.0.0.1", ami.port, USER, SECRET, reconnect_delay=0.05, events=AMI_EVENTS)
         bridge = asyncio.create_task(run_bridge(redis, directory, providers, client, stop, consumer="bridge-test",
-                                                reach_ttl=60, repush_after=0))  # repeats: unit tests
+                                                repush_after=0))  # repeats: unit tests
         try:
             await wait_for(lambda: bool(ami.logged_in), what="AMI login")
             yield Running(redis, fakes, ami, directory, devices)
@@ -104,14 +104,14 @@ async def running(flushed: RedisServer, tmp_path: Path) -> AsyncIterator[Running
 
 
 async def test_a_wake_pushes_every_device_and_a_new_contact_is_published(running: Running) -> None:
-    """stream -> three real pushes -> the app registers (ContactStatus) -> publish and reach key."""
+    """stream -> three real pushes -> the app registers (the registrar's event) -> publish and record."""
     async def registers(push: Push) -> None:
         if push.data["kind"] == "wake":
             device = running.devices[push.token]
-            await running.ami.event(Event="ContactStatus", Privilege="system,all",
-                                    URI=f"sip:app-{device.device_id}@127.0.0.1:40{device.device_id};ob",
-                                    ContactStatus="Created", AOR=f"app-{device.device_id}",
-                                    EndpointName=f"app-{device.device_id}")
+            await running.ami.event(Event="TestEvent", Privilege="reporting,all", Type="StateChange",
+                                    State="AOR_CONTACT_ADDED", AppFile="res_pjsip_registrar.c",
+                                    Contact=f"sip:app-{device.device_id}@127.0.0.1:40{device.device_id}",
+                                    AOR=f"app-{device.device_id}", Expiration="300", UserAgent="")
     running.fakes.on_push(registers)
     channel = running.redis.pubsub()
     await channel.subscribe(contact_channel(PHONE))
@@ -126,12 +126,11 @@ async def test_a_wake_pushes_every_device_and_a_new_contact_is_published(running
                 published.append(json.loads(message["data"]))
     finally:
         await channel.aclose()
-    assert {(m["device_id"], m["status"]) for m in published} == {("21", "Created"), ("22", "Created"),
-                                                                  ("23", "Created")}
+    assert {(m["device_id"], m["status"], m["source"]) for m in published} == {
+        ("21", "Created", "registrar"), ("22", "Created", "registrar"), ("23", "Created", "registrar")}
     assert {p.data["call_id"] for p in running.pushes(Kind.WAKE)} == {"call-1"}
     assert {p.provider for p in running.pushes(Kind.WAKE)} == {"FCM", "APNs", "HMS"}
-    assert await running.redis.get(reach_key("22")) == "sip:app-22@127.0.0.1:4022;ob"
-    assert 0 < await running.redis.ttl(reach_key("22")) <= 60
+    assert {m["uri"] for m in published if m["device_id"] == "22"} == {"sip:app-22@127.0.0.1:4022"}
     sent = await running.until("call-1", records.PUSH_SENT, 3)
     assert {(e.device_id, e.result) for e in sent} == {("21", "delivered"), ("22", "delivered"), ("23", "delivered")}
     registered = await running.until("call-1", records.CONTACT_REGISTERED, 3)

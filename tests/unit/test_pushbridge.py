@@ -1,6 +1,6 @@
 """The push bridge's wake handling, in memory: scripted providers (P's retry loop over
 scripted answers), an in-memory device directory and a small stand-in for the few Redis
-commands the bridge writes (records, publish, reach key)."""
+commands the bridge writes (records, publish)."""
 
 from __future__ import annotations
 
@@ -354,10 +354,20 @@ def ami(**fields: str) -> AmiMessage:
     return AmiMessage({"Event": "ContactStatus", "Privilege": "system,all", **fields})
 
 
+def registrar(state: str, device: str = "12", port: int = 40000) -> AmiMessage:
+    """A res_pjsip_registrar TestEvent as Asterisk 22.10 sends it (fields copied from the stack)."""
+    return AmiMessage({"Event": "TestEvent", "Privilege": "reporting,all", "Timestamp": "1795418764.115108",
+                       "Type": "StateChange", "State": state, "AppFile": "res_pjsip_registrar.c",
+                       "AppFunction": "register_aor_core", "AppLine": "964",
+                       "Contact": f"sip:app-{device}@127.0.0.1:{port}", "AOR": f"app-{device}",
+                       "Expiration": "300", "UserAgent": "(null)"})
+
+
 def test_only_app_contacts_are_events() -> None:
     event = contact_event(ami(URI="sip:app-12@127.0.0.1:40000;ob", ContactStatus="Created", AOR="app-12",
                               EndpointName="app-12"))
     assert event is not None and (event.device_id, event.status, event.reachable) == ("12", "Created", True)
+    assert event.source == "contact_status"
     assert contact_event(ami(URI="sip:t@x", ContactStatus="Created", AOR="term9001")) is None
     assert contact_event(AmiMessage({"Event": "PeerStatus", "AOR": "app-12"})) is None
     assert contact_event(ami(URI="sip:x", ContactStatus="", AOR="app-12")) is None
@@ -365,34 +375,50 @@ def test_only_app_contacts_are_events() -> None:
     assert removed is not None and removed.gone and not removed.reachable
 
 
-async def test_a_new_contact_is_published_kept_and_recorded_once(bridge: Bridge) -> None:
+def test_the_registrar_events_are_contacts_with_their_uri() -> None:
+    added, refreshed, removed = (contact_event(registrar(s)) for s in
+                                 ("AOR_CONTACT_ADDED", "AOR_CONTACT_REFRESHED", "AOR_CONTACT_REMOVED"))
+    assert added is not None and refreshed is not None and removed is not None
+    assert (added.device_id, added.status, added.uri, added.source) == (
+        "12", "Created", "sip:app-12@127.0.0.1:40000", "registrar")
+    assert added.registering and refreshed.status == "Updated" and refreshed.registering
+    assert removed.status == "Removed" and removed.gone and not removed.registering
+    assert contact_event(registrar("INCOMING_AUTH_VERIFY_RESULT")) is None  # a test event of another kind
+    assert contact_event(AmiMessage({**registrar("AOR_CONTACT_ADDED").fields, "AOR": "term9001"})) is None
+    assert contact_event(AmiMessage({**registrar("AOR_CONTACT_ADDED").fields, "AOR": "app-"})) is None
+
+
+async def test_a_new_contact_is_published_and_recorded_once(bridge: Bridge) -> None:
     three_devices(bridge)
     await bridge.run(request())
-    handler = ContactHandler(bridge.redis, bridge.directory, bridge.inflight, reach_ttl=90)  # type: ignore[arg-type]
-    uri = "sip:app-12@127.0.0.1:40000;ob"
-    for status in ("Created", "Reachable"):
-        event = contact_event(ami(URI=uri, ContactStatus=status, AOR="app-12"))
+    handler = ContactHandler(bridge.redis, bridge.directory, bridge.inflight)  # type: ignore[arg-type]
+    uri = "sip:app-12@127.0.0.1:40000"
+    for state in ("AOR_CONTACT_ADDED", "AOR_CONTACT_REFRESHED"):
+        event = contact_event(registrar(state))
         assert event is not None and await handler.handle(event)
-    assert [(c, m["device_id"], m["status"], m["uri"]) for c, m in bridge.redis.published] == [
-        (f"kl:contact:{PHONE}", "12", "Created", uri), (f"kl:contact:{PHONE}", "12", "Reachable", uri)]
-    assert bridge.redis.values["kl:reach:12"] == (uri, 90)
+    assert [(c, m["device_id"], m["status"], m["uri"], m["source"]) for c, m in bridge.redis.published] == [
+        (f"kl:contact:{PHONE}", "12", "Created", uri, "registrar"),
+        (f"kl:contact:{PHONE}", "12", "Updated", uri, "registrar")]
+    assert all(isinstance(m["ts"], int) for _, m in bridge.redis.published)
     [registered] = bridge.named("call-1", records.CONTACT_REGISTERED)
-    assert (registered.device_id, registered.provider, registered.detail) == ("12", "apns-voip", uri)
-    gone = contact_event(ami(URI=uri, ContactStatus="Removed", AOR="app-12"))
+    assert (registered.device_id, registered.provider, registered.result, registered.detail) == (
+        "12", "apns-voip", "Created", uri)
+    gone = contact_event(registrar("AOR_CONTACT_REMOVED"))
     assert gone is not None and await handler.handle(gone)
-    assert "kl:reach:12" not in bridge.redis.values
+    assert bridge.redis.published[-1][1]["status"] == "Removed"
+    assert len(bridge.named("call-1", records.CONTACT_REGISTERED)) == 1
+    assert bridge.redis.values == {}  # no reachability key any more
 
 
 async def test_a_contact_of_a_device_nobody_waits_for_is_published_from_the_directory(bridge: Bridge) -> None:
     three_devices(bridge)
     handler = ContactHandler(bridge.redis, bridge.directory, bridge.inflight)  # type: ignore[arg-type]
-    event = contact_event(ami(URI="sip:app-13@h", ContactStatus="Reachable", AOR="app-13"))
+    event = contact_event(registrar("AOR_CONTACT_ADDED", "13"))
     assert event is not None and await handler.handle(event)
     assert bridge.redis.published[0][0] == f"kl:contact:{PHONE}"
-    unknown = contact_event(ami(URI="sip:app-99@h", ContactStatus="Reachable", AOR="app-99"))
+    unknown = contact_event(registrar("AOR_CONTACT_ADDED", "99"))
     assert unknown is not None and not await handler.handle(unknown)
     assert len(bridge.redis.published) == 1
-    assert bridge.redis.values["kl:reach:99"][0] == "sip:app-99@h"  # reachability is kept anyway
 
 
 def test_the_attempts_per_device_give_each_steps_first_time() -> None:
@@ -468,19 +494,32 @@ def test_a_pjsip_successful_auth_of_an_app_is_a_hint() -> None:
     auth = AmiMessage({"Event": "SuccessfulAuth", "Privilege": "security,all", "Service": "PJSIP",
                        "AccountID": "app-12", "RemoteAddress": "IPV4/UDP/127.0.0.1/40000", "UsingPassword": "1"})
     event = contact_event(auth)
-    assert event is not None and (event.device_id, event.status, event.uri) == ("12", "Authenticated", "")
+    assert event is not None and (event.device_id, event.status, event.uri, event.source) == (
+        "12", "Authenticated", "", "auth")
     assert event.registering and not event.reachable and not event.gone
     assert contact_event(AmiMessage({**auth.fields, "AccountID": "term9001"})) is None
     assert contact_event(AmiMessage({**auth.fields, "Service": "AMI"})) is None
 
 
-async def test_a_hint_is_published_and_recorded_but_sets_no_reach_key(bridge: Bridge) -> None:
+async def test_hints_count_only_until_the_first_registrar_event(bridge: Bridge) -> None:
+    """An Asterisk without TEST_FRAMEWORK sends only SuccessfulAuth: the hint wakes the call;
+    once a registrar event was seen the hints (earlier than the stored contact) are dropped."""
     three_devices(bridge)
     await bridge.run(request())
     handler = ContactHandler(bridge.redis, bridge.directory, bridge.inflight)  # type: ignore[arg-type]
-    event = contact_event(AmiMessage({"Event": "SuccessfulAuth", "Service": "PJSIP", "AccountID": "app-11"}))
+
+    def hint(device: str) -> AmiMessage:
+        return AmiMessage({"Event": "SuccessfulAuth", "Service": "PJSIP", "AccountID": f"app-{device}"})
+
+    event = contact_event(hint("11"))
     assert event is not None and await handler.handle(event)
     assert [(m["device_id"], m["status"]) for _, m in bridge.redis.published] == [("11", "Authenticated")]
     [registered] = bridge.named("call-1", records.CONTACT_REGISTERED)
     assert (registered.device_id, registered.result) == ("11", "Authenticated")
-    assert "kl:reach:11" not in bridge.redis.values
+    added = contact_event(registrar("AOR_CONTACT_ADDED", "12"))
+    assert added is not None and await handler.handle(added)
+    late_hint = contact_event(hint("13"))
+    assert late_hint is not None and not await handler.handle(late_hint)
+    assert [(m["device_id"], m["status"]) for _, m in bridge.redis.published] == [
+        ("11", "Authenticated"), ("12", "Created")]
+    assert [e.device_id for e in bridge.named("call-1", records.CONTACT_REGISTERED)] == ["11", "12"]
