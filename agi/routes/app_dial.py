@@ -215,11 +215,13 @@ class AppRouting:
 
     async def leg(self, channel: AgiChannel, device_id: str) -> str:
         """On a woken call's leg (its own Local channel): the device's contacts once
-        listed, within the window ('' = none: the leg ends and the others ring on)."""
+        listed, within the window ('' = none: the leg ends and the others ring on).
+        The leg's INVITE names the call (``KINLINE_LEG_CALL_ID``, from the wait)."""
         wait = LegWait.decode(await channel.get_variable(v.APP_WAIT) or "")
         if wait is None or not is_device_id(device_id):
             channel.log.error("app leg %r without its call's wait: nothing to dial", device_id)
             return ""
+        await channel.set_variable(v.LEG_CALL_ID, wait.call_id)
         found = await ring_leg(device_id, ChannelContacts(channel),
                                self._listening(wait.call_id, wait.phone, "", device_id), ChannelLine(channel),
                                left_s=(wait.deadline_ms - now_ms()) / 1000)
