@@ -210,12 +210,19 @@ async def test_api_counts_requests_by_route_template() -> None:
     async def item(item_id: int) -> dict[str, int]:
         return {"id": item_id}
 
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api") as client:
+    @app.post("/v1/broken")
+    async def broken() -> None:
+        raise RuntimeError("bug")
+
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
         assert (await client.get("/v1/items/12345")).status_code == 200
         assert (await client.get("/v1/items/67890")).status_code == 200
         assert (await client.get("/v1/nothing/+79161234567")).status_code == 404
+        assert (await client.post("/v1/broken")).status_code == 500
         text = (await client.get("/metrics")).text
     r = metrics.registry
+    assert value(r, "kinline_api_requests_total", method="POST", route="/v1/broken", status="500") == 1
     assert value(r, "kinline_api_requests_total", method="GET", route="/v1/items/{item_id}", status="200") == 2
     assert value(r, "kinline_api_requests_total", method="GET", route="unmatched", status="404") == 1
     assert value(r, "kinline_api_request_duration_seconds_count", route="/v1/items/{item_id}") == 2
