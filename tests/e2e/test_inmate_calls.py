@@ -13,12 +13,15 @@ from pathlib import Path
 
 import pytest
 
+from ami.client import AmiClient
 from ami.protocol import AmiMessage
 from ivr.model import AllowedNumber, CardStatus, Inmate, InmateStatus
 from ivr.recordings import name_sound
 from store.redis_store import RedisStore
+from tests.e2e.audio import rms
 from tests.e2e.conftest import E2E, give_name
 from tests.e2e.harness import AmiWatch, SipAgent
+from tools.config import load_secrets
 
 pytestmark = pytest.mark.e2e
 
@@ -55,6 +58,10 @@ class Terminal:
     async def bridged(self) -> None:
         await self.ami.wait_for("BridgeEnter", lambda m: m.get("Uniqueid") == self.uid, timeout=30)
 
+    def channel(self) -> str:
+        return next(m.get("Channel") for m in self.ami.events
+                    if m.event == "Newchannel" and m.get("Uniqueid") == self.uid)
+
     async def hangup_cause(self, timeout: float = 30) -> str:
         hangup = await self.ami.wait_for("Hangup", lambda m: m.get("Uniqueid") == self.uid, timeout)
         return hangup.get("Cause")
@@ -65,11 +72,11 @@ async def call_in(e2e: E2E, ami: AmiWatch) -> AsyncIterator[object]:
     agents: list[SipAgent] = []
     seen: set[str] = set()  # a second call in one test must not find the first one's channel
 
-    async def start(facility: str = "open") -> Terminal:
+    async def start(facility: str = "open", record: Path | None = None) -> Terminal:
         t = e2e.terminals[facility]
         agent = await SipAgent.start(
             "call", "--target", e2e.target(INMATE_SERVICE), "--user", t.name, "--password", t.password,
-            "--rtp-port", "20600",
+            "--rtp-port", "20600", *(("--record", str(record)) if record else ()),
         )
         agents.append(agent)
         channel = await ami.wait_for("Newchannel", lambda m: m.get("Channel").startswith(f"PJSIP/{t.name}-")
@@ -127,16 +134,38 @@ def _dials(ami: AmiWatch, uid: str) -> list[AmiMessage]:
     return [m for m in ami.events if m.event == "DialBegin" and m.get("Uniqueid") == uid]
 
 
+def _callee_heard(ami: AmiWatch, term: Terminal) -> list[str]:
+    """The files the relative's leg played before the bridge (kinline-callee's Playback)."""
+    callee = _dials(ami, term.uid)[0].get("DestUniqueid")
+    return [file for m in ami.events if m.event == "Newexten" and m.get("Uniqueid") == callee
+            and m.get("Application") == "Playback" for file in m.get("AppData").split("&")]
+
+
+async def write_format(e2e: E2E, channel: str) -> str:
+    """The codec Asterisk writes to ``channel`` now (AMI Getvar, the status user's one right)."""
+    secret = load_secrets(e2e.config)
+    client = AmiClient(e2e.config.host, e2e.config.ami_port, secret.ami_status_user, secret.ami_status_secret,
+                       action_timeout=5, events="off")
+    await client.start()
+    try:
+        reply = await client.action("Getvar", Channel=channel, Variable="CHANNEL(audiowriteformat)")
+        return reply.get("Value")
+    finally:
+        await client.close()
+
+
 async def test_good_call_is_connected_recorded_and_billed_exactly(
     e2e: E2E, ami: AmiWatch, store: RedisStore, call_in: object, relative: SipAgent
 ) -> None:
     card = await new_card(store, "open", 10_000)
-    messages = e2e.config.path("logs", "asterisk", "messages.log")
-    log_start = messages.stat().st_size  # channel names repeat after an Asterisk restart
     term: Terminal = await call_in()  # type: ignore[operator]
     await term.login(card)
     await term.prompt("your-balance")
-    await term.answer("enter-number", MOBILE[1:])
+    await term.prompt("enter-number")
+    # Prompts are stored in G.711 beside the WAV (tools/prompts.py): while one plays, the
+    # terminal's channel is written in its own codec, without a translation from slin.
+    assert await write_format(e2e, term.channel()) in ("ulaw", "alaw")
+    await term.agent.send(f"dtmf {MOBILE[1:]}# info")
     incoming = await relative.wait_for("incoming", timeout=30)
     assert MOBILE in incoming["local"]
     await relative.wait_for("state", lambda e: e["state"] == "CONFIRMED")
@@ -159,21 +188,12 @@ async def test_good_call_is_connected_recorded_and_billed_exactly(
     assert abs((cdr.ended_at - cdr.connected_at).total_seconds() - cdr.answered_s) <= 1
     # Before the bridge the relative heard the introduction: who calls (the facility,
     # the inmate's recorded name), and the recording notice.
-    with messages.open("rb") as fh:
-        fh.seek(log_start)
-        log = fh.read().decode("utf-8", "replace")
-    callee = _dials(ami, term.uid)[0].get("DestChannel")
-    heard = [line.split("Playing '")[1].split("'")[0].rsplit(".", 1)[0] for line in log.splitlines()
-             if f"<{callee}>" in line and "Playing '" in line]
+    heard = _callee_heard(ami, term)
     assert len(heard) == 4
     assert heard[0] == "kinline/en/callee-intro" and heard[3] == "kinline/en/call-recorded"
     assert heard[1].startswith("kinline/en/facility/")
     inmate = (await store.card(card)).inmate_id  # type: ignore[union-attr]
     assert heard[2] == name_sound(inmate)
-    # Prompts are stored in G.711 beside the WAV (tools/prompts.py): Asterisk sends them
-    # as they are instead of transcoding signed linear on every call.
-    played = [line.split("Playing '")[1].split("'")[0] for line in log.splitlines() if "Playing 'kinline/" in line]
-    assert len(played) >= 4 and all(f.rsplit(".", 1)[1] in ("ulaw", "alaw") for f in played), played
     assert (await store.card(card)).balance == 10_000 - 509  # type: ignore[union-attr]
     # One file per call, its hash in the record.
     host_file = e2e.config.path("recordings", Path(cdr.recording_path).name)
@@ -313,9 +333,12 @@ async def test_busy_callee_is_not_billed_and_another_number_may_be_dialed(
 
 
 async def test_call_is_cut_at_its_limit_after_the_warning(
-    e2e: E2E, ami: AmiWatch, store: RedisStore, call_in: object, relative: SipAgent
+    e2e: E2E, ami: AmiWatch, store: RedisStore, call_in: object, relative: SipAgent, tmp_path: Path
 ) -> None:
-    card, term = await dial_through(store, call_in, MOBILE, "short")
+    card = await new_card(store, "short", 10_000)
+    term: Terminal = await call_in("short", record=tmp_path / "inmate.wav")  # type: ignore[operator]
+    await term.login(card)
+    await term.answer("enter-number", MOBILE[1:])
     await term.bridged()
     bridged = asyncio.get_running_loop().time()
     # Nobody hangs up: Asterisk cuts the call at 12 s, and the inmate hears goodbye.
@@ -323,22 +346,28 @@ async def test_call_is_cut_at_its_limit_after_the_warning(
     took = asyncio.get_running_loop().time() - bridged
     assert 11 <= took <= 16, took
     assert await term.hangup_cause() == "16"
-    log = e2e.config.path("logs", "asterisk", "messages.log").read_text()
-    # 12 s is under a minute: both hear "the call will end soon" at 6 s, not "one minute left".
-    warned = [line for line in log.splitlines() if "kinline/en/limit-warning-soon" in line and "Playing" in line]
-    assert any(f"PJSIP/{e2e.terminals['short'].name}-" in line for line in warned), warned
-    assert any("PJSIP/trunk-" in line for line in warned), warned
+    await relative.ended()
     records = await store.call_records(card)
     assert len(records) == 1
     assert records[0].answered_s == 12  # capped at the limit
     assert records[0].amount == 509
+    # 12 s is under a minute: the warning is "the call will end soon", not "one minute left"...
+    warning = [m.get("Value") for m in ami.events if m.event == "VarSet" and m.get("Uniqueid") == term.uid
+               and m.get("Variable") == "KINLINE_WARNING_FILE"]
+    assert warning == ["kinline/en/limit-warning-soon"]
+    # ... and both sides hear it 6 s after the bridge, in the silence of the call (neither
+    # agent sends sound): each one's recording, from its own start, is quiet, then speaks.
+    connected = records[0].connected_at.timestamp()  # type: ignore[union-attr]
+    for agent, heard in ((term.agent, tmp_path / "inmate.wav"), (relative, tmp_path / "relative.wav")):
+        at = connected - (await agent.wait_for("media"))["t"]
+        await agent.close()  # the recorder writes its WAV header at exit
+        quiet, spoken = rms(heard, at + 1.5, at + 5.0), rms(heard, at + 6.0, at + 7.5)
+        assert spoken > 300 and spoken > 5 * quiet, (heard.name, quiet, spoken)
 
 
 async def test_privileged_number_is_not_recorded(
     e2e: E2E, ami: AmiWatch, store: RedisStore, call_in: object, relative: SipAgent
 ) -> None:
-    messages = e2e.config.path("logs", "asterisk", "messages.log")
-    log_start = messages.stat().st_size
     card, term = await dial_through(store, call_in, LAWYER)
     await term.bridged()
     await asyncio.sleep(1)
@@ -349,12 +378,8 @@ async def test_privileged_number_is_not_recorded(
     assert len(records) == 1
     assert records[0].recording_path == "" and records[0].recording_sha256 == ""
     # The lawyer is not told the call is recorded (it is not).
-    callee = _dials(ami, term.uid)[0].get("DestChannel")
-    with messages.open("rb") as fh:
-        fh.seek(log_start)
-        played = [line for line in fh.read().decode("utf-8", "replace").splitlines()
-                  if f"<{callee}>" in line and "Playing '" in line]
-    assert played and not any("call-recorded" in line for line in played)
+    played = _callee_heard(ami, term)
+    assert played and played[0] == "kinline/en/callee-intro" and not any("call-recorded" in f for f in played)
     assert not any(m.event == "Newexten" and m.get("Application") == "MixMonitor"
                    and m.get("Uniqueid") == term.uid for m in ami.events)
     assert not list(e2e.config.path("recordings").glob(f"{records[0].call_id}*"))

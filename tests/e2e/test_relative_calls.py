@@ -7,13 +7,10 @@ balance pays, to the kopeck, and the card's is never touched."""
 from __future__ import annotations
 
 import asyncio
-import math
 import os
 import secrets
 import signal
-import struct
 import time
-import wave
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -26,6 +23,7 @@ from ivr.relatives import CardSettings, RelativeEntry, code_hash, token_hash
 from ivr.tariffs import demo_tariff
 from store.redis_store import RedisStore
 from store.relatives import RelativeStore
+from tests.e2e.audio import RINGBACK_HZ, tone_share  # noqa: F401 (test_app_calls imports them here)
 from tests.e2e.conftest import E2E
 from tests.e2e.harness import AmiWatch, SipAgent
 from tests.e2e.test_faults import _dead, _kill, restore  # noqa: F401 (fixture)
@@ -43,7 +41,6 @@ pytestmark = pytest.mark.e2e
 CARD_BALANCE = 10_000
 RELATIVE_BALANCE = 10_000
 MOBILE_RATE = 359  # demo tariff: mobile 3.59/min, fee 1.50, 60 s increments
-RINGBACK_HZ = 425  # asterisk/conf/indications.conf, country ru
 
 
 async def paying_relative(store: RedisStore, card: str, balance: int = RELATIVE_BALANCE) -> tuple[str, RelativeStore]:
@@ -135,28 +132,6 @@ async def assert_card_untouched(store: RedisStore, card: str, balance: int) -> N
     assert (await store.card(card)).balance == balance  # type: ignore[union-attr]
     assert [e.kind for e in await store.ledger(card)] == (["topup"] if balance else [])
 
-
-def tone_share(path: Path, start_s: float, end_s: float, hz: int = RINGBACK_HZ) -> float:
-    """Share of the 20 ms frames between ``start_s`` and ``end_s`` of a 16-bit mono
-    WAV whose energy is mostly at ``hz`` (Goertzel)."""
-    with wave.open(str(path), "rb") as wav:
-        rate = wav.getframerate()
-        wav.setpos(int(start_s * rate))
-        raw = wav.readframes(int((end_s - start_s) * rate))
-    samples = struct.unpack(f"<{len(raw) // 2}h", raw)
-    n = rate // 50
-    coeff = 2 * math.cos(2 * math.pi * hz / rate)
-    toned = frames = 0
-    for i in range(0, len(samples) - n + 1, n):
-        frame = samples[i:i + n]
-        s1 = s2 = 0.0
-        for x in frame:
-            s1, s2 = x + coeff * s1 - s2, s1
-        power = s1 * s1 + s2 * s2 - coeff * s1 * s2
-        energy = sum(x * x for x in frame) * n / 2
-        frames += 1
-        toned += energy > 1e6 * n and power > 0.5 * energy
-    return toned / max(1, frames)
 
 
 async def test_one_accepts_the_relative_pays_to_the_kopeck_and_the_inmate_hears_ringback(

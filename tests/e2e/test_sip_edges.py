@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import math
-import struct
 import time
-import wave
 from pathlib import Path
 
 import pytest
 
+from tests.e2e.audio import rms
 from tests.e2e.conftest import E2E
 from tests.e2e.harness import AmiWatch, SipAgent
 from tools import stack
@@ -45,15 +43,6 @@ async def test_unknown_terminal_is_rejected(e2e: E2E, ami: AmiWatch) -> None:
     assert end["code"] in (401, 403)
 
 
-def _rms(path: Path, start_s: float = 0.0) -> float:
-    with wave.open(str(path)) as w:
-        w.setpos(min(w.getnframes(), int(start_s * w.getframerate())))
-        frames = w.readframes(w.getnframes())
-        width = w.getsampwidth()
-    assert width == 2
-    samples = struct.unpack(f"<{len(frames) // 2}h", frames)
-    return math.sqrt(sum(s * s for s in samples) / max(1, len(samples)))
-
 
 async def test_agi_down_caller_hears_apology_and_call_ends(
     e2e: E2E, ami: AmiWatch, tmp_path: Path
@@ -87,7 +76,7 @@ async def test_agi_down_caller_hears_apology_and_call_ends(
         )
         # The caller really heard something: the recording of the received audio is not silence.
         assert record.exists()
-        assert _rms(record) > 200
+        assert rms(record) > 200
     finally:
         await asyncio.to_thread(_restart_agi, e2e)
 
