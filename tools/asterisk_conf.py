@@ -216,16 +216,20 @@ def app_acl_conf(subnets: Mapping[str, tuple[str, ...]] | None) -> str:
 
 def app_transport_conf(config: StackConfig) -> str:
     """The apps' own SIP door. Behind NAT (network.app_sip_nat_address), Asterisk writes the
-    public address in SIP (Via, Contact) and SDP towards everyone but loopback and the
+    public address in SIP (Via, Contact) and SDP (c=) towards everyone but loopback and the
     internal nets (local_net); the app endpoints' rtp_symmetric, force_rport and
-    rewrite_contact (store/devices.py) answer apps that are behind NAT themselves."""
+    rewrite_contact (store/devices.py) answer apps that are behind NAT themselves.
+
+    local_net always holds the bound address itself: res_pjsip_sdp_rtp rewrites the SDP only
+    when its own media address is local (no local_net at all: always), so an operator
+    who lists only other internal nets would get Via/Contact rewritten and the SDP not."""
     text = ("[transport-app]\ntype = transport\nprotocol = udp\n"
             f"bind = {config.app_sip_host}:{config.app_sip_port}\n")
     if config.app_sip_nat_address:
         text += (f"external_signaling_address = {config.app_sip_nat_address}\n"
                  f"external_signaling_port = {config.app_sip_port}\n"
                  f"external_media_address = {config.app_sip_nat_address}\n")
-        for net in ("127.0.0.0/8", *config.app_sip_local_nets):
+        for net in dict.fromkeys(("127.0.0.0/8", f"{config.app_sip_host}/32", *config.app_sip_local_nets)):
             text += f"local_net = {net}\n"
     return text
 

@@ -70,7 +70,10 @@ def test_behind_nat_the_transport_writes_the_public_address(tmp_path: Path) -> N
         "[transport-app]", "type = transport", "protocol = udp", "bind = 10.20.0.5:5070",
         "external_signaling_address = 203.0.113.20", "external_signaling_port = 5070",
         "external_media_address = 203.0.113.20",
-        "local_net = 127.0.0.0/8", "local_net = 10.0.0.0/8", "local_net = 172.16.0.0/12", "local_net = 192.168.0.0/16",
+        # Loopback and the bound address itself always (Asterisk rewrites the SDP only when
+        # its own media address is local), then the configured internal nets.
+        "local_net = 127.0.0.0/8", "local_net = 10.20.0.5/32",
+        "local_net = 10.0.0.0/8", "local_net = 172.16.0.0/12", "local_net = 192.168.0.0/16",
     ]
     # The terminals' door is untouched: NAT is the apps' door's only.
     assert "external" not in render(replace(config, state=Path("/nonexistent")), SECRETS)["pjsip_transport.conf"]
