@@ -44,6 +44,17 @@ async def scrape(port: int) -> Samples:
             for family in text_string_to_metric_families(response.text) for s in family.samples}
 
 
+async def first_scrape(port: int, within: float = STEP) -> Samples:
+    """The first scrape of a service just started (the stack does not wait for its endpoint)."""
+    deadline = time.monotonic() + within
+    while True:
+        try:
+            return await scrape(port)
+        except httpx.TransportError:
+            assert time.monotonic() < deadline, f"/metrics on port {port} never answered"
+            await asyncio.sleep(0.2)
+
+
 def get(samples: Samples, name: str, **labels: str) -> float:
     return samples.get((name, frozenset(labels.items())), 0.0)
 
@@ -65,7 +76,7 @@ async def scrape_until(port: int, done: Callable[[Samples], bool], what: str, wi
 async def test_a_billed_call_and_a_refused_call_move_the_agi_series(
         e2e: E2E, ami: AmiWatch, store: RedisStore, call_in: object, relative: SipAgent) -> None:  # noqa: F811
     agi, reconciler = e2e.config.agi_metrics_port, e2e.config.reconciler_metrics_port
-    before, rec_before = await scrape(agi), await scrape(reconciler)
+    before, rec_before = await first_scrape(agi), await first_scrape(reconciler)
     assert set(AGI_SERIES) <= names(before)
     assert set(RECONCILER_SERIES) <= names(rec_before)
 
@@ -156,14 +167,7 @@ async def test_a_wake_and_its_cancel_move_the_push_series(
     redis = connect(e2e.config.redis_url)
     call_id = f"e2e-{uuid.uuid4().hex[:12]}"
     try:
-        deadline = time.monotonic() + STEP
-        while True:  # the restarted bridge serves its endpoint once it is up
-            try:
-                before = await scrape(port)
-                break
-            except httpx.TransportError:
-                assert time.monotonic() < deadline, "the push bridge's /metrics never answered"
-                await asyncio.sleep(0.2)
+        before = await first_scrape(port)  # the bridge was just restarted
         assert "kinline_pushes_total" in names(before)
 
         def pushes(s: Samples, kind: str) -> float:
