@@ -32,10 +32,18 @@ class MetricsEndpoint:
         self.refresh = refresh
         self._server: asyncio.Server | None = None
 
-    async def start(self) -> None:
-        self._server = await asyncio.start_server(self._handle, self.host, self.port, reuse_address=True)
+    async def start(self) -> bool:
+        """Listen; False when the port cannot be bound. Fail open: the process goes on
+        serving calls without metrics (the error is logged; the stack checks the port
+        is free before it starts a service)."""
+        try:
+            self._server = await asyncio.start_server(self._handle, self.host, self.port, reuse_address=True)
+        except OSError as err:
+            log.error("metrics NOT served: cannot listen on %s:%s: %s", self.host, self.port, err)
+            return False
         self.port = self._server.sockets[0].getsockname()[1]
         log.info("metrics on http://%s:%d/metrics", self.host, self.port)
+        return True
 
     async def stop(self) -> None:
         server, self._server = self._server, None

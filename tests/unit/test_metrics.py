@@ -162,6 +162,17 @@ async def test_endpoint_serves_last_values_when_refresh_fails() -> None:
         await endpoint.stop()
 
 
+async def test_endpoint_fails_open_when_its_port_is_taken() -> None:
+    taken = MetricsEndpoint(CollectorRegistry(), "127.0.0.1", 0)
+    assert await taken.start()
+    try:
+        second = MetricsEndpoint(CollectorRegistry(), "127.0.0.1", taken.port)
+        assert not await second.start()
+        await second.stop()
+    finally:
+        await taken.stop()
+
+
 # -- the AGI server -----------------------------------------------------------
 
 async def test_agi_server_observes_each_route_by_result() -> None:
