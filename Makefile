@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 CONFIG ?= config/dev.toml
 
-.PHONY: setup up down status run test lint unit e2e clean
+.PHONY: setup up down status run test lint unit e2e clean bench
 
 setup:
 	@sh tools/setup.sh
@@ -28,6 +28,11 @@ test: setup lint
 
 unit: setup
 	$(PY) -m pytest -q tests/unit tests/component
+
+# Kinline against a bare Asterisk on this box (bench/make_bench.py): one table, also in
+# var/bench/latest.md. QUICK=1: one small step per switch (CI: the pipeline works).
+bench: setup
+	$(PY) -m bench.make_bench $(if $(QUICK),--quick)
 
 clean: down
 	rm -rf var .venv

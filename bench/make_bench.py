@@ -1,0 +1,471 @@
+"""`make bench`: Kinline against a bare Asterisk on this box, one table.
+
+    .venv/bin/python -m bench.make_bench [--quick] [--out var/bench/latest.md]
+
+Both switches run from the same cached Asterisk root, each in a throwaway state
+folder of its own, on ports apart from the dev and test stacks:
+- Kinline: the whole stack (tools/stack.py) from config/test.toml moved by
+  KINLINE_PORT_OFFSET=9 (SIP 15960, trunk 15980, RTP 39000-39999);
+- bare: Asterisk alone (bench/bare_stack.py; SIP 25960, trunk 25980, RTP 41000-41999),
+  digest-authenticated terminals, Answer, MixMonitor, Dial to the trunk.
+Both are stopped at the end, also on failure or Ctrl-C.
+
+SIPp terminals call with digest auth (bench/sipp/terminal.xml); Kinline's get the card,
+PIN and number as SIP INFO digits, each after the prompts before it (their lengths read
+from the stack's own prompt files). A SIPp relative on the trunk answers, streams G.711
+and hangs up after the talk time (Kinline: after the relative's introduction too).
+
+The rate is stepped (RFC 7501 style). A call is good only if the relative answered an
+INVITE for exactly its number (each call dials its own) and, for Kinline, its card has
+exactly one call record, answered, for that number, with the tariff's amount for its
+answered seconds. The knee is the highest rate whose step had no failure.
+--quick: one small step per switch (1 call/s for 5 s) that proves the pipeline; its
+figures are not a measurement. CPU is summed per process from /proc/<pid>/stat
+(/proc/stat under-counts bursty load here); per call = the step's CPU / its calls.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import math
+import os
+import re
+import secrets
+import shutil
+import sys
+import tempfile
+import time
+import wave
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from agi.prompts import sound_file
+from bench import bare_stack
+from bench.sipp_load import CallSpec, Entry, Step, StepLogs
+from ivr import prompts as p
+from ivr.billing import charge
+from ivr.model import AllowedNumber, Facility, Inmate, InmateStatus
+from ivr.pin import PinHasher
+from ivr.tariffs import RouteKind, demo_tariff
+from store.redis_store import RedisStore
+from tools import stack
+from tools.asterisk_conf import TerminalLogin, save_terminals
+from tools.config import StackConfig, load_config, load_secrets
+
+REPO = Path(__file__).resolve().parent.parent
+OFFSET = "9"  # Kinline's bench stack: config/test.toml ports + 900
+HOST = "127.0.0.1"
+BARE_SIP, BARE_TRUNK, BARE_TERMINAL = 25960, 25980, 25990
+BARE_RTP = (41000, 41999)
+KINLINE_TERMINAL_PORT = 15995  # the SIPp terminal's own SIP port (inside offset 9's block)
+MEDIA = {"kinline": 42000, "bare": 50000}  # SIPp media: relative from here, terminal from here + 4000 (Step)
+REJECT_PREFIX = "7999"  # the relative answers 486 to these numbers
+PIN = "2468"
+FACILITY = "bench"
+TERMINALS = 10
+INTRO_ALLOWANCE_S = 9  # Kinline: the relative hears who calls and that it is recorded first
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+STACK_CPU = ("asterisk", "agi", "redis")  # the call path; the others are summed as "other services"
+
+
+@dataclass
+class Plan:
+    quick: bool
+    kinline_rates: tuple[float, ...]
+    bare_rates: tuple[float, ...]
+    step_s: int  # seconds of arrivals per step
+    talk_s: int  # the relative hangs up this long after the bridge (both switches)
+    reject: int  # calls per step dialing a number the relative rejects (the test's failure check)
+
+
+@dataclass
+class StepResult:
+    stack: str
+    rate: float
+    placed: int
+    good: int
+    failures: Counter[str]
+    cpu_ms: dict[str, float]  # process -> CPU ms per placed call
+    agi_own_ms: list[float] = field(default_factory=list)  # per call, all routes
+    agi_wall_ms: list[float] = field(default_factory=list)
+    pdd_ms: list[float] = field(default_factory=list)  # number complete -> INVITE at the relative
+    seconds: float = 0.0
+
+    @property
+    def failed(self) -> int:
+        return self.placed - self.good
+
+
+@dataclass
+class StackReport:
+    name: str
+    rejected_per_step: int = 0  # deliberate failures (--reject): not held against the knee
+    steps: list[StepResult] = field(default_factory=list)
+    rss_kb: int | None = None  # AGI server's RSS at the end
+    calls_served: int = 0
+
+    @property
+    def knee(self) -> float | None:
+        clean = [s.rate for s in self.steps if s.failed <= self.rejected_per_step]
+        return max(clean) if clean else None
+
+
+# -- processes and CPU ------------------------------------------------------
+
+def cpu_ticks(pid: int) -> int | None:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return int(fields[11]) + int(fields[12])  # utime + stime (fields 14, 15), every thread
+
+
+def rss_kb(pid: int) -> int | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+class CpuMeter:
+    def __init__(self, pids: dict[str, int]) -> None:
+        self.pids = pids
+        self.start = {name: cpu_ticks(pid) or 0 for name, pid in pids.items()}
+
+    def per_call_ms(self, calls: int) -> dict[str, float]:
+        out = {}
+        for name, pid in self.pids.items():
+            now = cpu_ticks(pid)
+            used = (now - self.start[name]) if now is not None else 0
+            out[name] = used * 1000 / CLK_TCK / max(calls, 1)
+        return out
+
+
+def pct(values: Sequence[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, math.ceil(q * len(ordered)) - 1)]
+
+
+# -- Kinline ----------------------------------------------------------------
+
+@contextmanager
+def kinline_stack(state: Path) -> Iterator[tuple[StackConfig, list[TerminalLogin]]]:
+    """The whole Kinline stack in ``state``, on offset 9's ports, stopped on the way out."""
+    os.environ["KINLINE_STATE"] = str(state)
+    os.environ["KINLINE_PORT_OFFSET"] = OFFSET
+    config = load_config("config/test.toml")
+    logins = [TerminalLogin(f"bench-term-{i}", secrets.token_hex(12), "en", FACILITY) for i in range(TERMINALS)]
+    config.state.mkdir(mode=0o700, parents=True, exist_ok=True)
+    save_terminals(config, [t.stored() for t in logins])
+    started = time.monotonic()
+    stack.up(config)
+    sys.stderr.write(f"bench: Kinline stack up in {time.monotonic() - started:.0f} s\n")
+    try:
+        yield config, logins
+    finally:
+        stack.down(config)
+
+
+def prompt_seconds(config: StackConfig, items: Sequence[str], language: str = "en") -> float:
+    total = 0.0
+    for item in items:
+        path = config.path("prompts", sound_file(language, item).removeprefix("kinline/") + ".wav")
+        with wave.open(str(path)) as wav:
+            total += wav.getnframes() / wav.getframerate()
+    return total
+
+
+def kinline_entries(config: StackConfig, balance: int) -> tuple[Entry, ...]:
+    """How long to wait before each entry: after the welcome, after the card, after the balance."""
+    welcome = prompt_seconds(config, [p.WELCOME])
+    balance_s = prompt_seconds(config, [p.YOUR_BALANCE, *p.money(balance, "RUB", "en")])
+    return (Entry(int((welcome + 0.8) * 1000), "card#"), Entry(700, "pin#"), Entry(int((balance_s + 1.0) * 1000),
+                                                                                   "number#"))
+
+
+def _number(i: int, reject: bool) -> str:
+    return f"{REJECT_PREFIX if reject else '7916'}{i:07d}"
+
+
+async def provision(config: StackConfig, step_no: int, count: int, reject: int, balance: int) -> list[tuple[str, str]]:
+    """``count`` new cards (an inmate each, named, topped up, one allowed number each):
+    (card, number) pairs; the first ``reject`` numbers are ones the relative refuses."""
+    store = RedisStore.from_url(config.redis_url, PinHasher.from_hex(load_secrets(config).pin_key))
+    pairs = []
+    try:
+        if step_no == 0:
+            await store.put_facility(Facility(FACILITY, "Bench colony", "UTC", "RUB", "en", "mon-sun 00:00-23:59"))
+            await store.put_tariff(FACILITY, demo_tariff())
+        for i in range(count):
+            card = f"{step_no + 1}{i:05d}"
+            number = _number((step_no + 1) * 100_000 + i, i < reject)
+            inmate = Inmate(f"bench-{card}", "Bench Inmate", FACILITY, InmateStatus.CONVICTED)
+            await store.put_inmate(inmate)
+            _give_name(config.path("names", f"{inmate.id}.wav"))
+            await store.create_card(card, inmate.id, FACILITY, PIN, "en")
+            await store.top_up(card, balance, f"bench-{card}")
+            await store.allow_number(card, AllowedNumber(f"+{number}", "Relative"))
+            pairs.append((card, number))
+    finally:
+        await store.aclose()
+    return pairs
+
+
+def _give_name(path: Path) -> None:
+    """The inmate recorded their name already (else the first login asks for it)."""
+    with wave.open(str(path), "wb") as wav:
+        wav.setnchannels(1)
+        wav.setsampwidth(2)
+        wav.setframerate(8000)
+        wav.writeframes(b"\0\0" * 4000)
+    path.chmod(0o644)
+
+
+async def judge_kinline(config: StackConfig, pairs: Sequence[tuple[str, str]], logs: StepLogs,
+                        timeout_s: float = 20.0) -> Counter[str]:
+    """Failure reasons by call ('' = good). Waits (bounded) for the call records."""
+    tariff = demo_tariff()
+    rate = tariff.lookup("+79160000000", RouteKind.MOBILE).per_minute
+    store = RedisStore.from_url(config.redis_url)
+    verdicts: Counter[str] = Counter()
+    try:
+        deadline = time.monotonic() + timeout_s
+        for card, number in pairs:
+            reached = logs.answered.get(number, 0) == 1
+            while True:
+                records = await store.call_records(card)
+                if records or not reached or time.monotonic() > deadline:
+                    break
+                await asyncio.sleep(0.2)
+            if not logs.invites.get(number):
+                verdicts["never dialed"] += 1
+            elif len(logs.invites[number]) > 1 or logs.answered.get(number, 0) > 1:
+                verdicts["dialed more than once"] += 1
+            elif not reached:
+                verdicts["not answered"] += 1
+            elif len(records) != 1:
+                verdicts[f"{len(records)} call records"] += 1
+            elif (records[0].number != f"+{number}" or records[0].dial_status != "ANSWER"
+                  or records[0].answered_s <= 0):
+                verdicts["record wrong"] += 1
+            elif records[0].amount != charge(records[0].answered_s, rate, tariff):
+                verdicts["amount wrong"] += 1
+            else:
+                verdicts[""] += 1
+    finally:
+        await store.aclose()
+    return verdicts
+
+
+def judge_bare(numbers: Sequence[str], logs: StepLogs) -> Counter[str]:
+    verdicts: Counter[str] = Counter()
+    for number in numbers:
+        if not logs.invites.get(number):
+            verdicts["never dialed"] += 1
+        elif len(logs.invites[number]) > 1 or logs.answered.get(number, 0) > 1:
+            verdicts["dialed more than once"] += 1
+        elif logs.answered.get(number, 0) != 1:
+            verdicts["not answered"] += 1
+        else:
+            verdicts[""] += 1
+    return verdicts
+
+
+AGI_LINE = re.compile(r"\[([^\]\s]+)\] route \S+ done in (\d+) ms \(own ([\d.]+) ms\)")
+
+
+def agi_times(text: str) -> tuple[list[float], list[float]]:
+    own: dict[str, float] = {}
+    wall: dict[str, float] = {}
+    for m in AGI_LINE.finditer(text):
+        own[m.group(1)] = own.get(m.group(1), 0.0) + float(m.group(3))
+        wall[m.group(1)] = wall.get(m.group(1), 0.0) + float(m.group(2))
+    return list(own.values()), list(wall.values())
+
+
+def pdd(numbers: Sequence[str], logs: StepLogs) -> list[float]:
+    return [(logs.invites[n][0] - logs.dialed[n]) * 1000 for n in numbers if logs.invites.get(n) and n in logs.dialed]
+
+
+def run_kinline(plan: Plan, work: Path) -> StackReport:
+    report = StackReport("Kinline", plan.reject)
+    balance = 10_000
+    with kinline_stack(work / "kinline") as (config, logins):
+        pids = {name: stack.service_state(config, name).pid for name in stack.SERVICES}
+        alive = {name: pid for name, pid in pids.items() if pid is not None}
+        entries = kinline_entries(config, balance)
+        agi_log = config.path("logs", "agi.log")
+        for n, rate in enumerate(plan.kinline_rates):
+            count = max(1, round(rate * plan.step_s))
+            pairs = asyncio.run(provision(config, n, count, plan.reject, balance))
+            calls = [CallSpec(logins[i % len(logins)].name, logins[i % len(logins)].password, number,
+                              (Entry(entries[0].wait_ms, card + "#"), Entry(entries[1].wait_ms, PIN + "#"),
+                               Entry(entries[2].wait_ms, number + "#")))
+                     for i, (card, number) in enumerate(pairs)]
+            step = Step(work / f"kinline-step{n + 1}", HOST, config.sip_port, config.trunk_port,
+                        KINLINE_TERMINAL_PORT, MEDIA["kinline"], "100", (INTRO_ALLOWANCE_S + plan.talk_s) * 1000,
+                        REJECT_PREFIX)
+            offset = agi_log.stat().st_size if agi_log.exists() else 0
+            meter = CpuMeter(alive)
+            started = time.monotonic()
+            logs = step.run(calls, rate, call_max_s=INTRO_ALLOWANCE_S + plan.talk_s + 8)
+            verdicts = asyncio.run(judge_kinline(config, pairs, logs))
+            cpu = meter.per_call_ms(count)
+            with agi_log.open("rb") as fh:
+                fh.seek(offset)
+                own, wall = agi_times(fh.read().decode(errors="replace"))
+            result = StepResult("Kinline", rate, count, verdicts[""], Counter({k: v for k, v in verdicts.items() if k}),
+                                cpu, own, wall, pdd([number for _, number in pairs], logs),
+                                time.monotonic() - started)
+            report.steps.append(result)
+            report.calls_served += count
+            _progress(result)
+            if result.failed > plan.reject and not plan.quick:
+                break  # past the knee
+        agi_pid = alive.get("agi")
+        report.rss_kb = rss_kb(agi_pid) if agi_pid else None
+    return report
+
+
+def run_bare(plan: Plan, work: Path) -> StackReport:
+    report = StackReport("bare Asterisk + MixMonitor", plan.reject)
+    root = Path(os.environ.get("KINLINE_ASTERISK_ROOT", "/var/cache/kinline/asterisk-root"))
+    cfg = bare_stack.BareConfig(root, work / "bare", HOST, BARE_SIP, BARE_TRUNK, *BARE_RTP)
+    terminals = [bare_stack.Terminal(f"bare-term-{i}", secrets.token_hex(12)) for i in range(TERMINALS)]
+    proc = bare_stack.start(cfg, terminals)
+    try:
+        for n, rate in enumerate(plan.bare_rates):
+            count = max(1, round(rate * plan.step_s))
+            numbers = [_number((n + 1) * 100_000 + i, i < plan.reject) for i in range(count)]
+            calls = [CallSpec(terminals[i % len(terminals)].name, terminals[i % len(terminals)].password, number)
+                     for i, number in enumerate(numbers)]
+            step = Step(work / f"bare-step{n + 1}", HOST, BARE_SIP, BARE_TRUNK, BARE_TERMINAL, MEDIA["bare"],
+                        "[field2]", plan.talk_s * 1000, REJECT_PREFIX)
+            meter = CpuMeter({"asterisk": proc.pid})
+            started = time.monotonic()
+            logs = step.run(calls, rate, call_max_s=plan.talk_s + 8)
+            verdicts = judge_bare(numbers, logs)
+            result = StepResult("bare", rate, count, verdicts[""], Counter({k: v for k, v in verdicts.items() if k}),
+                                meter.per_call_ms(count), pdd_ms=pdd(numbers, logs),
+                                seconds=time.monotonic() - started)
+            report.steps.append(result)
+            report.calls_served += count
+            _progress(result)
+            if result.failed > plan.reject and not plan.quick:
+                break
+    finally:
+        bare_stack.stop(proc)
+    return report
+
+
+def _progress(result: StepResult) -> None:
+    reasons = ", ".join(f"{k}: {v}" for k, v in result.failures.items())
+    sys.stderr.write(f"bench: {result.stack} {result.rate:g} calls/s: {result.good}/{result.placed} good"
+                     f"{f' ({reasons})' if reasons else ''} in {result.seconds:.0f} s\n")
+
+
+# -- the table --------------------------------------------------------------
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
+
+
+def _ratio(a: float | None, b: float | None) -> str:
+    return "-" if a is None or b is None or b == 0 else f"{a / b:.2f}"
+
+
+def table(plan: Plan, kinline: StackReport, bare: StackReport, load: tuple[float, float]) -> str:
+    k0, b0 = kinline.steps[0], bare.steps[0]
+    k_cpu = {name: k0.cpu_ms.get(name, 0.0) for name in STACK_CPU}
+    k_other = sum(v for name, v in k0.cpu_ms.items() if name not in STACK_CPU)
+    k_total = sum(k0.cpu_ms.values())
+    b_total = sum(b0.cpu_ms.values())
+    mode = "QUICK (pipeline check, not a measurement)" if plan.quick else "full"
+    lines = [
+        f"`make bench` {mode}, {time.strftime('%Y-%m-%d %H:%M')}, load average {load[0]:.2f} before, "
+        f"{load[1]:.2f} after, {os.cpu_count()} cores; talk {plan.talk_s} s, steps of {plan.step_s} s of arrivals. "
+        f"Per-call figures at the first step (Kinline {k0.rate:g}/s, bare {b0.rate:g}/s).",
+        "",
+        "| | Kinline | bare Asterisk + MixMonitor | Kinline / bare |",
+        "|---|---|---|---|",
+        f"| zero-failure knee, calls/s | {_ms(kinline.knee)} | {_ms(bare.knee)} | {_ratio(kinline.knee, bare.knee)} |",
+        f"| good / placed calls, all steps | {sum(s.good for s in kinline.steps)} / "
+        f"{sum(s.placed for s in kinline.steps)} | {sum(s.good for s in bare.steps)} / "
+        f"{sum(s.placed for s in bare.steps)} | - |",
+        f"| CPU ms per call: Asterisk | {_ms(k_cpu['asterisk'])} | {_ms(b0.cpu_ms.get('asterisk'))} | "
+        f"{_ratio(k_cpu['asterisk'], b0.cpu_ms.get('asterisk'))} |",
+        f"| CPU ms per call: AGI server | {_ms(k_cpu['agi'])} | - | - |",
+        f"| CPU ms per call: Redis | {_ms(k_cpu['redis'])} | - | - |",
+        f"| CPU ms per call: other services | {_ms(k_other)} | - | - |",
+        f"| CPU ms per call: whole switch | {_ms(k_total)} | {_ms(b_total)} | {_ratio(k_total, b_total)} |",
+        f"| AGI own time per call p50 / p99, ms | {_ms(pct(k0.agi_own_ms, 0.5))} / {_ms(pct(k0.agi_own_ms, 0.99))}"
+        " | - | - |",
+        f"| AGI wall time per call p50 / p99, ms | {_ms(pct(k0.agi_wall_ms, 0.5))} / "
+        f"{_ms(pct(k0.agi_wall_ms, 0.99))} | - | - |",
+        f"| post-dial delay p50 / p99, ms | {_ms(pct(k0.pdd_ms, 0.5))} / {_ms(pct(k0.pdd_ms, 0.99))} | "
+        f"{_ms(pct(b0.pdd_ms, 0.5))} / {_ms(pct(b0.pdd_ms, 0.99))} | "
+        f"{_ratio(pct(k0.pdd_ms, 0.5), pct(b0.pdd_ms, 0.5))} |",
+        "| recorded calls held at <= 80 % box CPU | not measured | not measured | - |",
+        f"| AGI server RSS after {kinline.calls_served} calls | "
+        f"{'-' if kinline.rss_kb is None else f'{kinline.rss_kb / 1024:.0f} MB'} | - | - |",
+        "",
+        "| switch | calls/s | placed | good | failures | whole switch CPU ms/call | post-dial p50 / p99 ms |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for report in (kinline, bare):
+        for s in report.steps:
+            reasons = ", ".join(f"{k}: {v}" for k, v in s.failures.items()) or "0"
+            lines.append(f"| {report.name} | {s.rate:g} | {s.placed} | {s.good} | {reasons} | "
+                         f"{_ms(sum(s.cpu_ms.values()))} | {_ms(pct(s.pdd_ms, 0.5))} / {_ms(pct(s.pdd_ms, 0.99))} |")
+    if plan.reject:
+        lines += ["", f"{plan.reject} call(s) per step dialed a number the relative refuses (486): they must "
+                  "count as failed; the knee does not hold them against a step."]
+    lines += ["", "Post-dial delay: Kinline from the last '#' (SIP INFO) to the INVITE at the relative; bare from "
+              "the terminal's authenticated INVITE to the INVITE at the relative (Answer() waits for the caller's "
+              "first RTP). A call is good only if the relative answered its own number once and (Kinline) its card "
+              "has one call record with the tariff's amount."]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="one small step per switch (a few seconds each)")
+    parser.add_argument("--out", default=str(REPO / "var" / "bench" / "latest.md"))
+    parser.add_argument("--reject", type=int, default=0,
+                        help="calls per step that dial a number the relative refuses (they must count as failed)")
+    parser.add_argument("--keep", action="store_true", help="keep the state folders (SIPp logs) after the run")
+    opts = parser.parse_args(argv)
+    if opts.quick:
+        plan = Plan(True, (1,), (1,), 5, 2, opts.reject)
+    else:
+        plan = Plan(False, (2, 4, 6, 8, 10, 12, 16), (10, 20, 30, 40, 50, 60, 80), 30, 5, opts.reject)
+    work = Path(tempfile.mkdtemp(prefix="kinline-bench-"))
+    load_before = os.getloadavg()[0]
+    try:
+        bare = run_bare(plan, work)
+        kinline = run_kinline(plan, work)
+    finally:
+        if opts.keep:
+            sys.stderr.write(f"bench: state kept in {work}\n")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+    text = table(plan, kinline, bare, (load_before, os.getloadavg()[0]))
+    out = Path(opts.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text)
+    sys.stdout.write(text)
+    sys.stdout.write(f"\n(written to {out})\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
