@@ -76,8 +76,9 @@ def check_language(language: str) -> str:
 
 
 def retry_after_s(oldest_ms: int, now_ms: int, window_s: int = WINDOW_S) -> int:
-    """Whole seconds (at least 1) until a call counted at ``oldest_ms`` leaves the window."""
-    return max(1, math.ceil((oldest_ms + window_s * 1000 - now_ms) / 1000))
+    """Whole seconds (1 to the window) until a call counted at ``oldest_ms`` leaves the
+    window (never more than the window: requests served together may count a moment apart)."""
+    return min(window_s, max(1, math.ceil((oldest_ms + window_s * 1000 - now_ms) / 1000)))
 
 
 def admit(counted_ms: Sequence[int], now_ms: int, limit: int = LIMIT, window_s: int = WINDOW_S) -> Admission:

@@ -13,18 +13,21 @@ Never billed: no call plan, no hold, no call record."""
 
 from __future__ import annotations
 
+import re
 import time
 
 from agi import variables as v
 from agi.caller import AgiCaller
 from agi.channel import AgiChannel
 from agi.protocol import AgiEnvironment
-from agi.routes.app_dial import APP_ENDPOINT, AppRouting, cancel_wake
+from agi.routes.app_dial import AppRouting, cancel_wake
 from agi.server import Route
 from ivr.app_test import CALLER_NAME, RING_S, is_call_id
+from ivr.devices import device_of_endpoint, is_device_id
 from store import wake_records as records
 from store.app_test import RedisTestCalls, TestCallRecord
 
+_LEG = re.compile(r"^Local/([0-9a-f]+)@kinline-app-leg-")
 # Set by the API's Originate on the Local channel, copied to its ;2 side (dialplan/app_test.conf).
 TEST_ID = "KINLINE_TEST_ID"
 
@@ -37,6 +40,14 @@ async def _record(channel: AgiChannel, tests: RedisTestCalls, call_id: str) -> T
     if found is None:
         channel.log.error("test call %s: no record (expired or never admitted): nothing done", call_id)
     return found
+
+
+def answering_device(endpoint: str, channel_name: str) -> str | None:
+    """The device that answered, seen from the channel U() runs on: the app's own
+    (endpoint ``app-<id>``: it was registered, dialed directly) or a woken device's leg
+    (``Local/<id>@kinline-app-leg-...``, whose Dial answered)."""
+    found = _LEG.match(channel_name)
+    return device_of_endpoint(endpoint) or (found.group(1) if found and is_device_id(found.group(1)) else None)
 
 
 def make_app_test_routes(app: AppRouting, tests: RedisTestCalls) -> dict[str, Route]:
@@ -57,13 +68,11 @@ def make_app_test_routes(app: AppRouting, tests: RedisTestCalls) -> dict[str, Ro
         call = await _record(channel, tests, env.arguments[0] if env.arguments else "")
         if call is None:
             return
-        endpoint = await channel.get_variable(v.ENDPOINT) or ""
-        prefix = APP_ENDPOINT.format(device_id="")
-        device_id = endpoint.removeprefix(prefix) if endpoint.startswith(prefix) else ""
+        device_id = answering_device(await channel.get_variable(v.ENDPOINT) or "", env.channel)
         await records.record(app.redis, call.call_id, records.AttemptEvent(
-            records.ANSWERED, time.time_ns() // 1_000_000, device_id=device_id))
+            records.ANSWERED, time.time_ns() // 1_000_000, device_id=device_id or ""))
         await cancel_wake(app.redis, call.call_id, call.phone, "", app.window_s)
-        channel.log.info("test call %s: the app answered (%s)", call.call_id, device_id or endpoint)
+        channel.log.info("test call %s: the app answered (device %s)", call.call_id, device_id or "unknown")
 
     async def app_test_ended(channel: AgiChannel, env: AgiEnvironment) -> None:
         call = await _record(channel, tests, env.arguments[0] if env.arguments else "")
