@@ -95,6 +95,13 @@ class StackConfig:
         return f"postgresql://{POSTGRES_USER}:{password}@{self.host}:{self.postgres_port}/{POSTGRES_DB}"
 
     @property
+    def postgres_admin_url(self) -> str:
+        """Production only: the cluster's superuser "postgres" (compose's official image), with
+        which postgres-init makes the services' and Asterisk's roles: never print it."""
+        password = load_secrets(self).postgres_admin_password
+        return f"postgresql://postgres:{password}@{self.host}:{self.postgres_port}/{POSTGRES_DB}"
+
+    @property
     def agi_url(self) -> str:
         return f"agi://{self.host}:{self.agi_port}"
 
@@ -249,6 +256,9 @@ class Secrets:
     pin_key: str  # hex; the server-side key of PIN hashes (never stored in Redis)
     payment_webhook_secret: str = ""  # HMAC key of the payment provider's webhooks (api/ refuses a short one)
     postgres_password: str = ""  # the services' PostgreSQL role "kinline" (the history)
+    # Production only: the superuser "postgres" of compose's official image (postgres-init uses
+    # it to make the roles); the dev/test clusters' superuser logs in by peer, without one.
+    postgres_admin_password: str = ""
     realtime_password: str = ""  # Asterisk's read-only PostgreSQL role "asterisk_rt" (PJSIP realtime)
     ami_status_user: str = ""  # AMI: write class "reporting" only (Getvar of contact status), no events
     ami_status_secret: str = ""
@@ -263,6 +273,7 @@ _SECRET_DEFAULTS: dict[str, Callable[[], str]] = {
     "pin_key": lambda: secrets.token_hex(32),
     "payment_webhook_secret": lambda: secrets.token_hex(32),
     "postgres_password": lambda: secrets.token_hex(24),
+    "postgres_admin_password": lambda: secrets.token_hex(24),
     "realtime_password": lambda: secrets.token_hex(24),
     "ami_status_user": lambda: "kinline-status",
     "ami_status_secret": lambda: secrets.token_hex(16),

@@ -183,17 +183,37 @@ def realtime_role_sql(password: str) -> str:
     )
 
 
-async def provision(url: str, realtime_password: str) -> None:
-    """Production (docker-compose.yml's one-shot ``postgres-init``, before Asterisk): the
-    realtime role and the app devices' tables, granted to it, over ``url``: the services'
-    role, which the official postgres image makes the cluster's superuser."""
+def services_role_sql(password: str) -> str:
+    """Production: the services' role "kinline" as the dev stack's cluster has it (made at
+    initdb there): it logs in and owns the database, and is no superuser. Made if missing,
+    its password set again each time."""
+    if not re.fullmatch(r"[0-9a-f]{16,}", password):
+        raise PostgresError("postgres_password in the secrets must be hex")
+    return (
+        f"DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{POSTGRES_USER}') THEN "
+        f"CREATE ROLE {POSTGRES_USER} LOGIN; END IF; END $$;\n"
+        f"ALTER ROLE {POSTGRES_USER} WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS "
+        f"PASSWORD '{password}';\n"
+        f"ALTER DATABASE {POSTGRES_DB} OWNER TO {POSTGRES_USER};\n"
+    )
+
+
+async def provision(admin_url: str, url: str, password: str, realtime_password: str) -> None:
+    """Production (docker-compose.yml's one-shot ``postgres-init``, before Asterisk): as the
+    official image's superuser (``admin_url``), the services' role (``password``) and the
+    realtime role; then, as the services' role (``url``), the app devices' tables, which it
+    owns, granted to the realtime role. No service runs as a superuser."""
     import asyncpg
 
     from store.devices import ensure_schema
 
+    admin = await asyncpg.connect(admin_url, timeout=10)
+    try:
+        await admin.execute(services_role_sql(password) + realtime_role_sql(realtime_password))
+    finally:
+        await admin.close()
     conn = await asyncpg.connect(url, timeout=10)
     try:
-        await conn.execute(realtime_role_sql(realtime_password))
         await ensure_schema(conn)
     finally:
         await conn.close()
@@ -218,7 +238,8 @@ def main(args: list[str] | None = None) -> None:
     deadline = time.monotonic() + options.wait
     while True:
         try:
-            asyncio.run(provision(config.postgres_url, secrets.realtime_password))
+            asyncio.run(provision(config.postgres_admin_url, config.postgres_url, secrets.postgres_password,
+                                  secrets.realtime_password))
             break
         except (OSError, TimeoutError) as err:  # not accepting connections yet
             if time.monotonic() >= deadline:

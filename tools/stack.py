@@ -31,7 +31,6 @@ from tools import postgres
 from tools.asterisk_conf import asterisk_ids, write_generated
 from tools.config import (
     POSTGRES_DB,
-    POSTGRES_USER,
     REALTIME_USER,
     REDIS_USER,
     REPO,

@@ -1,8 +1,9 @@
 """Asterisk's read-only PostgreSQL role (``asterisk_rt``, PJSIP realtime) on a real cluster,
 made both ways: the dev stack's (psql as the bootstrap superuser over the socket) and
 production's (docker-compose.yml's one-shot ``postgres-init``: ``python -m tools.postgres
-provision`` as the services' role, the official image's superuser). Both run the same SQL,
-and either way the role may log in and SELECT the ps_* tables, and nothing else."""
+provision`` as the official image's superuser "postgres", which also makes the services'
+role, no superuser). Both run the same SQL, and either way the role may log in and SELECT
+the ps_* tables, and nothing else."""
 
 from __future__ import annotations
 
@@ -70,9 +71,17 @@ def cluster(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Cluster
         server.stop()
 
 
+def _as_official_image(cluster: Cluster) -> None:
+    """The cluster as compose's postgres image makes it from ./var/postgres.env: the database
+    owned by its superuser "postgres", who logs in over TCP with a password; no "kinline"."""
+    admin = load_secrets(cluster.config).postgres_admin_password
+    hba = pg.folder(cluster.config) / "data" / "pg_hba.conf"
+    hba.write_text(hba.read_text() + f"host {POSTGRES_DB} postgres 127.0.0.1/32 scram-sha-256\n")
+    cluster.psql(f"ALTER ROLE postgres PASSWORD '{admin}'; ALTER DATABASE {POSTGRES_DB} OWNER TO postgres;"
+                 f" DROP OWNED BY {POSTGRES_USER}; DROP ROLE {POSTGRES_USER}; SELECT pg_reload_conf();")
+
+
 def _production(cluster: Cluster) -> None:
-    # The official postgres image makes POSTGRES_USER (the services' role) the superuser.
-    cluster.psql(f"ALTER ROLE {POSTGRES_USER} SUPERUSER;")
     done = subprocess.run([sys.executable, "-m", "tools.postgres", "provision", "--config", str(cluster.config_file),
                            "--wait", "10"], capture_output=True, text=True, timeout=60, cwd=REPO,
                           env=dict(os.environ, PYTHONPATH=str(REPO)))
@@ -87,7 +96,9 @@ async def _dev(cluster: Cluster) -> None:
 
 async def _made(cluster: Cluster, way: str) -> None:
     if way == "production":
+        _as_official_image(cluster)
         _production(cluster)
+        await _assert_services_role_owns_and_is_no_superuser(cluster)
     else:
         await _dev(cluster)
 
@@ -121,7 +132,22 @@ async def test_the_realtime_role_reads_the_ps_tables_and_nothing_else(cluster: C
     await _assert_read_only_on_ps_tables(cluster)
 
 
+async def _assert_services_role_owns_and_is_no_superuser(cluster: Cluster) -> None:
+    conn = await asyncpg.connect(cluster.config.postgres_url, timeout=10)
+    try:
+        role = await conn.fetchrow("SELECT rolsuper, rolcreaterole, rolcreatedb FROM pg_roles WHERE rolname = $1",
+                                   POSTGRES_USER)
+        assert tuple(role.values()) == (False,) * 3
+        owners = {r["tablename"]: r["tableowner"] for r in await conn.fetch(
+            "SELECT tablename, tableowner FROM pg_tables WHERE schemaname = 'public'")}
+        assert set(PS_TABLES) | {"devices"} <= set(owners) and set(owners.values()) == {POSTGRES_USER}
+        await conn.execute("CREATE TABLE history_probe (id int); DROP TABLE history_probe")  # its own schema
+    finally:
+        await conn.close()
+
+
 async def test_production_runs_again_and_takes_a_new_password(cluster: Cluster) -> None:
+    _as_official_image(cluster)
     _production(cluster)
     old = cluster.rt_url()
     secrets_file = cluster.config.path("secrets.toml")
