@@ -304,13 +304,14 @@ def postgres_env_path(config: StackConfig) -> Path:
 
 def write_postgres_env(config: StackConfig) -> None:
     """docker-compose.yml's postgres container (the official image) makes its cluster from
-    these: the services' role, its password and the database. 0600."""
+    these: its superuser "postgres" and password, and the database. The services' role
+    "kinline" is made by postgres-init (no superuser: tools/postgres.py provision). 0600."""
     path = postgres_env_path(config)
     tmp = path.with_suffix(f".tmp{os.getpid()}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as fh:
-        fh.write(f"POSTGRES_USER={POSTGRES_USER}\nPOSTGRES_DB={POSTGRES_DB}\n"
-                 f"POSTGRES_PASSWORD={load_secrets(config).postgres_password}\n")
+        fh.write(f"POSTGRES_USER=postgres\nPOSTGRES_DB={POSTGRES_DB}\n"
+                 f"POSTGRES_PASSWORD={load_secrets(config).postgres_admin_password}\n")
     os.replace(tmp, path)
 
 
