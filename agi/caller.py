@@ -9,13 +9,21 @@ the entry's own prompt and collects (one command).
 
 Why one command per file: AGI has no command that plays several files with
 escape digits (GET DATA and STREAM FILE take one file). Between two commands
-Asterisk's AGI loop (res_agi.c run_agi) reads the channel and frees every frame:
-a DTMF end that Asterisk emits in that gap is dropped. The gap is one round trip
-to this server (well under a millisecond here), and a key's end comes at least
-its duration (SIP INFO: pjsua 160 ms, Asterisk's emulation) after its start, so
-a key pressed during a sequence lands in a file; tests/e2e/test_type_ahead.py
-measures it. Lead-in not followed by an entry (a refusal, goodbye, the name
-recording) is said first, uninterruptibly: its keys are dropped, as before.
+Asterisk's AGI loop (res_agi.c run_agi) reads the channel and frees every frame.
+A key is still not lost there: a SIP INFO key read outside a prompt starts
+Asterisk's DTMF emulation (main/channel.c), and its end, the frame a prompt acts
+on, comes the key's duration later (pjsua: 160 ms), inside the next command.
+Only a gap longer than that loses it (an RFC 4733 key's end comes with its last
+packet: the same, not measured here). Measured on the stack (offset 6, a ru
+balance, the number keyed into the gap after "your balance"): a gap made 50 ms
+long lost nothing in 6 calls; made 400 ms long, every one of 6 calls lost the
+first digits ("number invalid"). The real gap is one round trip to this server,
+well under a millisecond here; an AGI server hundreds of milliseconds late
+(issue 9's overload) would lose keys. tests/e2e/test_type_ahead.py types ahead
+through the welcome and the balance in ru and fr.
+
+Lead-in not followed by an entry (a refusal, goodbye, the name recording) is said
+first, uninterruptibly, as any prompt no entry follows: its keys are dropped.
 """
 
 from __future__ import annotations
