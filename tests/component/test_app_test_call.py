@@ -156,6 +156,22 @@ async def test_api_twenty_concurrent_requests_start_exactly_five_calls(
     assert (await http.get(f"/v1/app/test-call/{call_id}", headers=other)).status_code == 404
 
 
+async def test_api_a_repeat_with_the_same_idempotency_key_starts_no_other_call(
+        http: httpx.AsyncClient, api: Api, dialer: FakeDialer) -> None:
+    auth = await login(http, api)
+    r = await http.post("/v1/app/devices", json={"platform": "fcm", "token": "t" * 40, "app_id": "ru.kinline.app"},
+                        headers=auth)
+    assert r.status_code == 201, r.text
+    first = await http.post("/v1/app/test-call", headers={**auth, "Idempotency-Key": "k1"})
+    again = await http.post("/v1/app/test-call", headers={**auth, "Idempotency-Key": "k1"})
+    assert (first.status_code, again.status_code) == (202, 202)
+    assert again.json() == first.json() and again.headers.get("Idempotent-Replayed") == "true"
+    assert len(dialer.calls) == 1
+    other = await http.post("/v1/app/test-call", json={"language": "en"}, headers={**auth, "Idempotency-Key": "k1"})
+    assert other.status_code == 422  # the same key for another request
+    assert (await http.post("/v1/app/test-call", headers={**auth, "Idempotency-Key": "k2"})).json()["used"] == 2
+
+
 def test_schemathesis_finds_no_server_error_in_the_test_call(api: Api, flushed: RedisServer) -> None:
     """POST /v1/app/test-call and GET /v1/app/test-call/{id} with generated input, logged in
     with a device (the switch a fake): never a 5xx, every answer as the schema says."""

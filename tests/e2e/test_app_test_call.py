@@ -34,7 +34,7 @@ from store.devices import DeviceStore
 from store.redis_store import CDR_LOG, RedisStore, connect
 from store.relatives import RelativeStore
 from tests.e2e.conftest import E2E
-from tests.e2e.harness import SipAgent
+from tests.e2e.harness import AmiWatch, SipAgent
 from tests.e2e.test_inmate_calls import new_card
 from tests.fakes.push_providers import FakePushServices, serve_in_thread
 from tools import stack
@@ -243,3 +243,25 @@ async def test_a_sixth_test_call_in_the_hour_is_refused_with_retry_after(
     retry = int(answers[-1].headers["Retry-After"])
     assert WINDOW_S - 30 <= retry <= WINDOW_S, retry  # until the first of the five leaves the hour
     assert "detail" in answers[-1].json()
+
+
+async def test_with_the_agi_server_down_no_app_is_called(
+        e2e: E2E, store: RedisStore, devices: DeviceStore, fakes: FakePushServices, ami: AmiWatch,
+        api: httpx.AsyncClient) -> None:
+    """Fail closed: the switch took the call, but without the AGI route nobody is woken or dialed."""
+    card = await new_card(store, "open", 10_000)
+    _, _, _, token, auth = await relative(store, devices, card)
+    stack.stop_service(e2e.config, "agi")
+    try:
+        r = await api.post("/v1/app/test-call", headers=auth)
+        assert r.status_code == 202, r.text
+        ended = await ami.wait_for("Hangup", lambda m: m.get("Channel").startswith("Local/s@kinline-app-test-dial-")
+                                   and m.get("Channel").endswith(";2"), timeout=STEP)
+        assert ended.get("Cause") == "41"  # the dial plan's refusal: AGISTATUS was not a decision
+        assert not [m for m in ami.events if m.event == "DialBegin"
+                    and m.get("Channel").startswith("Local/s@kinline-app-test-dial-")]
+        assert fakes.fcm.pushes_to(token) == []
+        outcome = await api.get(f"/v1/app/test-call/{r.json()['call_id']}", headers=auth)
+        assert outcome.json()["status"] == "requested" and outcome.json()["steps"] == []
+    finally:
+        stack.start_service(e2e.config, "agi")

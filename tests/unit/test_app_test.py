@@ -227,3 +227,24 @@ def test_the_answering_device_from_its_own_channel_or_its_leg() -> None:
     assert answering_device("", f"Local/{device}@kinline-app-leg-00000002;1") == device  # woken: its leg answered
     assert answering_device("term-open", "PJSIP/term-open-00000001") is None
     assert answering_device("", "Local/s@kinline-app-test-dial-00000000;2") is None
+
+
+async def test_ami_down_is_switch_unavailable_within_the_bound() -> None:
+    """Nothing listens on the AMI port: the dialer says so (the API's 503) within its bound."""
+    import socket
+    import time
+
+    from api.originate import AmiDialer
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # closed again when the dialer tries it
+    dialer = AmiDialer("127.0.0.1", port, "kinline-originate", "x", timeout=0.3)
+    started = time.monotonic()
+    try:
+        for _ in range(2):  # the first (connecting) and a later call alike
+            with pytest.raises(SwitchUnavailable):
+                await dialer.call_app(TestCall(new_call_id(), PHONE, "ru", T0, 1))
+    finally:
+        await dialer.aclose()
+    assert time.monotonic() - started < 2
