@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 
 from agi.protocol import (
     AgiCommandError,
@@ -17,6 +18,10 @@ from agi.protocol import (
 )
 
 MAX_LINE = 8192
+# Commands Asterisk answers at once (nothing waits on the caller): their round trips
+# measure the AGI backlog for overload control (agi/overload.py).
+QUICK_COMMANDS = frozenset({"SET VARIABLE", "GET VARIABLE", "GET FULL VARIABLE", "VERBOSE", "NOOP",
+                            "CHANNEL STATUS"})
 
 
 class AgiChannel:
@@ -35,6 +40,7 @@ class AgiChannel:
         self.read_timeout = read_timeout
         self.hung_up = False
         self.waited = 0.0  # seconds spent waiting for Asterisk's replies (prompts included)
+        self.on_round_trip: Callable[[float], None] | None = None  # gets each QUICK_COMMANDS round trip (s)
 
     async def command(self, *words: str | int, timeout: float | None = None) -> AgiResult:
         """Send one command; ``timeout`` adds to the read timeout (for prompts)."""
@@ -63,6 +69,8 @@ class AgiChannel:
             reply = await self._read_reply(wait)
         finally:
             self.waited += time.perf_counter() - started
+        if self.on_round_trip is not None and words[0] in QUICK_COMMANDS:
+            self.on_round_trip(time.perf_counter() - started)
         self.log.debug("agi < %s", reply)
         return reply
 

@@ -8,6 +8,7 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from agi.overload import LoadMonitor
 from agi.prompts import facility_file, language_or_default
 from ivr.inmate_call import InmateCalls
 from ivr.model import Facility
@@ -26,6 +27,7 @@ class CallDeps:
     prompts_dir: Path  # generated prompts (sounds/kinline in Asterisk)
     names: InmateNames  # the inmates' recorded names (their own folder)
     metrics: AgiMetrics = field(default_factory=AgiMetrics)  # calls refused/dialed, settlements
+    load: LoadMonitor = field(default_factory=LoadMonitor)  # overload control (levels off by default)
 
     def recording(self, call_id: str) -> tuple[str, Path]:
         """(path for Asterisk, path on this host) of a call's recording."""

@@ -71,6 +71,8 @@ APP_UNREACHABLE = "app-unreachable"
 # The free audio test call to the app (played by dialplan/app_test.conf).
 APP_TEST_INTRO = "app-test-intro"
 APP_TEST_GOODBYE = "app-test-goodbye"
+# Overload control (ivr/overload.py): a new call refused at once.
+LINES_BUSY = "lines-busy"
 
 ALL = (
     APOLOGY, WELCOME, ENTER_DIGITS, THANK_YOU, ENTER_CARD, ENTER_PIN, LOGIN_FAILED,
@@ -83,7 +85,7 @@ ALL = (
     RELATIVE_NO_ACCOUNT, RELATIVE_NOT_ENABLED, RELATIVE_NO_FUNDS, RELATIVE_CAP, RELATIVE_BLOCKED,
     ONLY_RELATIVE_PAID, CALL_DECLINED, ACCEPT_PAID, PER_MINUTE, ACCEPT_MENU, ACCEPT_DECLINED, ACCEPT_BLOCKED,
     NAME_RECORD, NAME_PLAYBACK, NAME_CONFIRM, NAME_SAVED,
-    APP_NONE, APP_CONNECTING, APP_UNREACHABLE, APP_TEST_INTRO, APP_TEST_GOODBYE,
+    APP_NONE, APP_CONNECTING, APP_UNREACHABLE, APP_TEST_INTRO, APP_TEST_GOODBYE, LINES_BUSY,
 )  # fmt: skip
 
 _MINUTE_WORDS = {"ru": ("минута", "минуты", "минут"), "fr": ("minute", "minutes"), "en": ("minute", "minutes")}

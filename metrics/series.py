@@ -40,6 +40,7 @@ REFUSAL_REASONS = {
     p.NO_FUNDS: "no_funds",
     p.SERVICE_UNAVAILABLE: "service_unavailable",
     p.GOODBYE: "no_valid_number",
+    p.LINES_BUSY: "overload",  # overload control (ivr/overload.py): refused before the login
 }
 ATTEMPTS_EXHAUSTED = "attempts_exhausted"  # every dial attempt of the call used (GOODBYE too)
 OTHER = "other"

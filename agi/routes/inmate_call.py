@@ -24,6 +24,14 @@ from ivr.tariffs import RouteKind
 
 def make_inmate_call(deps: CallDeps, app: AppRouting | None = None) -> Route:
     async def inmate_call(channel: AgiChannel, env: AgiEnvironment) -> None:
+        # Overload control first, before any Redis read or reservation.
+        channel.on_round_trip = deps.load.round_trip
+        if not await admitted(channel, env, deps):
+            return
+        with deps.load.in_the_ivr():
+            await admitted_call(channel, env)
+
+    async def admitted_call(channel: AgiChannel, env: AgiEnvironment) -> None:
         await channel.answer()
         facility_id = await channel.get_variable(v.FACILITY) or ""
         terminal = await channel.get_variable(v.ENDPOINT) or ""
@@ -50,6 +58,21 @@ def make_inmate_call(deps: CallDeps, app: AppRouting | None = None) -> Route:
             raise
 
     return inmate_call
+
+
+async def admitted(channel: AgiChannel, env: AgiEnvironment, deps: CallDeps) -> bool:
+    """Admit the call, or answer it with 'all lines are busy' and hang up (nothing read or reserved)."""
+    verdict, backlog = deps.load.admit()
+    if verdict.admitted:
+        return True
+    refused = Refused(p.LINES_BUSY, f"overload: {verdict.reason}")
+    channel.log.warning("call refused: %s (in the IVR %d, AGI latency p90 %.1f ms; %s)", refused.reason,
+                        backlog.in_ivr, backlog.agi_latency_ms, deps.load.describe())
+    deps.metrics.refused(refused.prompt, refused.reason)
+    await channel.answer()
+    await AgiCaller(channel, env.language).play([refused.prompt])
+    await channel.set_variable(v.ACTION, v.ACTION_DONE)
+    return False
 
 
 async def refuse(channel: AgiChannel, caller: AgiCaller, refused: Refused, deps: CallDeps) -> None:
