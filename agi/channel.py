@@ -133,6 +133,41 @@ class AgiChannel:
         result = await self.command("STREAM FILE", name, escape_digits, timeout=120)
         return chr(result.result) if result.result > 0 else ""
 
+    async def stream_file_until(self, name: str, stop: asyncio.Event) -> bool:
+        """Play a prompt to its end or until ``stop`` is set, then cut it short with a
+        NOOP: Asterisk ends a STREAM FILE, with no reply of its own, as soon as a new
+        command comes (res_agi). True if it was cut short. The line is free after."""
+        if self.hung_up:
+            raise AgiHangup("channel already hung up")
+        noop = False
+        reading: asyncio.Future[str] | None = None
+        stopping = asyncio.ensure_future(stop.wait())
+        try:
+            self._writer.write(format_command("STREAM FILE", name, ""))
+            await self._writer.drain()
+            reading = asyncio.ensure_future(self._read_reply(self.read_timeout + 120))
+            await asyncio.wait({reading, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            if not reading.done():
+                self._writer.write(format_command("NOOP"))
+                await self._writer.drain()
+                noop = True
+            reply = await reading  # the prompt's own reply if it ended first, else the NOOP's
+            if noop and "endpos=" in reply:  # it ended just before the NOOP: the NOOP's reply follows
+                parse_result(reply)
+                reply, noop = await self._read_reply(self.read_timeout), False
+            parse_result(reply)
+        except AgiHangup:
+            self.hung_up = True
+            raise
+        except (ConnectionError, RuntimeError) as exc:
+            self.hung_up = True
+            raise AgiHangup(f"connection lost: {exc}") from exc
+        finally:
+            stopping.cancel()
+            if reading is not None and not reading.done():
+                reading.cancel()
+        return noop
+
     async def wait_for_digit(self, timeout_ms: int) -> str:
         """The next key within ``timeout_ms``, or '' (Asterisk's WAIT FOR DIGIT)."""
         result = await self.command("WAIT FOR DIGIT", timeout_ms, timeout=timeout_ms / 1000)

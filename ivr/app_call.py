@@ -68,6 +68,19 @@ class Line(Protocol):
         ...
 
 
+class CallerLine(Line, Protocol):
+    """The waiting caller's line: it hears "connecting to the app", then ringback."""
+
+    async def announce(self) -> None:
+        """Say "connecting" and start ringback; returns when done, cut short by ``quiet``
+        or the caller gone (no exception: ``still_there`` tells)."""
+        ...
+
+    async def quiet(self) -> None:
+        """Cut the announcement short (no-op once it ended): the line is free after."""
+        ...
+
+
 @dataclass(frozen=True)
 class Reach:
     target: str  # '&'-joined dial strings; '' = nothing to dial
@@ -85,20 +98,26 @@ async def contacts_of(devices: Sequence[str], contacts: Contacts) -> tuple[str, 
 
 
 async def reach(devices: Sequence[str], contacts: Contacts, wake: Callable[[], AbstractAsyncContextManager[Wake]],
-                line: Line, *, window_s: float = WINDOW_S, poll_s: float = POLL_S, recheck_s: float = RECHECK_S,
+                line: CallerLine, *, window_s: float = WINDOW_S, poll_s: float = POLL_S, recheck_s: float = RECHECK_S,
                 clock: Callable[[], float] = time.monotonic) -> Reach:
     """What to dial for the relative's app: the contacts registered now, or, once the
     first woken device's contact is listed within ``window_s``, one leg per device
     (those not registered yet ring when they register, until the window ends). The
     wake is cancelled whenever the wait ends without a target (timeout, the caller
-    gone, an error)."""
+    gone, an error).
+
+    The caller hears "connecting" while the wait listens; a contact event cuts it short
+    (the switch is asked on the caller's line), so a fast app is not kept waiting for
+    the end of the prompt."""
     target, dialed = await contacts_of(devices, contacts)
     if target:
         return Reach(target, dialed, False, "registered")
     deadline = clock() + window_s
     async with wake() as waking:
+        announcing: asyncio.Future[None] | None = None
         try:
             await waking.push()
+            announcing = asyncio.ensure_future(line.announce())
             announced = False  # a contact came that the switch did not list yet
             while (left := deadline - clock()) > 0:
                 if await waking.next_contact(min(recheck_s if announced else poll_s, left)):
@@ -106,18 +125,31 @@ async def reach(devices: Sequence[str], contacts: Contacts, wake: Callable[[], A
                 if announced:
                     # The switch may list a just-registered contact a moment after its event
                     # (or it left again): look again until it does.
+                    await line.quiet()
                     _, listed = await contacts_of(devices, contacts)
                     if listed:
                         legs = "&".join(contacts.leg(d) for d in devices)
                         return Reach(legs, tuple(devices), True, "woken", max(0.0, deadline - clock()))
-                if not await line.still_there():
+                if announcing.done() and not await line.still_there():
                     await waking.cancel()
                     return Reach("", (), True, "gone")
         except BaseException:
             await asyncio.shield(waking.cancel())
             raise
+        finally:
+            if announcing is not None:
+                await asyncio.shield(_ended(line, announcing))
         await waking.cancel()
         return Reach("", (), True, "timeout")
+
+
+async def _ended(line: CallerLine, announcing: asyncio.Future[None]) -> None:
+    """The announcement over (cut short if need be) before the line is used again."""
+    if not announcing.done():
+        await line.quiet()
+    await asyncio.wait({announcing})
+    if not announcing.cancelled() and announcing.exception() is not None:
+        log.error("the app wait's announcement failed: %r", announcing.exception())
 
 
 async def ring_leg(device_id: str, contacts: Contacts, listen: Callable[[], AbstractAsyncContextManager[Wake]],

@@ -27,6 +27,7 @@ import redis.asyncio as aioredis
 from agi import variables as v
 from agi.caller import AgiCaller
 from agi.channel import AgiChannel
+from agi.prompts import sound_file
 from agi.protocol import AgiEnvironment, AgiHangup
 from agi.server import Route
 from ivr import prompts as p
@@ -72,6 +73,37 @@ class ChannelLine:
         except AgiHangup:
             return False
         return not self.channel.hung_up
+
+
+class Announcement:
+    """The waiting caller's line: "connecting to the app" (cut short by ``quiet``: a new
+    AGI command ends the prompt), then ringback: "Ringing" on the answered channel makes
+    the core play the zone's ring tone (app_playtones is not loaded) until Dial's own."""
+
+    def __init__(self, channel: AgiChannel, caller: AgiCaller) -> None:
+        self.channel = channel
+        self.caller = caller
+        self._stop = asyncio.Event()
+        self._over = asyncio.Event()
+
+    async def announce(self) -> None:
+        try:
+            await self.caller.play([])  # what was queued to be said first
+            file = sound_file(self.caller.language, p.APP_CONNECTING)
+            if await self.channel.stream_file_until(file, self._stop):
+                self.channel.log.info("'connecting to the app' cut short: a contact came")
+            await self.channel.exec("Ringing")
+        except AgiHangup:
+            pass  # still_there says so
+        finally:
+            self._over.set()
+
+    async def quiet(self) -> None:
+        self._stop.set()
+        await self._over.wait()
+
+    async def still_there(self) -> bool:
+        return await ChannelLine(self.channel).still_there()
 
 
 class RedisWake:
@@ -187,24 +219,8 @@ class AppRouting:
         per device; the legs' wait is left on the channel (inherited by Dial's channels)
         and Dial's timeout is the rest of the window plus a leg's own ring time."""
         device_ids = await self.devices.active_devices(phone)
-        ringing = False
-
-        class Announced:
-            """The wake's line: says "connecting" and starts ringback once, then watches the caller."""
-
-            async def still_there(self) -> bool:
-                nonlocal ringing
-                if not ringing:
-                    ringing = True
-                    await caller.play([p.APP_CONNECTING])
-                    # Ringback: "Ringing" on the answered channel makes the core play the
-                    # zone's ring tone (app_playtones is not loaded); the next prompt or
-                    # Dial's own ringback replaces it.
-                    await channel.exec("Ringing")
-                return await ChannelLine(channel).still_there()
-
         found = await reach(device_ids, ChannelContacts(channel), self._listening(call_id, phone, caller_name),
-                            Announced(), window_s=self.window_s)
+                            Announcement(channel, caller), window_s=self.window_s)
         channel.log.info("app of %s...: %s, %d device(s) to dial of %d", phone[:5], found.outcome,
                          len(found.dialed), len(device_ids))
         if found.outcome == "woken":

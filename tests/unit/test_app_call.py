@@ -3,6 +3,7 @@ device's leg (ivr/app_call.py) over scripted contacts, wake and line."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -93,6 +94,7 @@ class ScriptedWake:
         self.log.append("push")
 
     async def next_contact(self, timeout_s: float) -> bool:
+        await asyncio.sleep(0)  # the announcement runs meanwhile
         step = self.script.pop(0) if self.script else None
         if step is None:
             self.clock.t += timeout_s
@@ -106,11 +108,33 @@ class ScriptedWake:
 
 
 class Line:
-    def __init__(self, there_for: int = 1000, error: Exception | None = None) -> None:
+    """The caller's line: its announcement ends at once (``announce_s`` > 0: it lasts
+    that long on the fake clock unless cut short by quiet)."""
+
+    def __init__(self, there_for: int = 1000, error: Exception | None = None, clock: Clock | None = None,
+                 announce_s: float = 0.0) -> None:
         self.left = there_for
         self.error = error
+        self.clock, self.announce_s = clock, announce_s
+        self.said: list[str] = []
+        self._cut = asyncio.Event()
+
+    async def announce(self) -> None:
+        self.said.append("connecting")
+        if self.announce_s and self.clock is not None:
+            end = self.clock.t + self.announce_s
+            while self.clock.t < end and not self._cut.is_set():
+                await asyncio.sleep(0)
+            self.said.append("cut" if self._cut.is_set() else "said")
+        self.said.append("ringback")
+
+    async def quiet(self) -> None:
+        self._cut.set()
+        await asyncio.sleep(0)
 
     async def still_there(self) -> bool:
+        if self.announce_s:
+            assert self.said[-1:] == ["ringback"], "the line was asked during the announcement"
         if self.error is not None:
             raise self.error
         self.left -= 1
@@ -150,6 +174,30 @@ async def test_no_contact_pushes_after_subscribing_and_dials_a_leg_per_device_at
     assert found.target == "Leg/d1&Leg/d2"
     assert (found.dialed, found.woke, found.outcome) == (("d1", "d2"), True, "woken")
     assert found.left_s == pytest.approx(8 - 1.1)  # the legs wait the rest of the window
+
+
+async def test_a_contact_during_connecting_cuts_it_short_and_is_dialed_at_once() -> None:
+    """A fast app registers while the caller still hears "connecting" (3 s): the prompt is
+    cut short at the event, not waited for; the line is not asked while it plays."""
+    log: list[str] = []
+    clock = Clock()
+    contacts = Contacts()
+    line = Line(clock=clock, announce_s=3.0)
+    script: list[dict[str, str] | None] = [None, {"d1": "PJSIP/app-d1/sip:a@h"}]
+    found = await reach(["d1"], contacts, wake_of(contacts, clock, script, log), line, window_s=8, clock=clock)
+    assert (found.target, found.outcome) == ("Leg/d1", "woken")
+    assert clock.t == pytest.approx(0.6)
+    assert line.said == ["connecting", "cut", "ringback"]
+
+
+async def test_the_announcement_is_said_whole_when_no_contact_comes_during_it() -> None:
+    log: list[str] = []
+    clock = Clock()
+    contacts = Contacts()
+    line = Line(clock=clock, announce_s=1.2)
+    found = await reach(["d1"], contacts, wake_of(contacts, clock, [], log), line, window_s=3, clock=clock)
+    assert found.outcome == "timeout"
+    assert line.said == ["connecting", "said", "ringback"]
 
 
 async def test_nothing_within_the_window_cancels_and_dials_nothing() -> None:

@@ -1,11 +1,18 @@
-"""The woken app call's legs in the adapter (agi/routes/app_dial.py): the wait passed down
-to each leg's channel, and a leg's subscription waking only on its own device's contact."""
+"""The woken app call in the adapters (agi/routes/app_dial.py, agi/channel.py): the wait
+passed down to each leg's channel, a leg's subscription waking only on its own device's
+contact, and the "connecting" prompt cut short by a new AGI command."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 from typing import Any
 
+import pytest
+
+from agi.channel import AgiChannel
+from agi.protocol import AgiHangup
 from agi.routes.app_dial import LEG, LegWait, RedisWake
 
 
@@ -50,3 +57,67 @@ async def test_a_legs_wake_ignores_other_devices_until_its_timeout() -> None:
 async def test_the_calls_wait_ends_on_any_device() -> None:
     wake = RedisWake(None, PubSub(published("d2")), "call-1", "+79161234567", "", 8)  # type: ignore[arg-type]
     assert await wake.next_contact(5.0)
+
+
+# -- "connecting to the app", cut short when a contact comes (AgiChannel.stream_file_until) --
+
+
+class Writer:
+    """Asterisk's side: each command written; a scripted reply fed at each command."""
+
+    def __init__(self, reader: asyncio.StreamReader, replies: dict[str, list[str]]) -> None:
+        self.reader, self.replies = reader, replies
+        self.lines: list[str] = []
+
+    def write(self, data: bytes) -> None:
+        line = data.decode().rstrip("\n")
+        self.lines.append(line)
+        for reply in self.replies.get(line.split(" ")[0], []):
+            self.reader.feed_data(f"{reply}\n".encode())
+
+    async def drain(self) -> None:
+        pass
+
+
+def agi_channel(replies: dict[str, list[str]]) -> tuple[AgiChannel, Writer]:
+    reader = asyncio.StreamReader()
+    writer = Writer(reader, replies)
+    log = logging.LoggerAdapter(logging.getLogger("test"), {})
+    return AgiChannel(reader, writer, log), writer  # type: ignore[arg-type]
+
+
+async def test_a_prompt_cut_short_by_a_noop_frees_the_line() -> None:
+    """res_agi ends a STREAM FILE with no reply of its own when a new command comes:
+    the NOOP's reply is the only one, and the next command gets its own."""
+    channel, writer = agi_channel({"STREAM": [], "NOOP": ["200 result=0"], "GET": ["200 result=1 (x)"]})
+    stop = asyncio.Event()
+    playing = asyncio.ensure_future(channel.stream_file_until("kinline/en/app-connecting", stop))
+    await asyncio.sleep(0.01)
+    assert not playing.done()
+    stop.set()
+    assert await asyncio.wait_for(playing, 1) is True
+    assert writer.lines == ['STREAM FILE "kinline/en/app-connecting" ""', "NOOP"]
+    assert await channel.get_variable("X") == "x"
+
+
+async def test_a_prompt_that_ends_by_itself_is_not_cut() -> None:
+    channel, writer = agi_channel({"STREAM": ["200 result=0 endpos=23440"]})
+    assert await channel.stream_file_until("kinline/en/app-connecting", asyncio.Event()) is False
+    assert writer.lines == ['STREAM FILE "kinline/en/app-connecting" ""']
+
+
+async def test_a_prompt_that_ended_as_the_noop_went_leaves_no_reply_behind() -> None:
+    """Both replies come (the prompt's, then the NOOP's): both are read."""
+    channel, _ = agi_channel({"NOOP": ["200 result=0 endpos=23440", "200 result=0"],
+                                   "GET": ["200 result=1 (y)"]})
+    stop = asyncio.Event()
+    stop.set()
+    assert await channel.stream_file_until("f", stop) is False
+    assert await channel.get_variable("Y") == "y"
+
+
+async def test_the_caller_hanging_up_during_the_prompt_is_a_hangup() -> None:
+    channel, _ = agi_channel({"STREAM": ["HANGUP", "200 result=-1 endpos=800"]})
+    with pytest.raises(AgiHangup):
+        await channel.stream_file_until("f", asyncio.Event())
+    assert channel.hung_up
