@@ -15,6 +15,7 @@ from pathlib import Path
 
 from agi.deps import CallDeps
 from agi.name_files import NameFolder
+from agi.overload import LoadMonitor
 from agi.routes.accept import make_accept
 from agi.routes.after_dial import make_after_dial
 from agi.routes.app_dial import AppRouting, StoreDevices, make_app_answered, make_app_invite, make_app_leg
@@ -26,6 +27,7 @@ from agi.server import AgiServer, Route
 from ivr.app_call import WINDOW_S
 from ivr.inmate_call import InmateCalls
 from ivr.names import InmateNames
+from ivr.overload import DEFAULT_MAX_AGI_LATENCY_MS, DEFAULT_MAX_IN_IVR, Levels
 from ivr.pin import PinHasher
 from metrics.endpoint import MetricsEndpoint
 from metrics.series import AgiMetrics
@@ -63,7 +65,7 @@ def load_pin_key(secrets_file: Path) -> PinHasher:
 
 async def serve(host: str, port: int, redis_url: str, recordings: Path, names_dir: Path, prompts: Path,
                 pins: PinHasher, postgres_url: str = "", app_window_s: float = WINDOW_S,
-                metrics_port: int | None = None) -> None:
+                metrics_port: int | None = None, overload: Levels | None = None) -> None:
     client = connect(redis_url)
     metrics = AgiMetrics()
 
@@ -79,7 +81,9 @@ async def serve(host: str, port: int, redis_url: str, recordings: Path, names_di
     apps = StoreDevices(device_store) if device_store else None
     app = AppRouting(client, apps, window_s=app_window_s) if apps else None
     calls = InmateCalls(store, store, pins=pins, relatives=RelativeStore(client), names=names, apps=apps)
-    deps = CallDeps(calls, recordings, prompts, names, metrics)
+    load = LoadMonitor(overload if overload is not None else Levels())
+    log.info("overload control: %s", load.describe())
+    deps = CallDeps(calls, recordings, prompts, names, metrics, load)
     server = AgiServer(build_routes(deps, app), host=host, port=port, metrics=metrics)
     await server.start()
     if endpoint is not None:
@@ -120,15 +124,26 @@ def main(argv: list[str] | None = None) -> None:
                         help="how long a call waits for the woken app (default $KINLINE_APP_WINDOW_S or 30)")
     parser.add_argument("--metrics-port", type=int, default=None,
                         help="serve Prometheus' /metrics on --host at this port (none: no endpoint)")
+    parser.add_argument("--max-in-ivr", type=int, default=DEFAULT_MAX_IN_IVR,
+                        help="overload control: refuse new calls ('all lines are busy') while this many are in "
+                             f"the IVR (default {DEFAULT_MAX_IN_IVR}; 0: off)")
+    parser.add_argument("--max-agi-latency-ms", type=float, default=DEFAULT_MAX_AGI_LATENCY_MS,
+                        help="overload control: refuse new calls while quick AGI commands take this long (p90, "
+                             f"default {DEFAULT_MAX_AGI_LATENCY_MS}; 0: off)")
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=args.log_level,
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
+    try:
+        overload = Levels(args.max_in_ivr, args.max_agi_latency_ms)
+    except ValueError as exc:
+        parser.error(str(exc))
     pins = load_pin_key(args.secrets)
     asyncio.run(serve(args.host, args.port, args.redis_url, args.recordings, args.names, args.prompts, pins,
-                      args.postgres_url, args.app_window_s, args.metrics_port))
+                      args.postgres_url, args.app_window_s, args.metrics_port,
+                      overload))
 
 
 if __name__ == "__main__":

@@ -21,6 +21,11 @@ import math
 from collections import deque
 from dataclasses import dataclass
 
+# The levels when none are configured: well past normal use (measured on the 2-core box:
+# ~70-90 calls in the IVR at the knee, quick AGI round trips ~2 ms), so only real
+# overload trips them; config/*.toml and the AGI server's flags set them.
+DEFAULT_MAX_IN_IVR = 100
+DEFAULT_MAX_AGI_LATENCY_MS = 500
 # Back under this share of a level (and past the hold) before calls are admitted again.
 LOW_WATER = 0.8
 HOLD_S = 3.0

@@ -11,6 +11,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from ivr.overload import DEFAULT_MAX_AGI_LATENCY_MS, DEFAULT_MAX_IN_IVR
+
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = REPO / "config" / "dev.toml"
 REDIS_USER = "kinline"  # the services' Redis ACL user (tools/stack.py writes its ACL)
@@ -54,6 +56,9 @@ class StackConfig:
     # and SDP on transport-app, except towards app_sip_local_nets (and loopback).
     app_sip_nat_address: str | None = None
     app_sip_local_nets: tuple[str, ...] = ()
+    # Overload control ([agi] max_in_ivr, max_agi_latency_ms; 0: off): the AGI server's levels.
+    agi_max_in_ivr: int = DEFAULT_MAX_IN_IVR
+    agi_max_latency_ms: int = DEFAULT_MAX_AGI_LATENCY_MS
     # Copied records older than this leave Redis ([history] retention_days; history/copier.py).
     history_retention_s: int = 2 * 24 * 3600
 
@@ -137,6 +142,7 @@ def load_config(path: Path | str | None = None) -> StackConfig:
     days = raw.get("history", {}).get("retention_days", 2)
     if type(days) is not int or not 1 <= days <= 3650:
         raise ValueError(f"history.retention_days must be a whole number of days (1-3650), not {days!r}")
+    max_in_ivr, max_latency_ms = _overload(raw)
     return StackConfig(
         host=raw["network"]["host"],
         sip_port=int(ports["sip"]) + shift,
@@ -167,7 +173,23 @@ def load_config(path: Path | str | None = None) -> StackConfig:
         app_sip_nat_address=app_nat,
         app_sip_local_nets=app_local_nets,
         history_retention_s=days * 24 * 3600,
+        agi_max_in_ivr=max_in_ivr,
+        agi_max_latency_ms=max_latency_ms,
     )
+
+
+def _overload(raw: Mapping[str, object]) -> tuple[int, int]:
+    """[agi] max_in_ivr and max_agi_latency_ms: whole numbers >= 0 (0: off)."""
+    agi = raw.get("agi", {})
+    if not isinstance(agi, dict):
+        raise ValueError("[agi] must be a table")
+    levels: list[int] = []
+    for name, default in (("max_in_ivr", DEFAULT_MAX_IN_IVR), ("max_agi_latency_ms", DEFAULT_MAX_AGI_LATENCY_MS)):
+        level = agi.get(name, default)
+        if type(level) is not int or level < 0:
+            raise ValueError(f"agi.{name} must be a whole number >= 0 (0: off), not {level!r}")
+        levels.append(level)
+    return levels[0], levels[1]
 
 
 _FACILITY_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")

@@ -329,7 +329,9 @@ def agi_argv(config: StackConfig) -> list[str]:
     return [sys.executable, "-m", "agi.main", "--host", config.host, "--port", str(config.agi_port),
             "--recordings", str(config.path("recordings")), "--names", str(config.path("names")),
             "--prompts", str(config.path("prompts")), "--secrets", str(config.path("secrets.toml")),
-            "--metrics-port", str(config.agi_metrics_port)]
+            "--metrics-port", str(config.agi_metrics_port),
+            # overload control: past these, new calls hear "all lines are busy" ([agi], 0: off)
+            "--max-in-ivr", str(config.agi_max_in_ivr), "--max-agi-latency-ms", str(config.agi_max_latency_ms)]
 
 
 def api_argv(config: StackConfig) -> list[str]:
