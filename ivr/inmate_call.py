@@ -81,9 +81,9 @@ class Caller(Protocol):
         ...
 
     async def ask(self, item: str, max_digits: int, timeout_ms: int, preamble: Sequence[str] = ()) -> Entry:
-        """Say ``preamble`` then ``item`` and collect digits (up to ``max_digits``,
-        ``#`` ends, ``timeout_ms`` between keys). A key pressed during any of
-        them cuts the speech short and is the entry's first digit."""
+        """Say the lead-in, ``preamble`` then ``item`` and collect digits (up to
+        ``max_digits``, ``#`` ends, ``timeout_ms`` between keys). A key pressed
+        during any of them cuts the speech short and is the entry's first digit."""
         ...
 
     async def record(self, sound: str, max_ms: int, silence_s: int) -> int:
