@@ -6,7 +6,7 @@ Both switches run from the same cached Asterisk root, each in a throwaway state
 folder of its own, on ports apart from the dev and test stacks:
 - Kinline: the whole stack (tools/stack.py) from config/test.toml moved by
   KINLINE_PORT_OFFSET=9 (SIP 15960, trunk 15980, RTP 39000-39999);
-- bare: Asterisk alone (bench/bare_stack.py; SIP 25960, trunk 25980, RTP 41000-41999),
+- bare: Asterisk alone (bench/bare_stack.py; SIP 25960, trunk 25980, RTP 40000-43999),
   digest-authenticated terminals, Answer, MixMonitor, Dial to the trunk.
 Both are stopped at the end, also on failure or Ctrl-C.
 
@@ -37,8 +37,8 @@ import sys
 import tempfile
 import time
 import wave
-from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections import Counter, deque
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,14 +55,16 @@ from store.redis_store import RedisStore
 from tools import stack
 from tools.asterisk_conf import TerminalLogin, save_terminals
 from tools.config import StackConfig, load_config, load_secrets
+from tools.prompts import generate as generate_prompts
 
 REPO = Path(__file__).resolve().parent.parent
 OFFSET = "9"  # Kinline's bench stack: config/test.toml ports + 900
 HOST = "127.0.0.1"
 BARE_SIP, BARE_TRUNK, BARE_TERMINAL = 25960, 25980, 25990
-BARE_RTP = (41000, 41999)
+BARE_RTP = (40000, 43999)  # 1000 calls' two legs (Kinline's offset range, 39000-39999, holds 250)
 KINLINE_TERMINAL_PORT = 15995  # the SIPp terminal's own SIP port (inside offset 9's block)
-MEDIA = {"kinline": 42000, "bare": 50000}  # SIPp media: relative from here, terminal from here + 4000 (Step)
+MEDIA = {"kinline": 44000, "bare": 52000}  # SIPp media: relative from here, terminal from here + 4000 (Step)
+PROMPT_CACHE = REPO / "var" / "bench" / "prompts"
 REJECT_PREFIX = "7999"  # the relative answers 486 to these numbers
 PIN = "2468"
 FACILITY = "bench"
@@ -80,6 +82,9 @@ class Plan:
     step_s: int  # seconds of arrivals per step
     talk_s: int  # the relative hangs up this long after the bridge (both switches)
     reject: int  # calls per step dialing a number the relative rejects (the test's failure check)
+    # Recorded calls held (full mode): long calls placed at these rates, at most this many.
+    hold_rates: dict[str, float] = field(default_factory=dict)
+    hold_max: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -94,6 +99,7 @@ class StepResult:
     agi_wall_ms: list[float] = field(default_factory=list)
     pdd_ms: list[float] = field(default_factory=list)  # number complete -> INVITE at the relative
     seconds: float = 0.0
+    load: float = field(default_factory=lambda: os.getloadavg()[0])  # the box's, at the step's end
 
     @property
     def failed(self) -> int:
@@ -107,6 +113,7 @@ class StackReport:
     steps: list[StepResult] = field(default_factory=list)
     rss_kb: int | None = None  # AGI server's RSS at the end
     calls_served: int = 0
+    held: str = "not measured"  # recorded calls bridged while the switch and SIPp stayed <= 80 % of the box
 
     @property
     def knee(self) -> float | None:
@@ -148,6 +155,53 @@ class CpuMeter:
         return out
 
 
+HOLD_CPU = 0.8  # of the whole box (every core)
+HOLD_S = 900  # long calls: none ends during the ramp
+BRIDGE_ROW = re.compile(r"^\S+\s.*\s(\d+)\s+\S+\s+\S+\s+\d+:\d\d:\d\d$")
+
+
+def count_bridged(cli_output: str) -> int:
+    """Two-party bridges in `bridge show all` (a connected call each)."""
+    return sum(1 for line in cli_output.splitlines()[1:] if (m := BRIDGE_ROW.match(line)) and m.group(1) == "2")
+
+
+class HoldMeter:
+    """Step monitor: while long calls ramp up, the CPU of the switch's processes and both SIPp
+    over the last few seconds, as a share of the box; ends the step past HOLD_CPU. ``held``:
+    the most calls bridged at a moment when the share was still within it."""
+
+    def __init__(self, pids: dict[str, int], bridged: Callable[[], int], target: int, max_s: float,
+                 window_s: float = 4.0) -> None:
+        self.pids = pids
+        self.bridged = bridged
+        self.target = target  # every call bridged: the box held them all
+        self.deadline = time.monotonic() + max_s
+        self.window_s = window_s
+        self.samples: deque[tuple[float, int]] = deque()
+        self.held = 0
+        self.over = False
+        self.cpu = 0.0
+
+    def __call__(self, step: Step) -> bool:
+        pids = {**self.pids, **step.pids}
+        now, ticks = time.monotonic(), sum(cpu_ticks(pid) or 0 for pid in pids.values())
+        self.samples.append((now, ticks))
+        while len(self.samples) > 2 and now - self.samples[1][0] >= self.window_s:
+            self.samples.popleft()
+        first_t, first_ticks = self.samples[0]
+        if now - first_t < self.window_s * 0.75:
+            return False
+        self.cpu = (ticks - first_ticks) / CLK_TCK / (now - first_t) / (os.cpu_count() or 1)
+        if self.cpu > HOLD_CPU:
+            self.over = True
+            return True
+        self.held = max(self.held, self.bridged())
+        return self.held >= self.target or now > self.deadline
+
+    def verdict(self, placed: int) -> str:
+        return str(self.held) if self.over else f">= {self.held} ({placed} placed, CPU {self.cpu:.0%})"
+
+
 def pct(values: Sequence[float], q: float) -> float | None:
     if not values:
         return None
@@ -166,6 +220,10 @@ def kinline_stack(state: Path) -> Iterator[tuple[StackConfig, list[TerminalLogin
     logins = [TerminalLogin(f"bench-term-{i}", secrets.token_hex(12), "en", FACILITY) for i in range(TERMINALS)]
     config.state.mkdir(mode=0o700, parents=True, exist_ok=True)
     save_terminals(config, [t.stored() for t in logins])
+    # espeak takes ~30 s for every prompt: kept between runs, made again only when a text changes.
+    PROMPT_CACHE.mkdir(parents=True, exist_ok=True)
+    generate_prompts(PROMPT_CACHE)
+    shutil.copytree(PROMPT_CACHE, config.path("prompts"), dirs_exist_ok=True)
     started = time.monotonic()
     stack.up(config)
     sys.stderr.write(f"bench: Kinline stack up in {time.monotonic() - started:.0f} s\n")
@@ -317,7 +375,7 @@ def run_kinline(plan: Plan, work: Path) -> StackReport:
             offset = agi_log.stat().st_size if agi_log.exists() else 0
             meter = CpuMeter(alive)
             started = time.monotonic()
-            logs = step.run(calls, rate, call_max_s=INTRO_ALLOWANCE_S + plan.talk_s + 8)
+            logs = step.run(calls, rate, call_max_s=INTRO_ALLOWANCE_S + plan.talk_s + 3)
             verdicts = asyncio.run(judge_kinline(config, pairs, logs))
             cpu = meter.per_call_ms(count)
             with agi_log.open("rb") as fh:
@@ -333,6 +391,20 @@ def run_kinline(plan: Plan, work: Path) -> StackReport:
                 break  # past the knee
         agi_pid = alive.get("agi")
         report.rss_kb = rss_kb(agi_pid) if agi_pid else None
+        if "kinline" in plan.hold_rates:
+            rate, count = plan.hold_rates["kinline"], plan.hold_max["kinline"]
+            pairs = asyncio.run(provision(config, len(plan.kinline_rates), count, 0, balance))
+            calls = [CallSpec(logins[i % len(logins)].name, logins[i % len(logins)].password, number,
+                              (Entry(entries[0].wait_ms, card + "#"), Entry(entries[1].wait_ms, PIN + "#"),
+                               Entry(entries[2].wait_ms, number + "#")))
+                     for i, (card, number) in enumerate(pairs)]
+            hold = HoldMeter(alive, lambda: count_bridged(stack.asterisk_cli(config, "bridge show all")), count,
+                             count / rate + sum(e.wait_ms for e in entries) / 1000 + INTRO_ALLOWANCE_S + 30)
+            step = Step(work / "kinline-hold", HOST, config.sip_port, config.trunk_port, KINLINE_TERMINAL_PORT,
+                        MEDIA["kinline"], "100", HOLD_S * 1000, REJECT_PREFIX)
+            step.run(calls, rate, call_max_s=HOLD_S, monitor=hold)
+            report.held = hold.verdict(count)
+            sys.stderr.write(f"bench: Kinline held {report.held} recorded calls\n")
     return report
 
 
@@ -352,7 +424,7 @@ def run_bare(plan: Plan, work: Path) -> StackReport:
                         "[field2]", plan.talk_s * 1000, REJECT_PREFIX)
             meter = CpuMeter({"asterisk": proc.pid})
             started = time.monotonic()
-            logs = step.run(calls, rate, call_max_s=plan.talk_s + 8)
+            logs = step.run(calls, rate, call_max_s=plan.talk_s + 3)
             verdicts = judge_bare(numbers, logs)
             result = StepResult("bare", rate, count, verdicts[""], Counter({k: v for k, v in verdicts.items() if k}),
                                 meter.per_call_ms(count), pdd_ms=pdd(numbers, logs),
@@ -362,6 +434,19 @@ def run_bare(plan: Plan, work: Path) -> StackReport:
             _progress(result)
             if result.failed > plan.reject and not plan.quick:
                 break
+        if "bare" in plan.hold_rates:
+            rate, count = plan.hold_rates["bare"], plan.hold_max["bare"]
+            numbers = [_number(900_000 + i, False) for i in range(count)]
+            calls = [CallSpec(terminals[i % len(terminals)].name, terminals[i % len(terminals)].password, number)
+                     for i, number in enumerate(numbers)]
+            hold = HoldMeter({"asterisk": proc.pid},
+                             lambda: count_bridged(bare_stack.cli(proc.pid, "bridge show all").stdout),
+                             count, count / rate + 30)
+            step = Step(work / "bare-hold", HOST, BARE_SIP, BARE_TRUNK, BARE_TERMINAL, MEDIA["bare"],
+                        "[field2]", HOLD_S * 1000, REJECT_PREFIX)
+            step.run(calls, rate, call_max_s=HOLD_S, monitor=hold)
+            report.held = hold.verdict(count)
+            sys.stderr.write(f"bench: bare held {report.held} recorded calls\n")
     finally:
         bare_stack.stop(proc)
     return report
@@ -377,6 +462,10 @@ def _progress(result: StepResult) -> None:
 
 def _ms(value: float | None) -> str:
     return "-" if value is None else f"{value:.1f}"
+
+
+def _num(text: str) -> float | None:
+    return float(text) if text.isdigit() else None
 
 
 def _ratio(a: float | None, b: float | None) -> str:
@@ -414,18 +503,20 @@ def table(plan: Plan, kinline: StackReport, bare: StackReport, load: tuple[float
         f"| post-dial delay p50 / p99, ms | {_ms(pct(k0.pdd_ms, 0.5))} / {_ms(pct(k0.pdd_ms, 0.99))} | "
         f"{_ms(pct(b0.pdd_ms, 0.5))} / {_ms(pct(b0.pdd_ms, 0.99))} | "
         f"{_ratio(pct(k0.pdd_ms, 0.5), pct(b0.pdd_ms, 0.5))} |",
-        "| recorded calls held at <= 80 % box CPU | not measured | not measured | - |",
+        f"| recorded calls held at <= {HOLD_CPU:.0%} box CPU (switch + SIPp) | {kinline.held} | {bare.held} | "
+        f"{_ratio(_num(kinline.held), _num(bare.held))} |",
         f"| AGI server RSS after {kinline.calls_served} calls | "
         f"{'-' if kinline.rss_kb is None else f'{kinline.rss_kb / 1024:.0f} MB'} | - | - |",
         "",
-        "| switch | calls/s | placed | good | failures | whole switch CPU ms/call | post-dial p50 / p99 ms |",
-        "|---|---|---|---|---|---|---|",
+        "| switch | calls/s | placed | good | failures | whole switch CPU ms/call | post-dial p50 / p99 ms | load |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for report in (kinline, bare):
         for s in report.steps:
             reasons = ", ".join(f"{k}: {v}" for k, v in s.failures.items()) or "0"
             lines.append(f"| {report.name} | {s.rate:g} | {s.placed} | {s.good} | {reasons} | "
-                         f"{_ms(sum(s.cpu_ms.values()))} | {_ms(pct(s.pdd_ms, 0.5))} / {_ms(pct(s.pdd_ms, 0.99))} |")
+                         f"{_ms(sum(s.cpu_ms.values()))} | {_ms(pct(s.pdd_ms, 0.5))} / {_ms(pct(s.pdd_ms, 0.99))} | "
+                         f"{s.load:.1f} |")
     if plan.reject:
         lines += ["", f"{plan.reject} call(s) per step dialed a number the relative refuses (486): they must "
                   "count as failed; the knee does not hold them against a step."]
@@ -447,7 +538,9 @@ def main(argv: list[str] | None = None) -> int:
     if opts.quick:
         plan = Plan(True, (1,), (1,), 5, 2, opts.reject)
     else:
-        plan = Plan(False, (2, 4, 6, 8, 10, 12, 16), (10, 20, 30, 40, 50, 60, 80), 30, 5, opts.reject)
+        # Kinline's RTP range at offset 9 (39000-39999) holds 250 calls: the hold ramp stops below it.
+        plan = Plan(False, (2, 4, 6, 8, 10, 12, 16), (10, 20, 30, 40, 50, 60, 80), 30, 5, opts.reject,
+                    {"kinline": 2, "bare": 5}, {"kinline": 240, "bare": 600})
     work = Path(tempfile.mkdtemp(prefix="kinline-bench-"))
     load_before = os.getloadavg()[0]
     try:
