@@ -22,13 +22,15 @@ well under a millisecond here; an AGI server hundreds of milliseconds late
 (issue 9's overload) would lose keys. tests/e2e/test_type_ahead.py types ahead
 through the welcome and the balance in ru and fr.
 
-Lead-in not followed by an entry (a refusal, goodbye, the name recording) is said
-first, uninterruptibly, as any prompt no entry follows: its keys are dropped.
+Lead-in not followed by an entry (a refusal, goodbye) is said first,
+uninterruptibly, as any prompt no entry follows: its keys are dropped. The first
+login's name recording is done ``aside``: the balance waits and leads into the number.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 from agi.channel import AgiChannel
 from agi.prompts import sound_file
@@ -53,6 +55,17 @@ class AgiCaller:
         (a key cuts them short and starts it), or before a play or a recording.
         They are said in the language of now, even if it changes before."""
         self._lead_in.extend(sound_file(self.language, item) for item in items)
+
+    @contextmanager
+    def aside(self) -> Iterator[None]:
+        """What is said and asked inside leaves the lead-in queued for after it: at
+        the first login the name is recorded first, then the balance leads into the
+        number (said before the name prompt, its keys would be dropped)."""
+        kept, self._lead_in = self._lead_in, []
+        try:
+            yield
+        finally:
+            self._lead_in = [*self._lead_in, *kept]
 
     def _files(self, items: Sequence[str]) -> list[str]:
         """The lead-in (taken: said once), then ``items``, as files."""

@@ -49,7 +49,8 @@ def make_inmate_call(deps: CallDeps, app: AppRouting | None = None) -> Route:
         await channel.set_variable(v.LANGUAGE, caller.language)
         try:
             if not deps.names.has_name(session.inmate.id):  # the first login: no name recorded yet
-                await deps.names.record(caller, session.inmate.id, env.uniqueid)
+                with caller.aside():  # the balance waits: it leads into the number (type-ahead)
+                    await deps.names.record(caller, session.inmate.id, env.uniqueid)
             await plan_and_dial(channel, caller, deps, session, env.uniqueid, attempt=1, app=app)
         except asyncio.CancelledError:
             # The server is stopping: the caller hears the apology; free the card now

@@ -128,3 +128,17 @@ async def test_a_whole_call_typed_ahead_through_the_agi_caller() -> None:
     streamed = [c[1] for c in channel.commands if c[0] == "stream"]
     assert streamed == ["kinline/ru/welcome", "kinline/ru/your-balance", balance_word]
     assert [c[1] for c in channel.commands if c[0] == "get"] == ["kinline/ru/enter-pin"]
+
+
+async def test_aside_the_lead_in_waits_for_the_entry_after() -> None:
+    # The first login: the name is recorded with the balance kept for the number.
+    channel = Recorder({"kinline/ru/your-balance": "7"}, [*"9161234567#"])
+    caller = AgiCaller(cast(AgiChannel, channel), "ru")
+    caller.lead_in(["your-balance"])
+    with caller.aside():
+        await caller.play(["name-record"])
+        await caller.record("/names/x", 3000, 2)
+    assert channel.commands == [("stream", "kinline/ru/name-record", ""), ("record", "/names/x")]
+    channel.commands.clear()
+    assert await caller.ask("enter-number", 24, 15000) == Entry("79161234567", False)
+    assert channel.commands[0] == ("stream", "kinline/ru/your-balance", ENTRY_KEYS)
