@@ -307,6 +307,45 @@ async def test_01_00_the_relative_accepts_in_the_app_and_pays_at_the_app_rate(
     assert (await store.card(card)).balance == 10_000  # type: ignore[union-attr]
 
 
+async def test_01_00_a_woken_app_that_declines_ends_the_ringing_and_nothing_is_billed(
+        e2e: E2E, store: RedisStore, devices: DeviceStore, redis: aioredis.Redis, ami: AmiWatch,
+        fakes: FakePushServices, terminal: object, apps: object) -> None:
+    """The accept menu through a woken device's leg: it runs on the app's own channel, and
+    a decline ends the call's Dial as for a registered app (the inmate is told, nobody pays)."""
+    card = await new_card(store, "open", 10_000)
+    phone, device_id, password, token = await app_relative(store, devices, card)
+    rel = RelativeStore(store.redis)
+    assert await rel.issue_code(phone, code_hash(phone, "123456"), datetime.now(UTC))
+    assert await rel.check_code(phone, code_hash(phone, "123456"), token_hash(f"tok-{phone}")) == "ok"
+    await rel.create_payment(f"pay-{phone}", phone, 10_000)
+    assert await rel.credit_payment(f"pay-{phone}", 10_000) == (True, 10_000)
+    await rel.put_card_settings(phone, card, CardSettings(always_in_touch=True))
+    term: Terminal = await terminal()  # type: ignore[operator]
+    await term.login(card)
+    await term.answer("enter-number", "0100" + phone[1:])
+    deadline = time.monotonic() + STEP
+    while not fakes.fcm.pushes_to(token):
+        assert time.monotonic() < deadline, "no push at the fake FCM"
+        await asyncio.sleep(0.02)
+    app: SipAgent = await apps(device_id, password, 25100)  # type: ignore[operator]
+    await app.wait_for("state", lambda e: e["state"] == "CONFIRMED", timeout=STEP)
+    app_channel = f"PJSIP/{endpoint_id(device_id)}-"
+    dial = await ami.wait_for("DialBegin", lambda m: m.get("DestChannel").startswith(app_channel), timeout=STEP)
+    assert dial.get("Channel").startswith(f"Local/{device_id}@kinline-app-leg-")  # rung by its leg
+    leg = dial.get("DestUniqueid")
+    await ami.wait_new("AGIExecStart", lambda m: m.get("Uniqueid") == leg
+                       and '"kinline/en/accept-menu"' in m.get("Command"), timeout=60)
+    await app.send("dtmf 2 rfc2833")
+    await term.prompt("call-declined")
+    await app.ended()
+    await term.agent.send("hangup")
+    await term.hangup_cause()
+    cdr = await call_record(store, card)
+    assert (cdr.route_kind, cdr.payer, cdr.amount, cdr.billed_s) == ("app_audio", "callee", 0, 0)
+    assert await rel.balance(phone) == 10_000
+    assert (await store.card(card)).balance == 10_000  # type: ignore[union-attr]
+
+
 async def test_two_devices_ring_together_the_first_answer_wins_the_other_is_cancelled(
         e2e: E2E, store: RedisStore, devices: DeviceStore, redis: aioredis.Redis, ami: AmiWatch,
         terminal: object, apps: object) -> None:
