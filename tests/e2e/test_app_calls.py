@@ -432,6 +432,43 @@ async def test_a_device_registering_after_another_rings_too_and_its_answer_wins(
     assert (cancel_pushes(first_token), cancel_pushes(second_token)) == (1, 0)
 
 
+async def test_the_inmate_hanging_up_while_a_device_rings_and_another_is_awaited_cancels_once(
+        e2e: E2E, store: RedisStore, devices: DeviceStore, redis: aioredis.Redis, fakes: FakePushServices,
+        terminal: object, apps: object) -> None:
+    """A rings (its leg Dialed it), B's leg still waits for B's contact: the inmate hangs
+    up. A's INVITE is cancelled, B's leg (hung up) asks the cancel, once: B stops ringing."""
+    card = await new_card(store, "open", 10_000)
+    phone, first_id, first_password, first_token = await app_relative(store, devices, card)
+    second_token = f"e2e-fcm-{uuid.uuid4().hex}"
+    await devices.register(phone, "fcm", second_token, "org.kinline.app")
+    term: Terminal = await terminal()  # type: ignore[operator]
+    await term.login(card)
+    await term.answer("enter-number", "00" + phone[1:])
+    deadline = time.monotonic() + STEP
+    while not fakes.fcm.pushes_to(first_token):
+        assert time.monotonic() < deadline, "no push at the fake FCM"
+        await asyncio.sleep(0.02)
+    call_id = fakes.fcm.pushes_to(first_token)[0].data["call_id"]
+    app: SipAgent = await apps(first_id, first_password, 25200, 15.0)  # type: ignore[operator]
+    await app.wait_for("incoming", timeout=STEP)
+    assert await wakes_of(redis, call_id) == ["wake"]  # A rings, B is still awaited
+    await term.agent.send("hangup")
+    await term.hangup_cause()
+    cancelled = await app.ended()
+    assert cancelled["code"] == 487, cancelled
+    deadline = time.monotonic() + STEP
+    while await wakes_of(redis, call_id) != ["wake", "cancel"]:
+        assert time.monotonic() < deadline, f"no cancel: {await wakes_of(redis, call_id)}"
+        await asyncio.sleep(0.05)
+    while not [push for push in fakes.fcm.pushes_to(second_token) if push.data["kind"] == "cancel"]:
+        assert time.monotonic() < deadline, "no cancel push to B"
+        await asyncio.sleep(0.05)
+    cdr = await call_record(store, card)
+    assert (cdr.route_kind, cdr.amount, cdr.billed_s) == ("app_audio", 0, 0)
+    assert (await store.card(card)).balance == 10_000  # type: ignore[union-attr]
+    assert await wakes_of(redis, call_id) == ["wake", "cancel"]  # once, though every leg was hung up
+
+
 async def test_the_inmate_hanging_up_during_the_wait_cancels_the_wake_and_pays_nothing(
         e2e: E2E, store: RedisStore, devices: DeviceStore, redis: aioredis.Redis, fakes: FakePushServices,
         terminal: object) -> None:
