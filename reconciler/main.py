@@ -23,7 +23,8 @@ from pathlib import Path
 
 from ami.client import AmiClient
 from ami.protocol import AmiError
-from ivr.call_plan import CallPlan
+from ivr.call_plan import CallPlan, plan_from_json
+from ivr.model import Evidence, OpenAttempt
 from ivr.recordings import recording_name, switch_path
 from ivr.relatives import INACTIVE_REFUND_DAYS
 from ivr.settlement import Bridged, Ended, Fact, Reconciler, SwitchView
@@ -139,6 +140,55 @@ class BridgedCalls:
         return len(self._since)
 
 
+class NodeAttempts:
+    """The attempts of one node of a cluster: those whose caller's uniqueid carries this
+    Asterisk's systemname ("<systemname>-<epoch>.<seq>"). Each node's reconciler reads its
+    own event log and knows only its own Asterisk's run: it must neither heartbeat
+    another node's call from its own Asterisk being up, nor free another node's card
+    locks because its own Asterisk restarted. Everything else passes through."""
+
+    def __init__(self, store: RedisStore, systemname: str) -> None:
+        self.store = store
+        self.prefix = f"{systemname}-"
+
+    def owns(self, uniqueid: str) -> bool:
+        return uniqueid.startswith(self.prefix)
+
+    async def open_attempts(self) -> list[OpenAttempt]:
+        mine = []
+        for attempt in await self.store.open_attempts():
+            try:
+                if self.owns(plan_from_json(attempt.plan).uniqueid):
+                    mine.append(attempt)
+            except (ValueError, KeyError, TypeError):
+                continue  # the node that made it reports it (ivr.settlement)
+        return mine
+
+    async def card_locks(self) -> dict[str, str]:
+        return {card: uid for card, uid in (await self.store.card_locks()).items() if self.owns(uid)}
+
+    async def evidence(self, call_id: str) -> Evidence:
+        return await self.store.evidence(call_id)
+
+    async def add_evidence(self, call_id: str, **values: str | int) -> None:
+        await self.store.add_evidence(call_id, **values)
+
+    async def mark_gone(self, uniqueid: str, at_ms: int) -> None:
+        await self.store.mark_gone(uniqueid, at_ms)
+
+    async def gone_at(self, uniqueid: str) -> int | None:
+        return await self.store.gone_at(uniqueid)
+
+    async def release_card(self, card: str, uniqueid: str) -> None:
+        await self.store.release_card(card, uniqueid)
+
+    async def log_offset(self, node: str) -> int:
+        return await self.store.log_offset(node)
+
+    async def set_log_offset(self, node: str, offset: int) -> None:
+        await self.store.set_log_offset(node, offset)
+
+
 class Recordings:
     """A recording as (path for the switch, SHA-256), read from this host's copy of the folder."""
 
@@ -207,7 +257,7 @@ async def refund_inactive_every(relatives: RelativeStore, days: int, every_s: fl
 async def serve(redis_url: str, cel_log: Path, recordings: Path, ami_host: str, ami_port: int,
                 ami_user: str, ami_secret: str, node: str, interval: float = INTERVAL_S,
                 inactive_days: int = INACTIVE_REFUND_DAYS, metrics_port: int | None = None,
-                metrics_host: str = "127.0.0.1") -> None:
+                metrics_host: str = "127.0.0.1", systemname: str = "") -> None:
     client = connect(redis_url)
     metrics, bridged = ReconcilerMetrics(), BridgedCalls()
     endpoint = MetricsEndpoint(metrics.registry, metrics_host, metrics_port) if metrics_port else None
@@ -218,12 +268,14 @@ async def serve(redis_url: str, cel_log: Path, recordings: Path, ami_host: str, 
     watch = SwitchWatch(ami)
     watch.start()
     ami_task = asyncio.create_task(ami.start(timeout=365 * 24 * 3600), name="ami-start")
-    reconciler = Reconciler(store, store, Recordings(recordings))
+    attempts = NodeAttempts(store, systemname) if systemname else store
+    reconciler = Reconciler(attempts, store, Recordings(recordings))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    log.info("reconciling from %s every %.1f s", cel_log, interval)
+    log.info("reconciling from %s every %.1f s%s", cel_log, interval,
+             f" (calls of node {systemname} only)" if systemname else "")
     refunds = asyncio.create_task(refund_inactive_every(RelativeStore(client), inactive_days, REFUND_EVERY_S, stop,
                                                         metrics), name="refund-inactive")
     tail = LogTail(cel_log)
@@ -255,6 +307,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--ami-host", default="127.0.0.1")
     parser.add_argument("--ami-port", type=int, default=5038)
     parser.add_argument("--node", default="asterisk", help="names this Asterisk's log in Redis")
+    parser.add_argument("--systemname", default="",
+                        help="a cluster node's Asterisk systemname: settle only the calls of that node")
     parser.add_argument("--interval", type=float, default=INTERVAL_S)
     parser.add_argument("--inactive-days", type=int, default=INACTIVE_REFUND_DAYS,
                         help="relatives' money with no movement for this long is refunded (hourly)")
@@ -267,7 +321,8 @@ def main(argv: list[str] | None = None) -> None:
     redis_url = os.environ.get("KINLINE_REDIS_URL", "redis://127.0.0.1:6379/0")
     asyncio.run(serve(redis_url, args.cel_log, args.recordings, args.ami_host, args.ami_port,
                       os.environ.get("KINLINE_AMI_USER", ""), os.environ.get("KINLINE_AMI_SECRET", ""),
-                      args.node, args.interval, args.inactive_days, args.metrics_port, args.metrics_host))
+                      args.node, args.interval, args.inactive_days, args.metrics_port, args.metrics_host,
+                      args.systemname))
 
 
 if __name__ == "__main__":

@@ -234,11 +234,21 @@ def app_transport_conf(config: StackConfig) -> str:
     return text
 
 
+def asterisk_options_conf(config: StackConfig) -> str:
+    """asterisk.conf [options] lines of this Asterisk: a cluster node's systemname."""
+    if not config.systemname:
+        return "; one Asterisk: no systemname (tools/asterisk_conf.py)\n"
+    return f"; node {config.node} of a cluster (tools/asterisk_conf.py)\nsystemname = {config.systemname}\n"
+
+
 def render(config: StackConfig, secrets: Secrets) -> dict[str, str]:
     """File name -> content for everything in <state>/generated."""
     host = config.host
     return {
         "globals.conf": f"KINLINE_AGI = {config.agi_url}\nKINLINE_TERMINAL_PORT = {config.sip_port}\n",
+        # asterisk.conf's [options] include it: a cluster's node names itself (uniqueids and so
+        # call ids "kinline-n<node>-<epoch>.<seq>", unique across nodes); one Asterisk: nothing.
+        "asterisk_options.conf": asterisk_options_conf(config),
         "pjsip_transport.conf": (
             "[transport-udp]\ntype = transport\nprotocol = udp\n"
             f"bind = {config.sip_host}:{config.sip_port}\n"

@@ -8,7 +8,7 @@ import re
 import secrets
 import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ivr.overload import DEFAULT_MAX_AGI_LATENCY_MS, DEFAULT_MAX_IN_IVR
@@ -19,6 +19,10 @@ REDIS_USER = "kinline"  # the services' Redis ACL user (tools/stack.py writes it
 POSTGRES_USER = "kinline"  # the services' PostgreSQL role (tools/postgres.py creates it)
 POSTGRES_DB = "kinline"  # the history database
 REALTIME_USER = "asterisk_rt"  # Asterisk's read-only PostgreSQL role: the apps' SIP accounts (PJSIP realtime)
+MAX_NODES = 4  # [cluster] nodes: node n's SIP port is the front door's + n, below the apps' door (+ 10)
+# What the nodes of a cluster share with the stack's state folder (symbolic links in each
+# node's folder): the secrets, the terminals, the prompts, the inmates' names and the recordings.
+NODE_SHARED = ("secrets.toml", "terminals.json", "prompts", "names", "recordings")
 
 
 @dataclass(frozen=True)
@@ -61,6 +65,20 @@ class StackConfig:
     agi_max_latency_ms: int = DEFAULT_MAX_AGI_LATENCY_MS
     # Copied records older than this leave Redis ([history] retention_days; history/copier.py).
     history_retention_s: int = 2 * 24 * 3600
+    # [cluster] nodes: 1, one Asterisk on sip_port (the default); 2-4, Kamailio on sip_port
+    # dispatching the terminals' calls to that many Asterisk nodes (node_config).
+    cluster_nodes: int = 1
+    node: int = 0  # 0: the stack itself; n >= 1: node n of the cluster (node_config)
+
+    @property
+    def systemname(self) -> str:
+        """Asterisk's systemname: it prefixes the node's uniqueids, so call ids are unique
+        across nodes. Empty for a single Asterisk (its uniqueids stay as they were)."""
+        return f"kinline-n{self.node}" if self.node else ""
+
+    @property
+    def clustered(self) -> bool:
+        return self.cluster_nodes > 1
 
     @property
     def sip_host(self) -> str:
@@ -175,7 +193,59 @@ def load_config(path: Path | str | None = None) -> StackConfig:
         history_retention_s=days * 24 * 3600,
         agi_max_in_ivr=max_in_ivr,
         agi_max_latency_ms=max_latency_ms,
+        cluster_nodes=_cluster_nodes(raw, subnets),
     )
+
+
+def _cluster_nodes(raw: Mapping[str, object], subnets: Mapping[str, tuple[str, ...]] | None) -> int:
+    """[cluster] nodes, checked. Behind Kamailio, Asterisk sees every terminal's request
+    coming from Kamailio's address: the terminals' subnets (an endpoint ACL on the source
+    address) cannot be checked there, so a cluster refuses them rather than accept nothing."""
+    cluster = raw.get("cluster", {})
+    if not isinstance(cluster, dict):
+        raise ValueError("[cluster] must be a table")
+    nodes = cluster.get("nodes", 1)
+    if type(nodes) is not int or not 1 <= nodes <= MAX_NODES:
+        raise ValueError(f"cluster.nodes must be a whole number 1-{MAX_NODES}, not {nodes!r}")
+    if nodes > 1 and subnets is not None:
+        raise ValueError("cluster.nodes > 1 with [terminal_subnets]: behind Kamailio Asterisk sees Kamailio's "
+                         "address, not the terminal's; the subnet ACL is not supported there yet")
+    return nodes
+
+
+def node_config(config: StackConfig, node: int) -> StackConfig:
+    """Node ``node`` (1..cluster_nodes) of a cluster: its own Asterisk, AGI server and reconciler.
+
+    Kamailio takes the terminals' port (sip_port); node n's SIP is sip_port + n. Node 1
+    keeps the stack's AMI, FastAGI, apps' door and metrics ports (the API, the push bridge
+    and the apps talk to it); node n > 1 has them + (n - 1) (metrics + 10 (n - 1)). Each
+    node gets 1/nodes of the RTP range and its own state folder <state>/node<n> (run, logs,
+    spool, astdb, generated config), whose NODE_SHARED entries link to the stack's."""
+    if not config.clustered or not 1 <= node <= config.cluster_nodes:
+        raise ValueError(f"no node {node} in a stack of {config.cluster_nodes} node(s)")
+    k = node - 1
+    size = (config.rtp_end - config.rtp_start + 1) // config.cluster_nodes
+    return replace(
+        config,
+        node=node,
+        sip_port=config.sip_port + node,
+        ami_port=config.ami_port + k,
+        agi_port=config.agi_port + k,
+        app_sip_port=config.app_sip_port + k,
+        agi_metrics_port=config.agi_metrics_port + 10 * k,
+        reconciler_metrics_port=config.reconciler_metrics_port + 10 * k,
+        pushbridge_metrics_port=config.pushbridge_metrics_port + 10 * k,
+        rtp_start=config.rtp_start + k * size,
+        rtp_end=config.rtp_start + (k + 1) * size - 1,
+        state=config.state / f"node{node}",
+    )
+
+
+def nodes(config: StackConfig) -> list[StackConfig]:
+    """The Asterisk nodes of a stack: its node configs, or the stack itself when it has one Asterisk."""
+    if not config.clustered:
+        return [config]
+    return [node_config(config, n) for n in range(1, config.cluster_nodes + 1)]
 
 
 def _overload(raw: Mapping[str, object]) -> tuple[int, int]:

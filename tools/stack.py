@@ -27,21 +27,31 @@ import asyncpg
 
 from guard.firewall import table_name as guard_table_name
 from store.devices import ensure_schema as ensure_device_schema
-from tools import postgres
+from tools import kamailio_conf, postgres
 from tools.asterisk_conf import asterisk_ids, write_generated
 from tools.config import (
+    NODE_SHARED,
     POSTGRES_DB,
     REALTIME_USER,
     REDIS_USER,
     REPO,
+    Secrets,
     StackConfig,
     load_config,
     load_secrets,
+    nodes,
 )
 from tools.prompts import generate as generate_prompts
 
 # The push bridge follows Asterisk: it listens to its AMI contact events.
 SERVICES = ("redis", "postgres", "history", "api", "agi", "asterisk", "pushbridge", "guard", "reconciler")
+# A cluster ([cluster] nodes >= 2): the shared services, then each node's own (in its
+# node config: its state folder, ports and pid files), then Kamailio on the terminals' port,
+# then what talks to node 1's AMI (the API, the push bridge). No guard: behind Kamailio
+# every terminal's failed login comes from Kamailio's address (README, "Two nodes").
+CLUSTER_SHARED = ("redis", "postgres", "history")
+NODE_SERVICES = ("agi", "asterisk", "reconciler")
+CLUSTER_FRONT = ("kamailio", "api", "pushbridge")
 # Asterisk drops root for the root's (Debian package's) own "asterisk" user.
 ASTERISK_COMMAND = ["/usr/sbin/asterisk", "-f", "-n", "-U", "asterisk", "-G", "asterisk",
                     "-C", "/etc/asterisk/asterisk.conf"]
@@ -74,6 +84,27 @@ def prepare(config: StackConfig) -> None:
     write_services_env(config)
     write_postgres_env(config)
     generate_prompts(config.path("prompts"))
+    if config.clustered:
+        for node in nodes(config):
+            prepare_node(config, node, secrets)
+        kamailio_conf.write(config)
+
+
+def prepare_node(config: StackConfig, node: StackConfig, secrets: Secrets) -> None:
+    """A node's state folder: links to what the cluster shares, its own writable folders
+    and generated Asterisk config (its ports, its systemname)."""
+    node.state.mkdir(mode=0o700, parents=True, exist_ok=True)
+    for name in NODE_SHARED:
+        link, target = node.path(name), config.path(name)
+        if link.is_symlink() and link.readlink() == target:
+            continue
+        if link.exists() or link.is_symlink():
+            raise StackError(f"{link} should be a link to {target}")
+        link.symlink_to(target)
+    for sub in ("run", "logs", *ASTERISK_WRITABLE):
+        node.path(sub).mkdir(mode=0o700, parents=True, exist_ok=True)
+    _give_to_asterisk(node)
+    write_generated(node, secrets)
 
 
 def _give_to_asterisk(config: StackConfig) -> None:
@@ -222,6 +253,9 @@ def start_service(config: StackConfig, name: str) -> None:
         wait_guard(config)
     elif name == "reconciler":
         _spawn(config, name, reconciler_argv(config))
+    elif name == "kamailio":
+        _spawn(config, name, kamailio_conf.argv(config))
+        wait_kamailio(config)
     else:
         raise StackError(f"no service {name!r}")
 
@@ -350,7 +384,9 @@ def reconciler_argv(config: StackConfig) -> list[str]:
     """Settles what a call's hangup path left open; Redis URL and AMI user from the environment."""
     return [sys.executable, "-m", "reconciler.main", "--ami-host", config.host, "--ami-port", str(config.ami_port),
             "--cel-log", str(config.path("logs", "asterisk", "cel-custom", "kinline.csv")),
-            "--recordings", str(config.path("recordings")), "--metrics-port", str(config.reconciler_metrics_port)]
+            "--recordings", str(config.path("recordings")), "--metrics-port", str(config.reconciler_metrics_port),
+            # a cluster's node settles only its own calls (uniqueids "<systemname>-...")
+            *(("--node", config.systemname, "--systemname", config.systemname) if config.systemname else ())]
 
 
 def guard_argv(config: StackConfig) -> list[str]:
@@ -452,6 +488,9 @@ def _port_busy(host: str, port: int, kind: int) -> bool:
 
 def _check_ports_free(config: StackConfig) -> None:
     """Refuse to start next to another stack on the same ports."""
+    if config.clustered:
+        _check_cluster_ports_free(config)
+        return
     host, sip = config.host, config.sip_host
     wanted = [("redis", host, config.redis_port, socket.SOCK_STREAM),
               ("agi", host, config.agi_port, socket.SOCK_STREAM),
@@ -466,6 +505,65 @@ def _check_ports_free(config: StackConfig) -> None:
     for name, address, port, kind in wanted:
         if _pid(config, name) is None and _port_busy(address, port, kind):
             raise StackError(f"cannot bind {address}:{port} for {name} (another stack running, or no such address?)")
+
+
+def _check_cluster_ports_free(config: StackConfig) -> None:
+    """A cluster's ports: the shared services', Kamailio's (the terminals' port) and each node's."""
+    host = config.host
+    wanted = [(config, "redis", host, config.redis_port, socket.SOCK_STREAM),
+              (config, "postgres", host, config.postgres_port, socket.SOCK_STREAM),
+              (config, "api", host, config.api_port, socket.SOCK_STREAM),
+              (config, "pushbridge", host, config.pushbridge_metrics_port, socket.SOCK_STREAM),
+              (config, "kamailio", config.sip_host, config.sip_port, socket.SOCK_DGRAM)]
+    for node in nodes(config):
+        wanted += [(node, "agi", host, node.agi_port, socket.SOCK_STREAM),
+                   (node, "agi", host, node.agi_metrics_port, socket.SOCK_STREAM),
+                   (node, "reconciler", host, node.reconciler_metrics_port, socket.SOCK_STREAM),
+                   (node, "asterisk", host, node.ami_port, socket.SOCK_STREAM),
+                   (node, "asterisk", node.sip_host, node.sip_port, socket.SOCK_DGRAM),
+                   (node, "asterisk", node.app_sip_host, node.app_sip_port, socket.SOCK_DGRAM)]
+    for owner, name, address, port, kind in wanted:
+        if _pid(owner, name) is None and _port_busy(address, port, kind):
+            where = f"node {owner.node} " if owner.node else ""
+            raise StackError(f"cannot bind {address}:{port} for {where}{name} (another stack running?)")
+
+
+def cluster_services(config: StackConfig) -> list[tuple[StackConfig, str]]:
+    """A cluster's services in start order, each with the config it runs under."""
+    order = [(config, name) for name in CLUSTER_SHARED]
+    for node in nodes(config):
+        order += [(node, name) for name in NODE_SERVICES]
+    return order + [(config, name) for name in CLUSTER_FRONT]
+
+
+def wait_kamailio(config: StackConfig, timeout: float = 15.0) -> None:
+    """Kamailio is ready when an OPTIONS to the terminals' port gets any answer (a node's)."""
+    deadline = time.monotonic() + timeout
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind((config.host, 0))
+        sock.settimeout(0.5)
+        port = sock.getsockname()[1]
+        n = 0
+        while time.monotonic() < deadline and _pid(config, "kamailio") is not None:
+            n += 1
+            sock.sendto(_options(config, port, n), (config.sip_host, config.sip_port))
+            try:
+                if sock.recv(4096).startswith(b"SIP/2.0 "):
+                    return
+            except TimeoutError:
+                continue
+    raise StackError(f"Kamailio did not answer on {config.sip_host}:{config.sip_port} "
+                     f"(see {config.path('logs', 'kamailio.log')})")
+
+
+def _options(config: StackConfig, port: int, n: int) -> bytes:
+    target = f"{config.sip_host}:{config.sip_port}"
+    return (f"OPTIONS sip:{target} SIP/2.0\r\n"
+            f"Via: SIP/2.0/UDP {config.host}:{port};branch=z9hG4bK-kinline-up-{os.getpid()}-{n}\r\n"
+            "Max-Forwards: 10\r\n"
+            f"From: <sip:stack@{config.host}>;tag=up{n}\r\nTo: <sip:{target}>\r\n"
+            f"Call-ID: kinline-up-{os.getpid()}-{n}@{config.host}\r\nCSeq: 1 OPTIONS\r\n"
+            "Content-Length: 0\r\n\r\n").encode()
 
 
 def wait_port(host: str, port: int, timeout: float, what: str) -> None:
@@ -519,6 +617,12 @@ def up(config: StackConfig) -> None:
     prepare(config)
     _check_ports_free(config)
     try:
+        if config.clustered:
+            for owner, name in cluster_services(config):
+                start_service(owner, name)
+            _out(f"cluster up: Kamailio on SIP {config.sip_host}:{config.sip_port}, "
+                 + ", ".join(f"node {n.node} on {n.sip_port}" for n in nodes(config)))
+            return
         for name in SERVICES:
             start_service(config, name)
     except BaseException:
@@ -557,6 +661,10 @@ def _reap(pid: int) -> None:
 
 
 def down(config: StackConfig) -> None:
+    if config.clustered:
+        for owner, name in reversed(cluster_services(config)):
+            stop_service(owner, name)
+        return
     for name in reversed(SERVICES):
         stop_service(config, name)
 
@@ -564,6 +672,13 @@ def down(config: StackConfig) -> None:
 def status(config: StackConfig, names: tuple[str, ...] = SERVICES) -> bool:
     """Print each service's state; True if all of them are alive."""
     ok = True
+    if config.clustered and names == SERVICES:
+        for owner, name in cluster_services(config):
+            state = service_state(owner, name)
+            ok = ok and state.alive
+            label = f"node{owner.node} {name}" if owner.node else name
+            _out(f"{label}: running, pid {state.pid}" if state.alive else f"{label}: {state.detail}")
+        return ok
     for name in names:
         state = service_state(config, name)
         ok = ok and state.alive

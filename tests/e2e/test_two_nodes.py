@@ -1,0 +1,282 @@
+"""Two Asterisk nodes behind Kamailio (config/test-two-nodes.toml): the terminals' calls are
+dispatched to both nodes and billed exactly once each; with one node's Asterisk killed,
+new calls go to the other within 10 s, and the killed node's bridged call is settled by
+that node's own reconciler (one record, one charge, the card free again).
+
+A stack of its own (other ports than the session's test stack), started once for the module.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import os
+import secrets
+import signal
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+import pytest
+
+from ivr.model import CallRecord
+from ivr.pin import PinHasher
+from ivr.tariffs import demo_tariff
+from store.redis_store import RedisStore
+from tests.e2e.conftest import FACILITIES
+from tests.e2e.harness import AmiWatch, SipAgent, watching
+from tests.e2e.test_inmate_calls import INMATE_SERVICE, MOBILE, PIN, new_card
+from tools import stack
+from tools.asterisk_conf import TerminalLogin, save_terminals
+from tools.config import StackConfig, load_config, load_secrets, nodes
+
+pytestmark = pytest.mark.e2e
+
+BALANCE = 10_000
+FEE_AND_ONE_MINUTE = 150 + 359  # the demo tariff's mobile fee + one started minute
+CALLS = 6
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Cluster:
+    config: StackConfig
+    nodes: list[StackConfig]
+    terminal: TerminalLogin
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    state = tmp_path_factory.mktemp("two-nodes")
+    before = os.environ.get("KINLINE_STATE")
+    # new_card's give_name() writes the inmate's name under $KINLINE_STATE: the nodes share it
+    os.environ["KINLINE_STATE"] = str(state)
+    config = load_config("config/test-two-nodes.toml")
+    terminal = TerminalLogin("term-two", secrets.token_hex(12), "en", "open")
+    save_terminals(config, [terminal.stored()])
+    stack.up(config)
+    try:
+        asyncio.run(_provision(config))
+        yield Cluster(config, nodes(config), terminal)
+    finally:
+        stack.down(config)
+        if before is None:
+            os.environ.pop("KINLINE_STATE", None)
+        else:
+            os.environ["KINLINE_STATE"] = before
+
+
+async def _provision(config: StackConfig) -> None:
+    store = RedisStore.from_url(config.redis_url)
+    try:
+        await store.put_facility(FACILITIES["open"])
+        await store.put_tariff("open", demo_tariff())
+    finally:
+        await store.aclose()
+
+
+@pytest.fixture
+async def store(cluster: Cluster) -> AsyncIterator[RedisStore]:
+    client = RedisStore.from_url(cluster.config.redis_url, PinHasher.from_hex(load_secrets(cluster.config).pin_key))
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+@pytest.fixture
+async def watches(cluster: Cluster) -> AsyncIterator[list[AmiWatch]]:
+    """One AMI watch per node (node n at index n - 1)."""
+    async with contextlib.AsyncExitStack() as stack_:
+        yield [await stack_.enter_async_context(watching(node)) for node in cluster.nodes]
+
+
+@pytest.fixture
+async def relative(cluster: Cluster, tmp_path: Path) -> AsyncIterator[SipAgent]:
+    """The phone network: both nodes dial the same trunk."""
+    agent = await SipAgent.start("answer", "--port", str(cluster.config.trunk_port), "--ring", "0.3",
+                                 "--rtp-port", "20700", "--record", str(tmp_path / "relative.wav"))
+    try:
+        yield agent
+    finally:
+        await agent.close()
+
+
+@dataclass
+class Call:
+    """A terminal's call as the node that took it sees it."""
+
+    agent: SipAgent
+    node: int  # 1-based
+    ami: AmiWatch
+    uid: str
+
+    async def prompt(self, name: str, timeout: float = 20) -> None:
+        await self.ami.wait_new("AGIExecStart", lambda m: m.get("Uniqueid") == self.uid
+                                and f'"kinline/en/{name}"' in m.get("Command"), timeout)
+
+
+class Terminal:
+    """One terminal (one SIP login) placing calls through Kamailio, one after another."""
+
+    def __init__(self, cluster: Cluster, watches: list[AmiWatch]) -> None:
+        self.cluster, self.watches = cluster, watches
+        self.agents: list[SipAgent] = []
+        self.seen: set[str] = set()
+
+    async def call(self, timeout: float = 15) -> Call:
+        t = self.cluster.terminal
+        target = f"sip:{INMATE_SERVICE}@{self.cluster.config.sip_host}:{self.cluster.config.sip_port}"
+        agent = await SipAgent.start("call", "--target", target, "--user", t.name, "--password", t.password,
+                                     "--rtp-port", "20600")
+        self.agents.append(agent)
+        node, uid = await self._channel(timeout)
+        return Call(agent, node, self.watches[node - 1], uid)
+
+    async def _channel(self, timeout: float) -> tuple[int, str]:
+        """The node whose AMI shows this terminal's new channel first, and its uniqueid."""
+        deadline = time.monotonic() + timeout
+        prefix = f"PJSIP/{self.cluster.terminal.name}-"
+        while time.monotonic() < deadline:
+            for n, watch in enumerate(self.watches, start=1):
+                with contextlib.suppress(AssertionError):
+                    message = await watch.wait_for("Newchannel", lambda m: m.get("Channel").startswith(prefix)
+                                                   and m.get("Uniqueid") not in self.seen, timeout=0.2)
+                    self.seen.add(message.get("Uniqueid"))
+                    return n, message.get("Uniqueid")
+        raise AssertionError(f"no node took the terminal's call within {timeout} s")
+
+    async def close(self) -> None:
+        for agent in self.agents:
+            await agent.close()
+
+
+@pytest.fixture
+async def terminal(cluster: Cluster, watches: list[AmiWatch]) -> AsyncIterator[Terminal]:
+    term = Terminal(cluster, watches)
+    try:
+        yield term
+    finally:
+        await term.close()
+
+
+async def _bridged_call(store: RedisStore, terminal: Terminal, relative: SipAgent) -> tuple[str, Call]:
+    """A new card logs in and dials the relative, who answers and hears the introduction."""
+    card = await new_card(store, "open", BALANCE)
+    call = await terminal.call()
+    before = {e["call_id"] for e in relative.events if e["event"] == "incoming"}
+    # typed ahead (the IVR takes keys during its prompts): card, PIN and number during the welcome
+    await call.prompt("welcome")
+    for digits in (card, PIN, MOBILE[1:]):
+        await call.agent.send(f"dtmf {digits}# info")
+        await asyncio.sleep(0.2)
+    await relative.wait_for("incoming", lambda e: e["call_id"] not in before, timeout=30)
+    await call.ami.wait_for("BridgeEnter", lambda m: m.get("Uniqueid") == call.uid, timeout=30)
+    return card, call
+
+
+async def _eventually(probe: Callable[[], Awaitable[T | None]], timeout: float, what: str) -> T:
+    deadline = time.monotonic() + timeout
+    while True:
+        with contextlib.suppress(Exception):
+            value = await probe()
+            if value:
+                return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within {timeout} s")
+        await asyncio.sleep(0.25)
+
+
+async def _billed_once(store: RedisStore, card: str, timeout: float = 30) -> CallRecord:
+    """The card's one record, one charge of exactly its amount, the ledger adding up, no
+    hold left and the card free again."""
+    async def record() -> CallRecord | None:
+        records = await store.call_records(card)
+        return records[0] if records else None
+
+    cdr = await _eventually(record, timeout, f"card {card}'s call record")
+    await _eventually(lambda: _free(store, card), 30, f"card {card} to be free")
+    records = await store.call_records(card)
+    assert [r.call_id for r in records] == [cdr.call_id], "exactly one call record"
+    ledger = list(reversed(await store.ledger(card, limit=100)))
+    charges = [e for e in ledger if e.kind == "charge"]
+    assert [(e.ref, e.amount) for e in charges] == [(cdr.call_id, cdr.amount)], "exactly one charge"
+    balance = (await store.card(card)).balance  # type: ignore[union-attr]
+    moved = {"topup": 1, "release": 1, "reserve": -1, "charge": 0}
+    assert sum(moved[e.kind] * e.amount for e in ledger) == balance == BALANCE - cdr.amount
+    assert await store.reservation(cdr.call_id) is None, "no hold left open"
+    return cdr
+
+
+async def _free(store: RedisStore, card: str) -> bool:
+    return await store.card_lock(card) is None
+
+
+async def test_calls_from_one_terminal_land_on_both_nodes_and_are_billed_exactly(
+    cluster: Cluster, store: RedisStore, terminal: Terminal, relative: SipAgent
+) -> None:
+    done: list[tuple[int, CallRecord]] = []
+    for _ in range(CALLS):
+        card, call = await _bridged_call(store, terminal, relative)
+        await asyncio.sleep(3.5)
+        await relative.send("hangup")
+        await call.ami.wait_for("Hangup", lambda m, c=call: m.get("Uniqueid") == c.uid, timeout=15)  # type: ignore[misc]
+        cdr = await _billed_once(store, card)
+        assert cdr.call_id.startswith(f"kinline-n{call.node}-"), "the call id names the node that took it"
+        assert (cdr.dial_status, cdr.evidence, cdr.amount) == ("ANSWER", "call", FEE_AND_ONE_MINUTE)
+        assert 3 <= cdr.answered_s <= 6
+        done.append((call.node, cdr))
+    by_node = [n for n, _ in done]
+    # round robin over the two nodes: each took half of the calls
+    assert sorted(by_node) == [1] * (CALLS // 2) + [2] * (CALLS // 2), by_node
+    assert len({cdr.call_id for _, cdr in done}) == CALLS, "call ids unique across the nodes"
+    for _, cdr in done:
+        data = cluster.config.path("recordings", Path(cdr.recording_path).name).read_bytes()
+        assert hashlib.sha256(data).hexdigest() == cdr.recording_sha256
+
+
+async def test_a_killed_node_gets_no_new_calls_and_its_call_is_settled_by_its_reconciler(
+    cluster: Cluster, store: RedisStore, terminal: Terminal, relative: SipAgent
+) -> None:
+    card, victim = await _bridged_call(store, terminal, relative)
+    dead, alive = cluster.nodes[victim.node - 1], cluster.nodes[2 - victim.node]
+    bridged = time.monotonic()
+    await asyncio.sleep(5)
+    pid = stack._pid(dead, "asterisk")
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    killed = time.monotonic()
+    # New calls right after the kill: both go to the other node (round robin would have
+    # given one of them to the dead node), the first within 10 s of the kill.
+    for i in range(2):
+        call = await terminal.call(timeout=10)
+        assert call.node == alive.node, f"new call {i + 1} went to the killed node {call.node}"
+        if i == 0:
+            took = time.monotonic() - killed
+            sys.stderr.write(f"\nMEASURED node killed -> a new call on the other node: {took:.1f} s\n")
+            assert took < 10
+        await call.prompt("welcome")  # served: the IVR of the live node answers it
+        await call.agent.close()
+    # The relative's leg is left with no media: hang it up as the phone network would.
+    await relative.send("hangup")
+
+    async def gone() -> bool:
+        stack.service_state(dead, "asterisk")  # reaps it
+        return stack._pid(dead, "asterisk") is None
+
+    await _eventually(gone, 15, "the killed Asterisk to be reaped")
+    await asyncio.to_thread(stack.start_service, dead, "asterisk")
+    cdr = await _billed_once(store, card, timeout=45)
+    talked = killed - bridged
+    # settled by the dead node's reconciler, up to its last heartbeat: never more than was
+    # talked (the live node's reconciler, whose Asterisk stayed up, must not beat for it)
+    assert cdr.call_id.startswith(f"kinline-n{dead.node}-")
+    assert cdr.evidence == "heartbeat" and cdr.dial_status == "ANSWER"
+    assert talked - 5 <= cdr.answered_s <= talked + 0.5
+    assert cdr.amount == 0 and cdr.credit_reason == "dropped: platform fault, last increment credited"
+    assert await store.acquire_card(card, "probe", 5), "the card is usable again"
+    await store.release_card(card, "probe")
