@@ -4,7 +4,8 @@
 set -eu
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES="debootstrap redis-server postgresql sip-tester espeak-ng sox tcpdump util-linux iproute2 ca-certificates nftables"
+# kamailio: the SIP front door of a two-node stack ([cluster] nodes = 2; tools/kamailio_conf.py)
+APT_PACKAGES="debootstrap redis-server postgresql sip-tester espeak-ng sox tcpdump util-linux iproute2 ca-certificates nftables kamailio"
 missing=""
 for p in $APT_PACKAGES; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
@@ -14,9 +15,9 @@ if [ -n "$missing" ]; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -q >/dev/null
     apt-get install -y -q --no-install-recommends $missing >/dev/null
-    # Debian starts its own Redis and PostgreSQL cluster where it can; the stack
-    # runs its own (tools/postgres.py: a cluster per stack, as the postgres user).
-    for unit in redis-server postgresql; do
+    # Debian starts its own Redis, PostgreSQL cluster and Kamailio (on 5060, the dev
+    # stack's SIP port) where it can; the stack runs its own.
+    for unit in redis-server postgresql kamailio; do
         if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet "$unit" 2>/dev/null; then
             systemctl disable --now "$unit" >/dev/null 2>&1 || true
         fi
