@@ -8,6 +8,7 @@ pjsua2 relative behind the trunk are the real ones."""
 from __future__ import annotations
 
 import asyncio
+import wave
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
 
@@ -95,6 +96,13 @@ async def test_a_second_caller_hears_lines_busy_nothing_is_reserved_and_the_firs
     assert _commands(ami, second.uid) == ['ANSWER', 'STREAM FILE "kinline/en/lines-busy" ""',
                                           'SET VARIABLE "KINLINE_ACTION" "done"',
                                           'GET VARIABLE "KINLINE_PLAN"', 'GET VARIABLE "KINLINE_CARD"']
+    # ... and heard it whole: the STREAM FILE lasted the prompt's length.
+    start, end = ([m for m in ami.events if m.event == event and m.get("Uniqueid") == second.uid
+                   and "lines-busy" in m.get("Command")] for event in ("AGIExecStart", "AGIExecEnd"))
+    with wave.open(str(e2e.config.path("prompts", "en", "lines-busy.wav"))) as wav:
+        length = wav.getnframes() / wav.getframerate()
+    assert length > 1.5
+    assert float(end[0].get("Timestamp")) - float(start[0].get("Timestamp")) >= length - 0.2
     assert not any(m.event == "DialBegin" and m.get("Uniqueid") == second.uid for m in ami.events)
     # Nothing reserved or locked, no ledger entry, the card untouched.
     assert await redis.hgetall(LOCKS) == locks and card2 not in locks and card1 in locks
