@@ -69,6 +69,25 @@ def test_hysteresis_holds_then_waits_for_the_low_water_mark() -> None:
     assert rule.decide(Backlog(9, 0), 4.3).admitted  # cleared: the level itself again
 
 
+@given(st.integers(1, 50), st.lists(st.tuples(st.floats(0, 2), st.integers(0, 60)), max_size=60))
+def test_after_a_refusal_calls_come_back_only_past_the_hold_and_under_the_low_water_mark(
+        level: int, steps: list[tuple[float, int]]) -> None:
+    rule = Admission(Levels(max_in_ivr=level, hold_s=HOLD_S))
+    now, tripped_at = 0.0, None
+    for dt, in_ivr in steps:
+        now += dt
+        admitted = rule.decide(Backlog(in_ivr, 0.0), now).admitted
+        if in_ivr >= level:
+            assert not admitted
+            tripped_at = now if tripped_at is None else tripped_at
+        elif tripped_at is not None:
+            back = now - tripped_at >= HOLD_S and in_ivr < max(1, int(level * 0.8))
+            assert admitted == back
+            tripped_at = None if back else tripped_at
+        else:
+            assert admitted
+
+
 def test_a_level_of_one_admits_again_once_the_ivr_is_empty() -> None:
     rule = Admission(Levels(max_in_ivr=1, hold_s=0))
     assert rule.decide(Backlog(0, 0), 0).admitted
