@@ -37,7 +37,7 @@ import sys
 import tempfile
 import time
 import wave
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -45,7 +45,7 @@ from pathlib import Path
 
 from agi.prompts import sound_file
 from bench import bare_stack
-from bench.sipp_load import CallSpec, Entry, Step, StepLogs
+from bench.sipp_load import CallSpec, Entry, HoldRun, Step, StepLogs
 from ivr import prompts as p
 from ivr.billing import charge
 from ivr.model import AllowedNumber, Facility, Inmate, InmateStatus
@@ -157,6 +157,7 @@ class CpuMeter:
 
 HOLD_CPU = 0.8  # of the whole box (every core)
 HOLD_S = 900  # long calls: none ends during the ramp
+HOLD_BATCH = 40
 BRIDGE_ROW = re.compile(r"^\S+\s.*\s(\d+)\s+\S+\s+\S+\s+\d+:\d\d:\d\d$")
 
 
@@ -165,41 +166,32 @@ def count_bridged(cli_output: str) -> int:
     return sum(1 for line in cli_output.splitlines()[1:] if (m := BRIDGE_ROW.match(line)) and m.group(1) == "2")
 
 
-class HoldMeter:
-    """Step monitor: while long calls ramp up, the CPU of the switch's processes and both SIPp
-    over the last few seconds, as a share of the box; ends the step past HOLD_CPU. ``held``:
-    the most calls bridged at a moment when the share was still within it."""
-
-    def __init__(self, pids: dict[str, int], bridged: Callable[[], int], target: int, max_s: float,
-                 window_s: float = 4.0) -> None:
-        self.pids = pids
-        self.bridged = bridged
-        self.target = target  # every call bridged: the box held them all
-        self.deadline = time.monotonic() + max_s
-        self.window_s = window_s
-        self.samples: deque[tuple[float, int]] = deque()
-        self.held = 0
-        self.over = False
-        self.cpu = 0.0
-
-    def __call__(self, step: Step) -> bool:
-        pids = {**self.pids, **step.pids}
-        now, ticks = time.monotonic(), sum(cpu_ticks(pid) or 0 for pid in pids.values())
-        self.samples.append((now, ticks))
-        while len(self.samples) > 2 and now - self.samples[1][0] >= self.window_s:
-            self.samples.popleft()
-        first_t, first_ticks = self.samples[0]
-        if now - first_t < self.window_s * 0.75:
-            return False
-        self.cpu = (ticks - first_ticks) / CLK_TCK / (now - first_t) / (os.cpu_count() or 1)
-        if self.cpu > HOLD_CPU:
-            self.over = True
-            return True
-        self.held = max(self.held, self.bridged())
-        return self.held >= self.target or now > self.deadline
-
-    def verdict(self, placed: int) -> str:
-        return str(self.held) if self.over else f">= {self.held} ({placed} placed, CPU {self.cpu:.0%})"
+def hold_ramp(run: HoldRun, batch_calls: Callable[[int, int], list[CallSpec]], switch_pids: dict[str, int],
+              bridged: Callable[[], int], rate: float, batch: int, max_calls: int, setup_s: float) -> str:
+    """Recorded calls held: batches of long calls; after each, once every call of it is bridged
+    (no set-up under way), the CPU of the switch's processes and every SIPp over 5 s, as a
+    share of the box. The answer: the calls bridged in the last batch that stayed within
+    HOLD_CPU (">= n" when max_calls stayed within it)."""
+    held, placed, cpu = 0, 0, 0.0
+    with run:
+        while placed + batch <= max_calls:
+            run.add_batch(batch_calls(placed, batch), rate)
+            placed += batch
+            deadline = time.monotonic() + batch / rate + setup_s + 20
+            while bridged() < placed and time.monotonic() < deadline:
+                time.sleep(1)
+            now = bridged()
+            if now < placed:
+                return f"{held} (then {now} bridged of {placed} placed)"
+            time.sleep(1)
+            pids = {**switch_pids, **run.pids()}
+            meter = CpuMeter(pids)
+            time.sleep(5)
+            cpu = sum(meter.per_call_ms(1).values()) / 5000 / (os.cpu_count() or 1)
+            if cpu > HOLD_CPU:
+                return f"{held} ({now} at {cpu:.0%})"
+            held = now
+    return f">= {held} (CPU {cpu:.0%})"
 
 
 def pct(values: Sequence[float], q: float) -> float | None:
@@ -392,18 +384,21 @@ def run_kinline(plan: Plan, work: Path) -> StackReport:
         agi_pid = alive.get("agi")
         report.rss_kb = rss_kb(agi_pid) if agi_pid else None
         if "kinline" in plan.hold_rates:
-            rate, count = plan.hold_rates["kinline"], plan.hold_max["kinline"]
+            count = plan.hold_max["kinline"]
             pairs = asyncio.run(provision(config, len(plan.kinline_rates), count, 0, balance))
-            calls = [CallSpec(logins[i % len(logins)].name, logins[i % len(logins)].password, number,
-                              (Entry(entries[0].wait_ms, card + "#"), Entry(entries[1].wait_ms, PIN + "#"),
-                               Entry(entries[2].wait_ms, number + "#")))
-                     for i, (card, number) in enumerate(pairs)]
-            hold = HoldMeter(alive, lambda: count_bridged(stack.asterisk_cli(config, "bridge show all")), count,
-                             count / rate + sum(e.wait_ms for e in entries) / 1000 + INTRO_ALLOWANCE_S + 30)
-            step = Step(work / "kinline-hold", HOST, config.sip_port, config.trunk_port, KINLINE_TERMINAL_PORT,
-                        MEDIA["kinline"], "100", HOLD_S * 1000, REJECT_PREFIX)
-            step.run(calls, rate, call_max_s=HOLD_S, monitor=hold)
-            report.held = hold.verdict(count)
+            run = HoldRun(work / "kinline-hold", HOST, config.sip_port, config.trunk_port, 16000, MEDIA["kinline"],
+                          "100", HOLD_S * 1000)
+
+            def kinline_batch(first: int, n: int) -> list[CallSpec]:
+                return [CallSpec(logins[i % len(logins)].name, logins[i % len(logins)].password, number,
+                                 (Entry(entries[0].wait_ms, card + "#"), Entry(entries[1].wait_ms, PIN + "#"),
+                                  Entry(entries[2].wait_ms, number + "#")))
+                        for i, (card, number) in enumerate(pairs[first:first + n], start=first)]
+
+            setup_s = sum(e.wait_ms for e in entries) / 1000 + INTRO_ALLOWANCE_S + 5
+            report.held = hold_ramp(run, kinline_batch, alive,
+                                    lambda: count_bridged(stack.asterisk_cli(config, "bridge show all")),
+                                    plan.hold_rates["kinline"], HOLD_BATCH, count, setup_s)
             sys.stderr.write(f"bench: Kinline held {report.held} recorded calls\n")
     return report
 
@@ -435,17 +430,18 @@ def run_bare(plan: Plan, work: Path) -> StackReport:
             if result.failed > plan.reject and not plan.quick:
                 break
         if "bare" in plan.hold_rates:
-            rate, count = plan.hold_rates["bare"], plan.hold_max["bare"]
+            count = plan.hold_max["bare"]
             numbers = [_number(900_000 + i, False) for i in range(count)]
-            calls = [CallSpec(terminals[i % len(terminals)].name, terminals[i % len(terminals)].password, number)
-                     for i, number in enumerate(numbers)]
-            hold = HoldMeter({"asterisk": proc.pid},
-                             lambda: count_bridged(bare_stack.cli(proc.pid, "bridge show all").stdout),
-                             count, count / rate + 30)
-            step = Step(work / "bare-hold", HOST, BARE_SIP, BARE_TRUNK, BARE_TERMINAL, MEDIA["bare"],
-                        "[field2]", HOLD_S * 1000, REJECT_PREFIX)
-            step.run(calls, rate, call_max_s=HOLD_S, monitor=hold)
-            report.held = hold.verdict(count)
+            run = HoldRun(work / "bare-hold", HOST, BARE_SIP, BARE_TRUNK, 26000, MEDIA["bare"], "[field2]",
+                          HOLD_S * 1000)
+
+            def bare_batch(first: int, n: int) -> list[CallSpec]:
+                return [CallSpec(terminals[i % len(terminals)].name, terminals[i % len(terminals)].password, number)
+                        for i, number in enumerate(numbers[first:first + n], start=first)]
+
+            report.held = hold_ramp(run, bare_batch, {"asterisk": proc.pid},
+                                    lambda: count_bridged(bare_stack.cli(proc.pid, "bridge show all").stdout),
+                                    plan.hold_rates["bare"], HOLD_BATCH, count, 5)
             sys.stderr.write(f"bench: bare held {report.held} recorded calls\n")
     finally:
         bare_stack.stop(proc)
@@ -465,7 +461,8 @@ def _ms(value: float | None) -> str:
 
 
 def _num(text: str) -> float | None:
-    return float(text) if text.isdigit() else None
+    first = text.split(" ", 1)[0]
+    return float(first) if first.isdigit() else None
 
 
 def _ratio(a: float | None, b: float | None) -> str:
@@ -539,9 +536,9 @@ def main(argv: list[str] | None = None) -> int:
         plan = Plan(True, (1,), (1,), 5, 2, opts.reject)
     else:
         # Kinline's RTP range at offset 9 (39000-39999) holds 250 calls: the hold ramp stops below it.
-        # Both ramp at the same rate: the CPU of the calls still being set up counts too.
+        # Batches of 40 long calls; the CPU is read once a batch is bridged (no set-up under way).
         plan = Plan(False, (2, 4, 6, 8, 10, 12, 16), (10, 20, 30, 40, 50, 60, 80), 30, 5, opts.reject,
-                    {"kinline": 3, "bare": 3}, {"kinline": 240, "bare": 450})
+                    {"kinline": 2, "bare": 10}, {"kinline": 240, "bare": 480})
     work = Path(tempfile.mkdtemp(prefix="kinline-bench-"))
     load_before = os.getloadavg()[0]
     try:

@@ -229,3 +229,59 @@ def read_logs(folder: Path) -> StepLogs:
             elif kind == "gave-up":
                 logs.gave_up.add(number)
     return logs
+
+
+@dataclass
+class HoldRun:
+    """Long calls placed in batches, each by a SIPp terminal of its own (its own SIP port and
+    media ports), all to one SIPp relative that holds every call ``hold_ms``. The caller adds a
+    batch, waits for it to be bridged, measures, and adds the next; ``stop`` ends them all."""
+
+    folder: Path
+    host: str
+    switch_port: int
+    relative_port: int
+    first_terminal_port: int  # batch k's terminal listens on this + k
+    media_base: int  # the relative's media ports from here; batch k's from here + 4000 + 200 k
+    exten: str
+    hold_ms: int
+    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    def __enter__(self) -> HoldRun:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.audio = write_audio(self.folder / "tone.ulaw")
+        relative = self.folder / "relative.xml"
+        relative.write_text(relative_xml(self.audio, self.hold_ms, "none"))
+        self.out = (self.folder / "sipp.out").open("ab")
+        self.procs["sipp relative"] = subprocess.Popen(
+            _sipp(relative, self.host, self.relative_port, self.media_base,
+                  ["-timeout", f"{self.hold_ms // 1000 + 60}s"]),
+            cwd=self.folder, stdin=subprocess.DEVNULL, stdout=self.out, stderr=subprocess.STDOUT)
+        time.sleep(0.3)
+        return self
+
+    def add_batch(self, calls: Sequence[CallSpec], rate: float) -> None:
+        k = len(self.procs) - 1
+        if k >= 20:
+            raise RuntimeError("at most 20 batches")
+        terminal = self.folder / f"terminal{k}.xml"
+        terminal.write_text(terminal_xml(self.exten, self.audio, self.hold_ms + 60_000, calls[0].entries))
+        (self.folder / f"calls{k}.csv").write_text(csv_text(calls))
+        self.procs[f"sipp terminal {k}"] = subprocess.Popen(
+            [*_sipp(terminal, self.host, self.first_terminal_port + k, self.media_base + 4000 + 200 * k,
+                    ["-inf", str(self.folder / f"calls{k}.csv"), "-r", f"{rate:g}", "-m", str(len(calls)),
+                     "-l", str(len(calls)), "-timeout", f"{self.hold_ms // 1000 + 60}s"]),
+             f"{self.host}:{self.switch_port}"],
+            cwd=self.folder, stdin=subprocess.DEVNULL, stdout=self.out, stderr=subprocess.STDOUT)
+
+    def pids(self) -> dict[str, int]:
+        return {name: proc.pid for name, proc in self.procs.items()}
+
+    def __exit__(self, *exc: object) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.kill()
+        for proc in self.procs.values():
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(5)
+        self.out.close()
