@@ -3,9 +3,9 @@
 Type-ahead: everything said before an entry (the ``lead_in`` queued since the
 last entry, then the ask's own ``preamble``) is played file by file with STREAM
 FILE and every key as an escape digit. The key that cuts it short is the
-entry's first digit: the rest of the sequence is skipped at once and the entry
-goes on with WAIT FOR DIGIT, as GET DATA would. Without a key, GET DATA plays
-the entry's own prompt and collects (one command).
+entry's first digit: the rest of the sequence is skipped at once and a GET DATA
+without a prompt collects the rest. Without a key, GET DATA plays the entry's
+own prompt and collects (one command).
 
 Why one command per file: AGI has no command that plays several files with
 escape digits (GET DATA and STREAM FILE take one file). Between two commands
@@ -85,17 +85,16 @@ class AgiCaller:
         return Entry(digits, timed_out)
 
     async def _rest_of_entry(self, key: str, max_digits: int, timeout_ms: int) -> Entry:
-        """Collect the digits after ``key`` as GET DATA would: ``#`` ends the
-        entry, so does ``max_digits``; a gap of ``timeout_ms`` times it out."""
-        digits = ""
-        while key != "#":
-            digits += key
-            if len(digits) >= max_digits:
-                break
-            key = await self.channel.wait_for_digit(timeout_ms)
-            if not key:
-                return Entry(digits, True)
-        return Entry(digits, False)
+        """The entry that ``key`` starts, as GET DATA would collect it: ``#`` ends
+        it, so does ``max_digits``; a gap of ``timeout_ms`` times it out. The rest
+        comes in one GET DATA with no prompt: one command, no gap between two keys
+        where Asterisk could drop one (a WAIT FOR DIGIT per key had one per key)."""
+        if key == "#":
+            return Entry("", False)
+        if max_digits <= 1:
+            return Entry(key, False)
+        digits, timed_out = await self.channel.get_data("", timeout_ms, max_digits - 1)
+        return Entry(key + digits, timed_out)
 
     async def record(self, sound: str, max_ms: int, silence_s: int) -> int:
         await self.play([])
