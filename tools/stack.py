@@ -730,6 +730,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0 if status(config) else 1
         elif opts.command == "cli":
             _out(asterisk_cli(config, " ".join(opts.args)))
+        elif config.clustered:
+            raise StackError("a cluster runs with up / down / status (run's supervisor knows one Asterisk only)")
         else:
             from tools.demo import run_foreground
             run_foreground(config)

@@ -281,3 +281,11 @@ async def test_a_killed_node_gets_no_new_calls_and_its_call_is_settled_by_its_re
     assert cdr.amount == 0 and cdr.credit_reason == "dropped: platform fault, last increment credited"
     assert await store.acquire_card(card, "probe", 5), "the card is usable again"
     await store.release_card(card, "probe")
+    # Restarted, the node answers Kamailio's probes again and gets calls again.
+    deadline = time.monotonic() + 20
+    while True:
+        call = await terminal.call(timeout=10)
+        await call.agent.close()
+        if call.node == dead.node:
+            break
+        assert time.monotonic() < deadline, "the restarted node got no call within 20 s"
