@@ -38,6 +38,13 @@ running beside it: load average 10-13), window 15 s, 30 calls each:
   RTP-port clash since fixed); the app's 200 OK -> INVITE p50 55 ms, max 360 ms; event
   -> publish p50 0.3 ms, max 15 ms.
 
+Again at ecbcc6f (W's cut-short committed), load average 20-50: app 0.2-1.5 s after its
+push: contact -> INVITE p50 48 ms, max 393 ms; the app's 200 OK -> INVITE p50 59 ms, max
+403 ms; event -> publish p50 0.5 ms, max 11 ms. App 4-6 s after: p50 42.5 ms, max 148 ms
+(30 of 30); the app's 200 OK -> INVITE p50 50 ms, max 155 ms; event -> publish p50 0.0 ms,
+max 8.4 ms. In the slowest calls the publish -> "cut short" took 45-336 ms and "woken" ->
+the leg's INVITE up to 200 ms.
+
 The bridge's share is the event -> publish (under a millisecond at p50); the rest is the
 AGI: the wait's wake-up, PJSIP_DIAL_CONTACTS, the route's end, Dial of the Local legs,
 each leg's own FastAGI session and the pre-dial handler (agi.log: "woken" -> the leg's
