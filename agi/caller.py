@@ -20,7 +20,8 @@ long lost nothing in 6 calls; made 400 ms long, every one of 6 calls lost the
 first digits ("number invalid"). The real gap is one round trip to this server,
 well under a millisecond here; an AGI server hundreds of milliseconds late
 (issue 9's overload) would lose keys. tests/e2e/test_type_ahead.py types ahead
-through the welcome and the balance in ru and fr.
+through the welcome and the balance in ru and fr; a scratch run of 30 such calls
+on this box under a load average of ~56 (other stacks) dialed all 30 numbers right.
 
 Lead-in not followed by an entry (a refusal, goodbye) is said first,
 uninterruptibly, as any prompt no entry follows: its keys are dropped. The first
