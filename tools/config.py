@@ -78,7 +78,8 @@ class StackConfig:
 
     @property
     def clustered(self) -> bool:
-        return self.cluster_nodes > 1
+        """A stack of several Asterisk nodes (a node's own config is not: it is one Asterisk)."""
+        return self.cluster_nodes > 1 and self.node == 0
 
     @property
     def sip_host(self) -> str:

@@ -700,7 +700,10 @@ def asterisk_cli(config: StackConfig, command: str) -> str:
 
 
 def apply_terminals(config: StackConfig) -> str:
-    """Render terminals.json into Asterisk's config and reload it if it runs; say what happened."""
+    """Render terminals.json into Asterisk's config and reload it if it runs; say what happened.
+    A cluster: into every node's config, each node reloaded."""
+    if config.clustered:
+        return "; ".join(f"node {node.node}: {apply_terminals(node)}" for node in nodes(config))
     write_generated(config, load_secrets(config))
     try:
         asterisk_cli(config, "module reload res_pjsip.so")

@@ -153,3 +153,14 @@ def test_a_node_s_reconciler_sees_only_its_own_calls_and_card_locks() -> None:
     attempts = NodeAttempts(_Store(), "kinline-n1")  # type: ignore[arg-type]
     assert [a.call_id for a in asyncio.run(attempts.open_attempts())] == ["kinline-n1-1795000000.7-1"]
     assert asyncio.run(attempts.card_locks()) == {"1001": "kinline-n1-1795000000.7"}
+
+
+def test_terminals_are_applied_to_every_node(monkeypatch: pytest.MonkeyPatch) -> None:
+    config = load_config("config/test-two-nodes.toml")
+    written: list[int] = []
+    monkeypatch.setattr(stack, "load_secrets", lambda c: SECRETS)
+    monkeypatch.setattr(stack, "write_generated", lambda c, s: written.append(c.node))
+    monkeypatch.setattr(stack, "asterisk_cli", lambda c, command: "")
+    assert stack.apply_terminals(config) == "node 1: Asterisk reloaded res_pjsip; node 2: Asterisk reloaded res_pjsip"
+    assert written == [1, 2]
+    assert not nodes(config)[0].clustered and nodes(nodes(config)[1]) == [nodes(config)[1]]
