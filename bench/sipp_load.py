@@ -13,7 +13,7 @@ import math
 import re
 import subprocess
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -146,12 +146,9 @@ class Step:
     reject_prefix: str
     pids: dict[str, int] = field(default_factory=dict)
 
-    def run(self, calls: Sequence[CallSpec], rate: float, call_max_s: float,
-            monitor: Callable[[Step], bool] | None = None) -> StepLogs:
+    def run(self, calls: Sequence[CallSpec], rate: float, call_max_s: float) -> StepLogs:
         """Place ``calls`` at ``rate``; a terminal hangs up itself ``call_max_s`` after its
-        number if the far end has not. Bounded: arrivals + entries + call_max_s + margins.
-        ``monitor``, called about every second while calls are placed, may end the step
-        (True): both SIPp are stopped at once, calls still up are left to the switch."""
+        number if the far end has not. Bounded: arrivals + entries + call_max_s + margins."""
         entry_s = sum(e.wait_ms + DIGIT_GAP_MS * len(e.keys) for e in (calls[0].entries if calls else ())) / 1000
         timeout_s = len(calls) / rate + entry_s + call_max_s + 20
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -182,19 +179,14 @@ class Step:
                  f"{self.host}:{self.switch_port}"],
                 cwd=self.folder, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
             self.pids["sipp terminal"] = uac.pid
-            deadline = time.monotonic() + timeout_s + 15
-            while uac.poll() is None and time.monotonic() < deadline:
-                if monitor is not None and monitor(self):
-                    break
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    uac.wait(1.0)
-            if uac.poll() is None:
+            try:
+                uac.wait(timeout_s + 15)
+            except subprocess.TimeoutExpired:
                 uac.kill()
                 uac.wait(5)
-            else:
-                # The relative's last calls end with its BYE; give it its hold time, then stop it.
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    uas.wait(self.relative_hold_ms / 1000 + 5)
+            # The relative's last calls end with its BYE; give it its hold time, then stop it.
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                uas.wait(self.relative_hold_ms / 1000 + 5)
         finally:
             for proc in (uac, uas):
                 if proc is not None and proc.poll() is None:
