@@ -55,6 +55,14 @@ class AmiClient:
         self._task = asyncio.create_task(self._run(), name="ami-client")
         await asyncio.wait_for(self.connected.wait(), timeout)
 
+    async def ready(self, timeout: float) -> bool:
+        """Connected now? The first call starts the client (which then keeps reconnecting by
+        itself) and waits up to ``timeout`` for its login; later calls do not wait."""
+        if self._task is None:
+            with contextlib.suppress(TimeoutError):
+                await self.start(timeout)
+        return self.connected.is_set()
+
     async def close(self) -> None:
         self._closing = True
         if self._task is not None:

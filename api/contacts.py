@@ -36,17 +36,7 @@ class Reachability(Protocol):
 class AmiReachability:
     def __init__(self, host: str, port: int, user: str, secret: str, timeout: float = STATUS_TIMEOUT_S) -> None:
         self._client = AmiClient(host, port, user, secret, action_timeout=timeout, events="off")
-        self._started = False
         self.timeout = timeout
-
-    async def _connected(self) -> bool:
-        if not self._started:
-            self._started = True
-            try:
-                await self._client.start(self.timeout)  # keeps reconnecting by itself if this times out
-            except TimeoutError:
-                return False
-        return self._client.connected.is_set()
 
     async def _get(self, expression: str) -> str:
         try:
@@ -84,7 +74,7 @@ class AmiReachability:
     async def reachable(self, endpoints: list[str]) -> set[str] | None:
         try:
             async with asyncio.timeout(self.timeout):
-                if not await self._connected():
+                if not await self._client.ready(self.timeout):
                     return None
         except (TimeoutError, AmiError) as err:
             log.warning("contact status not known (Asterisk did not answer: %s)", err or "timeout")
@@ -109,5 +99,4 @@ class AmiReachability:
         return found
 
     async def aclose(self) -> None:
-        if self._started:
-            await self._client.close()
+        await self._client.close()

@@ -46,22 +46,12 @@ class AmiDialer:
 
     def __init__(self, host: str, port: int, user: str, secret: str, timeout: float = ASK_TIMEOUT_S) -> None:
         self._client = AmiClient(host, port, user, secret, action_timeout=timeout, events="off")
-        self._started = False
         self.timeout = timeout
-
-    async def _connected(self) -> bool:
-        if not self._started:
-            self._started = True
-            try:
-                await self._client.start(self.timeout)  # keeps reconnecting by itself if this times out
-            except TimeoutError:
-                return False
-        return self._client.connected.is_set()
 
     async def call_app(self, call: TestCall) -> None:
         try:
             async with asyncio.timeout(self.timeout * 2):
-                if not await self._connected():
+                if not await self._client.ready(self.timeout):
                     raise SwitchUnavailable("Asterisk's AMI is not connected")
                 await self._client.action("Originate", **originate_fields(call))
         except (TimeoutError, AmiError) as err:
@@ -70,5 +60,4 @@ class AmiDialer:
         log.info("test call %s: Originate queued (%s)", call.call_id, call.language)
 
     async def aclose(self) -> None:
-        if self._started:
-            await self._client.close()
+        await self._client.close()

@@ -239,6 +239,29 @@ async def test_unreachable_asterisk_keeps_retrying() -> None:
         await back.stop()
 
 
+async def test_ready_starts_once_and_waits_only_the_first_time() -> None:
+    gone = FakeAmi()
+    await gone.start()
+    port = gone.port
+    await gone.stop()
+    ami = AmiClient("127.0.0.1", port, USER, SECRET, reconnect_delay=0.05, action_timeout=1.0)
+    back = FakeAmi()
+    back.port = port
+    try:
+        started = time.monotonic()
+        assert not await ami.ready(0.3)  # Asterisk down: waited its timeout, not connected
+        assert 0.25 <= time.monotonic() - started < STEP
+        started = time.monotonic()
+        assert not await ami.ready(5)  # already started: answers at once
+        assert time.monotonic() - started < 0.2
+        await back.start()  # the client reconnects by itself
+        await wait_until(ami.connected.is_set)
+        assert await ami.ready(5) and back.accepted == 1
+    finally:
+        await asyncio.wait_for(ami.close(), STEP)
+        await back.stop()
+
+
 async def test_drop_fails_pending_action_and_reconnects(client: AmiClient, fake: FakeAmi) -> None:
     events = client.subscribe()
     await client.start(timeout=STEP)
