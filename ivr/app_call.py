@@ -9,8 +9,11 @@ leg rings its device's contacts at once if it has some, or else waits for that
 device's contact until the window ends and rings it then, while the others ring
 (``ring_leg``). The first answer wins and the other legs are cancelled (Dial). No
 contact within the window, or the caller gone: the wake is cancelled and there is
-nothing to dial. The adapters (agi/routes/app_dial.py) give the contacts, the wake
-and the line behind the Protocols below."""
+nothing to dial. The bridge saying that no device could be woken (``Wake.unwakeable``:
+every push refused or failed, nothing more to try) ends the wait and every leg at
+once, as the window's end would, unless a contact is registered (then it is dialed).
+The adapters (agi/routes/app_dial.py) give the contacts, the wake and the line behind
+the Protocols below."""
 
 from __future__ import annotations
 
@@ -54,7 +57,13 @@ class Wake(Protocol):
         ...
 
     async def next_contact(self, timeout_s: float) -> bool:
-        """True when a new contact (of the device listened for) came within ``timeout_s``."""
+        """True when a new contact (of the device listened for) came within ``timeout_s``;
+        False at once once ``unwakeable``."""
+        ...
+
+    @property
+    def unwakeable(self) -> bool:
+        """The bridge said this call's wake reached no device and nothing more will be tried."""
         ...
 
     async def cancel(self) -> None:
@@ -86,7 +95,7 @@ class Reach:
     target: str  # '&'-joined dial strings; '' = nothing to dial
     dialed: tuple[str, ...]  # the devices in target
     woke: bool  # a push was asked for
-    outcome: str  # "registered" (no push), "woken", "timeout", "gone"
+    outcome: str  # "registered" (no push, or nothing more to wait for), "woken", "timeout", "gone", "unwakeable"
     left_s: float = 0.0  # woken: how much of the window the legs still wait
 
 
@@ -122,6 +131,15 @@ async def reach(devices: Sequence[str], contacts: Contacts, wake: Callable[[], A
             while (left := deadline - clock()) > 0:
                 if await waking.next_contact(min(recheck_s if announced else poll_s, left)):
                     announced = True
+                if waking.unwakeable:
+                    # No device took the push and none will be pushed again: what is
+                    # registered now is all there will be.
+                    await line.quiet()
+                    target, dialed = await contacts_of(devices, contacts)
+                    if target:
+                        return Reach(target, dialed, True, "registered")
+                    await waking.cancel()
+                    return Reach("", (), True, "unwakeable")
                 if announced:
                     # The switch may list a just-registered contact a moment after its event
                     # (or it left again): look again until it does.
@@ -159,7 +177,8 @@ async def ring_leg(device_id: str, contacts: Contacts, listen: Callable[[], Abst
     within ``left_s`` (the rest of the window). It looks at once, then listens for the
     device's contact events and looks again at each (and at every poll: an event may
     have come before it listened). Its channel hung up (another device answered, or the
-    caller left): the wake is cancelled (once per call, whoever asks first)."""
+    caller left): the wake is cancelled (once per call, whoever asks first). The call's
+    wake unwakeable (no device woken, nothing more tried): the leg ends at once."""
     target = await contacts.dial_string(device_id)
     if target:
         return Reach(target, (device_id,), True, "registered")
@@ -169,7 +188,7 @@ async def ring_leg(device_id: str, contacts: Contacts, listen: Callable[[], Abst
     async with listen() as events:
         announced = False
         target = await contacts.dial_string(device_id)  # registered while we subscribed
-        while not target and (left := deadline - clock()) > 0:
+        while not target and not events.unwakeable and (left := deadline - clock()) > 0:
             if await events.next_contact(min(recheck_s if announced else poll_s, left)):
                 announced = True
             target = await contacts.dial_string(device_id)
@@ -178,4 +197,4 @@ async def ring_leg(device_id: str, contacts: Contacts, listen: Callable[[], Abst
                 return Reach("", (), True, "gone")
         if target:
             return Reach(target, (device_id,), True, "woken")
-        return Reach("", (), True, "timeout")
+        return Reach("", (), True, "unwakeable" if events.unwakeable else "timeout")

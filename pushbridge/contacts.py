@@ -7,6 +7,8 @@ or its expiry); Reachable, Unreachable, NonQualified when Asterisk sends Contact
 Authenticated for a bare hint (below). source: registrar, contact_status or auth. A
 waiting call dials on anything but Removed/Unreachable (`ContactEvent.registering`) and
 asks Asterisk for the contacts itself (PJSIP_DIAL_CONTACTS): the message is a wake-up.
+The wake service (pushbridge/wakes.py) publishes one more kind on the same channel, with
+no device_id: Unwakeable for a call whose wake reached no device (store/app_wake.py).
 
 Which events, measured on the stack's Asterisk 22.10 (Debian's package, the one the
 production image installs) with an app REGISTERing on the apps' door

@@ -3,13 +3,20 @@ tokens, record every attempt; on a cancel, push a cancel to each device the wake
 
 Each device's push runs on its own (P's `push_all`, one device per call), so its result is
 recorded as soon as it is known and a cancel that comes while another device is still being
-retried reaches the devices already woken at once, and a late one as soon as it is woken."""
+retried reaches the devices already woken at once, and a late one as soon as it is woken.
+
+A wake that reached no device (every push invalid_token or failed, no provider, no active
+device, the registry unreadable) is told to the waiting call at once: Unwakeable on
+`kl:contact:<phone>` for its call id, and `kl:unwakeable:<call_id>` for the window
+(store/app_wake.py), so the inmate does not wait out the window. Never once a device's
+push was delivered: that device may still register (and only it is pushed again)."""
 
 from __future__ import annotations
 
 import asyncio
 import functools
 import logging
+import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import replace
@@ -23,6 +30,7 @@ from pushbridge.inflight import InFlight, Pending
 from pushbridge.providers import Device, Kind, Outcome, Platform, PushProvider, PushResult, push_all
 from pushbridge.requests import WakeRequest
 from store import wake_records as records
+from store.app_wake import contact_channel, unwakeable_key, unwakeable_message
 from store.wake_records import AttemptEvent
 
 log = logging.getLogger(__name__)
@@ -83,6 +91,7 @@ class WakeService:
             log.warning("call %s: no push provider configured: the app cannot be woken", request.call_id)
             await self._record(request.call_id, read, AttemptEvent(records.NO_PROVIDER, _ms(self.clock()),
                                                                    detail="pushes disabled"))
+            await self._unwakeable(request, "pushes disabled")
             return
         try:
             devices = await self.directory.active_devices(request.phone)
@@ -90,23 +99,43 @@ class WakeService:
             log.error("call %s: devices of %s unknown: %s", request.call_id, request.phone, exc)
             await self._record(request.call_id, read, AttemptEvent(records.DIRECTORY_ERROR, _ms(self.clock()),
                                                                    detail=str(exc)[:200]))
+            await self._unwakeable(request, "devices unknown")
             return
         if not devices:
             log.info("call %s: %s has no active device", request.call_id, request.phone)
             await self._record(request.call_id, read, AttemptEvent(records.NO_DEVICE, _ms(self.clock())))
+            await self._unwakeable(request, "no active device")
             return
         pending = self.inflight.add(request, devices)
         log.info("call %s: waking %d device(s) of %s", request.call_id, len(devices), request.phone)
-        await asyncio.gather(self._record(request.call_id, read),
-                             *(self._wake_one(pending, device, request.call_id) for device in devices))
+        _, *delivered = await asyncio.gather(
+            self._record(request.call_id, read),
+            *(self._wake_one(pending, device, request.call_id) for device in devices))
+        if not any(delivered) and not pending.cancelled:
+            await self._unwakeable(request, f"no push delivered to {len(devices)} device(s)")
 
-    async def _wake_one(self, pending: Pending, device: Device, call_id: str) -> None:
+    async def _unwakeable(self, request: WakeRequest, why: str) -> None:
+        """Tell the waiting call that no device was woken and nothing more will be tried."""
+        now = self.clock()
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.set(unwakeable_key(request.call_id), "1", ex=max(1, math.ceil(request.deadline - now)))
+                pipe.publish(contact_channel(request.phone), unwakeable_message(request.call_id, _ms(now)))
+                await pipe.execute()
+        except RedisError as exc:
+            log.error("call %s: unwakeable (%s) not told to the call (%s): it waits out its window",
+                      request.call_id, why, exc)
+            return
+        log.info("call %s: unwakeable: %s", request.call_id, why)
+
+    async def _wake_one(self, pending: Pending, device: Device, call_id: str) -> bool:
+        """Push one device (and push it again later if need be); True if its first push was delivered."""
         sent = self.clock()
         if device.platform not in self.providers:
             log.warning("call %s: no %s provider configured for %s", call_id, device.platform, device)
             await self._record(call_id, AttemptEvent(records.PUSH_SENT, _ms(sent), device.device_id,
                                                      device.platform, records.NO_PROVIDER))
-            return
+            return False
         [result] = await push_all(self.providers, [device], pending.request.wake())
         events = [self._push_event(records.PUSH_SENT, sent, result)]
         if result.outcome is Outcome.INVALID_TOKEN:
@@ -119,6 +148,7 @@ class WakeService:
             await self._send_cancels(pending.request, [device])
         elif result.delivered and self.repush_after > 0 and device.platform in REPUSH_PLATFORMS:
             await self._repush(pending, device, sent)
+        return result.delivered
 
     async def _repush(self, pending: Pending, device: Device, sent: float) -> None:
         """Once, if the device's contact has not come `repush_after` s after its push."""

@@ -12,10 +12,19 @@ Wake requests go through the stream `kl:wake`, one entry per request, all values
 
 Contact events of a relative's devices are published on `kl:contact:<phone>`
 ({"device_id", "uri", "status", "ts", "source"}: pushbridge/contacts.py says which
-events and statuses). The attempt records are in store/wake_records.py."""
+events and statuses). The same channel carries the bridge's word that a call's wake
+reached no device (every push invalid, failed, no provider, no active device) and
+nothing more will be tried for it:
+
+    {"call_id", "status": "Unwakeable", "source": "push", "ts"}   (no device_id: not a contact)
+
+It is also left in `kl:unwakeable:<call_id>` for the window, for a leg that subscribes
+after it was published. A message is a contact only if it names a device (`device_of`).
+The attempt records are in store/wake_records.py."""
 
 from __future__ import annotations
 
+import json
 import time
 
 WAKE_STREAM = "kl:wake"
@@ -24,6 +33,9 @@ STREAM_MAXLEN = 100_000  # the producer trims (XADD MAXLEN ~): old entries are p
 WAKE = "wake"  # ring: the app registers and takes the INVITE carrying the call id
 CANCEL = "cancel"  # stop ringing: answered elsewhere or the caller hung up
 CONTACT_CHANNEL = "kl:contact:{phone}"
+UNWAKEABLE = "Unwakeable"  # status: no device of the call could be woken, no push is left to try
+SOURCE_PUSH = "push"
+UNWAKEABLE_KEY = "kl:unwakeable:{call_id}"
 
 
 def wake_fields(call_id: str, phone: str, caller: str, window_s: float, kind: str = WAKE,
@@ -36,3 +48,35 @@ def wake_fields(call_id: str, phone: str, caller: str, window_s: float, kind: st
 
 def contact_channel(phone: str) -> str:
     return CONTACT_CHANNEL.format(phone=phone)
+
+
+def unwakeable_message(call_id: str, ts_ms: int) -> str:
+    """The bridge's word that call ``call_id``'s wake reached no device (published on the channel)."""
+    return json.dumps({"call_id": call_id, "status": UNWAKEABLE, "source": SOURCE_PUSH, "ts": ts_ms})
+
+
+def unwakeable_key(call_id: str) -> str:
+    return UNWAKEABLE_KEY.format(call_id=call_id)
+
+
+def _body(data: object) -> dict[str, object]:
+    try:
+        body = json.loads(data.decode() if isinstance(data, bytes) else str(data))
+    except ValueError:
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
+def device_of(data: object) -> str:
+    """The device a message on the contacts channel is about ('' = none: not a contact)."""
+    device_id = _body(data).get("device_id")
+    return device_id if isinstance(device_id, str) else ""
+
+
+def unwakeable_call(data: object) -> str:
+    """The call id of an Unwakeable message ('' for any other message)."""
+    body = _body(data)
+    call_id = body.get("call_id")
+    if body.get("status") != UNWAKEABLE or "device_id" in body or not isinstance(call_id, str):
+        return ""
+    return call_id

@@ -14,7 +14,6 @@ Each app INVITE is recorded as it goes (``app_invite``, the pre-dial handler).""
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import math
 import time
@@ -37,7 +36,17 @@ from ivr.devices import device_of_endpoint, is_device_id
 from ivr.inmate_call import RING_S
 from ivr.tariffs import RouteKind
 from store import wake_records as records
-from store.app_wake import CANCEL, STREAM_MAXLEN, WAKE, WAKE_STREAM, contact_channel, wake_fields
+from store.app_wake import (
+    CANCEL,
+    STREAM_MAXLEN,
+    WAKE,
+    WAKE_STREAM,
+    contact_channel,
+    device_of,
+    unwakeable_call,
+    unwakeable_key,
+    wake_fields,
+)
 from store.devices import DeviceStore
 
 log = logging.getLogger(__name__)
@@ -107,7 +116,8 @@ class Announcement:
 
 
 class RedisWake:
-    """Listening on kl:contact:<phone> (subscribed on entry), the wake and its cancel in kl:wake."""
+    """Listening on kl:contact:<phone> (subscribed on entry), the wake and its cancel in kl:wake.
+    The bridge's Unwakeable for this call (on the channel, or its key for a leg) ends the wait."""
 
     def __init__(self, redis: aioredis.Redis, pubsub: aioredis.client.PubSub, call_id: str, phone: str,
                  caller: str, window_s: float, device_id: str = "") -> None:
@@ -119,6 +129,12 @@ class RedisWake:
         self.window_s = window_s
         self.device_id = device_id  # '' = any device of the relative (the call's wait), else a leg's
         self.cancelled = False
+        self.unwakeable = False  # the bridge said no device of this call was woken
+
+    async def listen(self) -> None:
+        """On entry, once subscribed: a leg subscribing late learns a past Unwakeable from its key."""
+        if await self.redis.exists(unwakeable_key(self.call_id)):
+            self.unwakeable = True
 
     async def _xadd(self, kind: str) -> None:
         fields = wake_fields(self.call_id, self.phone, self.caller, self.window_s, kind)
@@ -129,20 +145,21 @@ class RedisWake:
 
     async def next_contact(self, timeout_s: float) -> bool:
         deadline = time.monotonic() + timeout_s
-        while (left := deadline - time.monotonic()) > 0:
+        while not self.unwakeable and (left := deadline - time.monotonic()) > 0:
             message = await self.pubsub.get_message(ignore_subscribe_messages=True, timeout=left)
-            if message is not None and message.get("type") == "message" and self._mine(message.get("data")):
+            if message is None or message.get("type") != "message":
+                continue
+            data = message.get("data")
+            if unwakeable_call(data) == self.call_id:
+                log.info("call %s: the bridge woke no device of %s...: the wait ends", self.call_id, self.phone[:5])
+                self.unwakeable = True
+            elif self._mine(device_of(data)):
                 return True
         return False
 
-    def _mine(self, data: object) -> bool:
-        if not self.device_id:
-            return True
-        try:
-            body = json.loads(data.decode() if isinstance(data, bytes) else str(data))
-        except ValueError:
-            return False
-        return isinstance(body, dict) and body.get("device_id") == self.device_id
+    def _mine(self, device_id: str) -> bool:
+        """A contact of a device (another call's Unwakeable names none); a leg: its own device's."""
+        return bool(device_id) and (not self.device_id or device_id == self.device_id)
 
     async def cancel(self) -> None:
         if not self.cancelled:
@@ -206,7 +223,10 @@ class AppRouting:
             pubsub = self.redis.pubsub()
             try:
                 await pubsub.subscribe(contact_channel(phone))  # before the push: no contact is missed
-                yield RedisWake(self.redis, pubsub, call_id, phone, caller_name, self.window_s, device_id)
+                wake = RedisWake(self.redis, pubsub, call_id, phone, caller_name, self.window_s, device_id)
+                if device_id:
+                    await wake.listen()
+                yield wake
             finally:
                 await asyncio.shield(pubsub.aclose())  # type: ignore[no-untyped-call]
 

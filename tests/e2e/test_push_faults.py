@@ -2,9 +2,11 @@
 token is dead, or fails twice before it takes the push. A pjsua2 terminal dials 00; the
 stack's AGI server, push bridge, PostgreSQL device registry and Asterisk are the real ones.
 
-- invalid token (FCM 404 UNREGISTERED): the bridge deactivates the device in the registry,
-  the inmate hears "the app is unreachable" when the window ends, nothing is billed;
-  a second call to that relative pushes nothing (no active device: refused at once);
+- invalid token (FCM 404 UNREGISTERED): the bridge deactivates the device in the registry
+  and, no push having been delivered, tells the waiting call (Unwakeable on
+  kl:contact:<phone>): the inmate hears "the app is unreachable" at once, well before the
+  window ends, nothing is billed; a second call to that relative pushes nothing (no active
+  device: refused at once);
 - 503, 500, then success: the bridge retries inside the window, the woken app registers,
   takes the INVITE and the call is bridged and billed at the app rate.
 
@@ -14,6 +16,7 @@ for this module, as in test_app_calls.py, whose fixtures and helpers are reused.
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
 
 import pytest
@@ -63,7 +66,8 @@ async def test_an_invalid_token_is_deactivated_the_call_unreachable_and_never_pu
     await term.answer("enter-number", "00" + phone[1:])
     await term.prompt("app-connecting")
     await until_pushed(fakes, token, 1)
-    assert [p.answer for p in fakes.fcm.pushes_to(token)] == ["invalid"]
+    [push] = fakes.fcm.pushes_to(token)
+    assert push.answer == "invalid"
     deadline = time.monotonic() + STEP
     while [d.active for d in await devices.devices(phone)] != [False]:  # the bridge deactivated it
         assert time.monotonic() < deadline, f"still active: {await devices.devices(phone)}"
@@ -71,6 +75,9 @@ async def test_an_invalid_token_is_deactivated_the_call_unreachable_and_never_pu
     [device] = await devices.devices(phone)
     assert device.device_id == device_id and "fcm" in (device.deactivated_reason or "")
     await term.prompt("app-unreachable", timeout=WINDOW_S + STEP)
+    heard_s = time.monotonic() - push.received_at
+    sys.stderr.write(f"invalid token: 'unreachable' {heard_s:.2f} s after the push (window {WINDOW_S} s)\n")
+    assert heard_s < WINDOW_S / 2, f"'unreachable' {heard_s:.1f} s after the push: the call waited the window"
     await term.prompt("dial-another")
     await term.agent.send("hangup")
     await term.hangup_cause()
@@ -84,6 +91,7 @@ async def test_an_invalid_token_is_deactivated_the_call_unreachable_and_never_pu
     [deactivated] = [e for e in events if e.event == records.DEACTIVATED]
     assert (deactivated.device_id, deactivated.result) == (device_id, "done")
     assert not [e for e in events if e.event == records.INVITE_SENT]
+    assert await wakes_of(redis, cdr.call_id) == ["wake", "cancel"]  # the cancel logic as on a timeout
     assert not [m for m in ami.events if m.event == "DialBegin" and m.get("Uniqueid") == term.uid]
     await term.agent.close()
 

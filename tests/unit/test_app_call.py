@@ -87,13 +87,21 @@ class ScriptedWake:
     register then (True is returned), or None (nothing within the timeout)."""
 
     def __init__(self, contacts: Contacts, clock: Clock, script: list[dict[str, str] | None],
-                 log: list[str]) -> None:
+                 log: list[str], unwakeable_at: int | None = None) -> None:
         self.contacts, self.clock, self.script, self.log = contacts, clock, script, log
+        self.unwakeable_at = unwakeable_at  # the next_contact call at which the bridge's Unwakeable comes
+        self.unwakeable = unwakeable_at == 0
+        self.calls = 0
 
     async def push(self) -> None:
         self.log.append("push")
 
     async def next_contact(self, timeout_s: float) -> bool:
+        self.calls += 1
+        if self.unwakeable or self.calls == self.unwakeable_at:
+            self.unwakeable = True
+            self.clock.t += 0.01
+            return False
         await asyncio.sleep(0)  # the announcement runs meanwhile
         step = self.script.pop(0) if self.script else None
         if step is None:
@@ -141,11 +149,12 @@ class Line:
         return self.left >= 0
 
 
-def wake_of(contacts: Contacts, clock: Clock, script: list[dict[str, str] | None], log: list[str]):  # type: ignore[no-untyped-def]
+def wake_of(contacts: Contacts, clock: Clock, script: list[dict[str, str] | None], log: list[str],  # type: ignore[no-untyped-def]
+            unwakeable_at: int | None = None):
     @asynccontextmanager
     async def wake() -> AsyncIterator[ScriptedWake]:
         log.append("subscribe")
-        yield ScriptedWake(contacts, clock, script, log)
+        yield ScriptedWake(contacts, clock, script, log, unwakeable_at)
         log.append("unsubscribe")
 
     return wake
@@ -260,6 +269,43 @@ async def test_a_contact_the_switch_lists_late_is_dialed_at_a_later_poll() -> No
     assert contacts.looks == 3 and log == ["subscribe", "push", "unsubscribe"]
 
 
+async def test_the_bridge_saying_unwakeable_ends_the_wait_at_once() -> None:
+    """Every push refused (dead tokens): the caller hears "unreachable" now, not at the
+    window's end; the wake is cancelled as on a timeout, nothing is dialed."""
+    log: list[str] = []
+    clock = Clock()
+    contacts = Contacts()
+    line = Line(clock=clock, announce_s=3.0)
+    found = await reach(["d1", "d2"], contacts, wake_of(contacts, clock, [], log, unwakeable_at=2), line,
+                        window_s=30, clock=clock)
+    assert (found.target, found.dialed, found.woke, found.outcome) == ("", (), True, "unwakeable")
+    assert log == ["subscribe", "push", "cancel", "unsubscribe"]
+    assert clock.t == pytest.approx(0.51)  # one poll, then the message
+    assert line.said == ["connecting", "cut", "ringback"]
+
+
+async def test_a_registered_contact_still_wins_over_unwakeable() -> None:
+    """An app that registered by itself while no push went through: it is dialed as a
+    registered app is (no legs: nothing more will come)."""
+    log: list[str] = []
+    clock = Clock()
+
+    class Unlisted(Contacts):
+        """Registered before the call, but the first look missed it (the switch listed it late)."""
+
+        looks = 0
+
+        async def dial_string(self, device_id: str) -> str:
+            self.looks += 1
+            return await super().dial_string(device_id) if self.looks > 2 else ""
+
+    late = Unlisted({"d2": "PJSIP/app-d2/sip:b@h"})
+    found = await reach(["d1", "d2"], late, wake_of(late, clock, [], log, unwakeable_at=1), Line(), window_s=30,
+                        clock=clock)
+    assert (found.target, found.dialed, found.woke, found.outcome) == (
+        "PJSIP/app-d2/sip:b@h", ("d2",), True, "registered")
+
+
 # -- a device's leg ---------------------------------------------------------
 
 
@@ -268,13 +314,21 @@ class Events:
     the script (contacts that register then: True), None = nothing within the timeout."""
 
     def __init__(self, contacts: Contacts, clock: Clock, script: list[dict[str, str] | None],
-                 log: list[str]) -> None:
+                 log: list[str], unwakeable_at: int | None = None) -> None:
         self.contacts, self.clock, self.script, self.log = contacts, clock, script, log
+        self.unwakeable_at = unwakeable_at  # the next_contact call at which the bridge's Unwakeable comes
+        self.unwakeable = unwakeable_at == 0
+        self.calls = 0
 
     async def push(self) -> None:
         raise AssertionError("a leg never pushes")
 
     async def next_contact(self, timeout_s: float) -> bool:
+        self.calls += 1
+        if self.unwakeable or self.calls == self.unwakeable_at:
+            self.unwakeable = True
+            self.clock.t += 0.01
+            return False
         step = self.script.pop(0) if self.script else None
         if step is None:
             self.clock.t += timeout_s
@@ -287,11 +341,12 @@ class Events:
         self.log.append("cancel")
 
 
-def events_of(contacts: Contacts, clock: Clock, script: list[dict[str, str] | None], log: list[str]):  # type: ignore[no-untyped-def]
+def events_of(contacts: Contacts, clock: Clock, script: list[dict[str, str] | None], log: list[str],  # type: ignore[no-untyped-def]
+              unwakeable_at: int | None = None):
     @asynccontextmanager
     async def listen() -> AsyncIterator[Events]:
         log.append("subscribe")
-        yield Events(contacts, clock, script, log)
+        yield Events(contacts, clock, script, log, unwakeable_at)
         log.append("unsubscribe")
 
     return listen
@@ -370,3 +425,36 @@ async def test_a_leg_hung_up_while_it_waits_cancels_the_wake() -> None:
     assert (found.target, found.outcome) == ("", "gone")
     assert log == ["subscribe", "cancel", "unsubscribe"]
     assert clock.t == pytest.approx(1.5)
+
+
+async def test_a_leg_ends_at_once_when_the_call_is_unwakeable() -> None:
+    """The bridge's word comes while the leg waits (or was there before it listened):
+    the leg ends now, without cancelling (the call's wait does that)."""
+    log: list[str] = []
+    clock = Clock()
+    contacts = Contacts()
+    found = await ring_leg("d1", contacts, events_of(contacts, clock, [None], log, unwakeable_at=2), Line(),
+                           left_s=30, clock=clock)
+    assert (found.target, found.outcome) == ("", "unwakeable")
+    assert clock.t == pytest.approx(0.51) and log == ["subscribe", "unsubscribe"]
+    clock = Clock()
+    found = await ring_leg("d1", contacts, events_of(contacts, clock, [], log, unwakeable_at=0), Line(),
+                           left_s=30, clock=clock)
+    assert (found.target, found.outcome) == ("", "unwakeable") and clock.t == 0
+
+
+async def test_a_legs_device_registered_when_unwakeable_came_is_still_rung() -> None:
+    log: list[str] = []
+    clock = Clock()
+
+    class Later(Contacts):
+        looks = 0
+
+        async def dial_string(self, device_id: str) -> str:
+            self.looks += 1
+            return "PJSIP/app-d1/sip:a@h" if self.looks >= 3 else ""
+
+    contacts = Later()
+    found = await ring_leg("d1", contacts, events_of(contacts, clock, [], log, unwakeable_at=1), Line(),
+                           left_s=30, clock=clock)
+    assert (found.target, found.outcome) == ("PJSIP/app-d1/sip:a@h", "woken")

@@ -14,6 +14,7 @@ import pytest
 from agi.channel import AgiChannel
 from agi.protocol import AgiHangup
 from agi.routes.app_dial import LEG, LegWait, RedisWake
+from store.app_wake import device_of, unwakeable_call, unwakeable_message
 
 
 def test_the_legs_wait_goes_down_as_one_variable_and_back() -> None:
@@ -58,6 +59,56 @@ async def test_the_calls_wait_ends_on_any_device() -> None:
     wake = RedisWake(None, PubSub(published("d2")), "call-1", "+79161234567", "", 8)  # type: ignore[arg-type]
     assert await wake.next_contact(5.0)
 
+
+
+def unwakeable(call_id: str) -> dict[str, Any]:
+    return {"type": "message", "data": unwakeable_message(call_id, 1_732_350_000_000)}
+
+
+@pytest.mark.parametrize("device_id", ["", "d1"])
+async def test_the_bridges_unwakeable_for_this_call_ends_the_wait(device_id: str) -> None:
+    pubsub = PubSub(unwakeable("call-1"), published("d1"))
+    wake = RedisWake(None, pubsub, "call-1", "+79161234567", "", 8, device_id)  # type: ignore[arg-type]
+    assert not wake.unwakeable
+    assert not await wake.next_contact(5.0)  # at once, not after 5 s
+    assert wake.unwakeable and pubsub.messages == [published("d1")]
+    assert not await wake.next_contact(5.0)  # stays over
+
+
+@pytest.mark.parametrize("device_id", ["", "d1"])
+async def test_another_calls_unwakeable_is_neither_an_end_nor_a_contact(device_id: str) -> None:
+    """Another call to the same relative could not wake the app: this one waits on."""
+    pubsub = PubSub(unwakeable("call-2"), {"type": "message", "data": "not json"},
+                    {"type": "message", "data": json.dumps({"status": "Created"})})
+    wake = RedisWake(None, pubsub, "call-1", "+79161234567", "", 8, device_id)  # type: ignore[arg-type]
+    assert not await wake.next_contact(0.05)
+    assert not wake.unwakeable and pubsub.messages == []
+
+
+class Keys:
+    def __init__(self, *keys: str) -> None:
+        self.keys = set(keys)
+
+    async def exists(self, key: str) -> int:
+        return int(key in self.keys)
+
+
+async def test_a_leg_listening_late_learns_a_past_unwakeable_from_its_key() -> None:
+    late = RedisWake(Keys("kl:unwakeable:call-1"), PubSub(), "call-1", "+79161234567", "", 8, "d1")  # type: ignore[arg-type]
+    await late.listen()
+    assert late.unwakeable
+    other = RedisWake(Keys("kl:unwakeable:call-2"), PubSub(), "call-1", "+79161234567", "", 8, "d1")  # type: ignore[arg-type]
+    await other.listen()
+    assert not other.unwakeable
+
+
+def test_only_an_unwakeable_without_a_device_names_a_call() -> None:
+    assert unwakeable_call(unwakeable_message("c1", 5)) == "c1"
+    assert device_of(unwakeable_message("c1", 5)) == ""
+    assert unwakeable_call(json.dumps({"call_id": "c1", "status": "Unwakeable", "device_id": "d1"})) == ""
+    assert unwakeable_call(b'{"device_id": "d1", "status": "Created"}') == ""
+    assert device_of(b'{"device_id": "d1", "status": "Created"}') == "d1"
+    assert unwakeable_call("[1]") == device_of("nope") == ""
 
 # -- "connecting to the app", cut short when a contact comes (AgiChannel.stream_file_until) --
 

@@ -523,3 +523,70 @@ async def test_hints_count_only_until_the_first_registrar_event(bridge: Bridge) 
     assert [(m["device_id"], m["status"]) for _, m in bridge.redis.published] == [
         ("11", "Authenticated"), ("12", "Created")]
     assert [e.device_id for e in bridge.named("call-1", records.CONTACT_REGISTERED)] == ["11", "12"]
+
+
+# --- unwakeable: no push delivered, the waiting call is told at once ---------------------------------
+
+def unwakeable(bridge: Bridge) -> list[tuple[str, dict[str, Any]]]:
+    return [(c, m) for c, m in bridge.redis.published if m.get("status") == "Unwakeable"]
+
+
+async def test_every_push_refused_tells_the_call_it_is_unwakeable(bridge: Bridge) -> None:
+    three_devices(bridge)
+    bridge.providers["fcm"].script("tok-android", InvalidToken("404 UNREGISTERED"))
+    bridge.providers["apns-voip"].script("tok-iphone", InvalidToken("410 Unregistered"))
+    bridge.providers["hms"].script("tok-huawei", Fail("400 bad request"))
+    await bridge.run(request("call-1"))
+    [(channel, message)] = unwakeable(bridge)
+    assert channel == f"kl:contact:{PHONE}"
+    assert (message["call_id"], message["source"]) == ("call-1", "push") and "device_id" not in message
+    assert isinstance(message["ts"], int)
+    value, ttl = bridge.redis.values["kl:unwakeable:call-1"]
+    assert value == "1" and ttl is not None and 29 <= ttl <= 30  # for a leg that subscribes later
+
+
+async def test_a_delivered_push_publishes_nothing_for_the_call(bridge: Bridge) -> None:
+    three_devices(bridge)
+    bridge.providers["apns-voip"].script("tok-iphone", InvalidToken("410 Unregistered"))
+    bridge.providers["hms"].script("tok-huawei", Fail("400 bad request"))
+    await bridge.run(request("call-1"))  # the FCM device took it
+    assert bridge.redis.published == [] and bridge.redis.values == {}
+
+
+async def test_no_repeat_is_left_to_try_before_the_call_is_told() -> None:
+    """Only a delivered device is pushed again: a wake with none delivered is told at once,
+    not after the repeat's delay."""
+    bridge = make_bridge(platforms=("fcm",), repush_after=1.0)
+    bridge.directory.add(PHONE, Device("fcm", "tok-android", "org.kinline.app", "11"))
+    bridge.providers["fcm"].script("tok-android", InvalidToken("404 UNREGISTERED"))
+    started = time.monotonic()
+    await bridge.run(request("call-1"))
+    assert time.monotonic() - started < 0.5
+    assert [m["call_id"] for _, m in unwakeable(bridge)] == ["call-1"]
+    assert len(bridge.providers["fcm"].sent) == 1
+
+
+@pytest.mark.parametrize("case", ["no device", "no provider"])
+async def test_nothing_to_push_is_unwakeable_too(case: str) -> None:
+    bridge = make_bridge(platforms=() if case == "no provider" else ("fcm",))
+    if case == "no provider":
+        three_devices(bridge)
+    await bridge.run(request("call-7"))
+    assert [(c, m["call_id"]) for c, m in unwakeable(bridge)] == [(f"kl:contact:{PHONE}", "call-7")]
+
+
+async def test_a_cancelled_call_is_not_told() -> None:
+    bridge = make_bridge(platforms=("fcm",))
+    bridge.directory.add(PHONE, Device("fcm", "tok-android", "org.kinline.app", "11"))
+    bridge.providers["fcm"].script("tok-android", Retry("503"), InvalidToken("404 UNREGISTERED"))
+    gate = asyncio.Event()
+    bridge.providers["fcm"].gate = gate
+    task = bridge.service.start(request("call-1"), time.time())
+    deadline = time.monotonic() + STEP
+    while bridge.inflight.get("call-1") is None:
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.005)
+    await bridge.run(request("call-1", Kind.CANCEL))
+    gate.set()
+    await asyncio.wait_for(task, STEP)
+    assert unwakeable(bridge) == []
