@@ -7,7 +7,9 @@ stack), in a state folder of its own, and stopped at the end.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
+import os
 import secrets
 import wave
 from collections.abc import AsyncIterator, Iterator
@@ -16,11 +18,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+import redis.asyncio as aioredis
 
 from ivr.model import Facility
 from ivr.pin import PinHasher
 from ivr.tariffs import demo_tariff
-from store.redis_store import RedisStore
+from store.devices import DeviceStore
+from store.redis_store import RedisStore, connect
 from tests.e2e.harness import AmiWatch, watching
 from tools import stack
 from tools.asterisk_conf import TerminalLogin, save_terminals
@@ -113,3 +117,42 @@ async def store(e2e: E2E) -> AsyncIterator[RedisStore]:
         yield client
     finally:
         await client.aclose()
+
+
+@pytest.fixture
+async def redis(e2e: E2E) -> AsyncIterator[aioredis.Redis]:
+    client = connect(e2e.config.redis_url)
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+@pytest.fixture
+async def devices(e2e: E2E) -> AsyncIterator[DeviceStore]:
+    """The stack's app device registry (PostgreSQL)."""
+    registry = DeviceStore(e2e.config.postgres_url)
+    try:
+        yield registry
+    finally:
+        await registry.aclose()
+
+
+@contextlib.contextmanager
+def restarted_with(config: StackConfig, names: tuple[str, ...], env: dict[str, str]) -> Iterator[None]:
+    """The stack's services ``names`` (in start order) restarted with ``env`` in their
+    environment; afterwards restarted again without it, as the rest of the suite expects."""
+    for name in reversed(names):
+        stack.stop_service(config, name)
+    os.environ.update(env)
+    try:
+        for name in names:
+            stack.start_service(config, name)
+        yield
+    finally:
+        for name in reversed(names):
+            stack.stop_service(config, name)
+        for key in env:
+            os.environ.pop(key, None)
+        for name in names:
+            stack.start_service(config, name)

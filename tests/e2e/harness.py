@@ -55,7 +55,7 @@ class SipAgent:
             stderr=_stderr(),
         )
         agent = cls(proc)
-        await agent.wait_for("ready", timeout=10)
+        await agent.wait_for("ready", timeout=30)  # pjsua2 starting on a loaded box took over 10 s
         return agent
 
     async def _read(self) -> None:

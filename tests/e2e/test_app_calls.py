@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-import os
 import re
 import secrets
 import socket
@@ -30,15 +29,14 @@ from ivr.relatives import CardSettings, code_hash, token_hash
 from store import wake_records as records
 from store.app_wake import WAKE_STREAM
 from store.devices import DeviceStore
-from store.redis_store import RedisStore, connect
+from store.redis_store import RedisStore
 from store.relatives import RelativeStore
-from tests.e2e.conftest import E2E
+from tests.e2e.conftest import E2E, restarted_with
 from tests.e2e.harness import AmiWatch, SipAgent
 from tests.e2e.rawsip import _header, digest
 from tests.e2e.test_inmate_calls import Terminal, new_card
 from tests.e2e.test_relative_calls import tone_share
 from tests.fakes.push_providers import FakePushServices, serve_in_thread
-from tools import stack
 
 pytestmark = pytest.mark.e2e
 
@@ -58,40 +56,11 @@ def fakes() -> Iterator[FakePushServices]:
 
 @pytest.fixture(scope="module")
 def app_stack(e2e: E2E, fakes: FakePushServices, tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """The AGI server and the push bridge pointed at the fake providers, with the test's window."""
     config = fakes.write_config(tmp_path_factory.mktemp("push"))
-    for name in ("pushbridge", "agi"):
-        stack.stop_service(e2e.config, name)
-    os.environ["KINLINE_PUSH_CONFIG"] = str(config)
-    os.environ["KINLINE_APP_WINDOW_S"] = str(WINDOW_S)
-    try:
-        for name in ("agi", "pushbridge"):
-            stack.start_service(e2e.config, name)
+    with restarted_with(e2e.config, ("agi", "pushbridge"),
+                        {"KINLINE_PUSH_CONFIG": str(config), "KINLINE_APP_WINDOW_S": str(WINDOW_S)}):
         yield
-    finally:
-        for name in ("pushbridge", "agi"):
-            stack.stop_service(e2e.config, name)
-        os.environ.pop("KINLINE_PUSH_CONFIG", None)
-        os.environ.pop("KINLINE_APP_WINDOW_S", None)
-        for name in ("agi", "pushbridge"):
-            stack.start_service(e2e.config, name)
-
-
-@pytest.fixture
-async def redis(e2e: E2E) -> AsyncIterator[aioredis.Redis]:
-    client = connect(e2e.config.redis_url)
-    try:
-        yield client
-    finally:
-        await client.aclose()
-
-
-@pytest.fixture
-async def devices(e2e: E2E) -> AsyncIterator[DeviceStore]:
-    store = DeviceStore(e2e.config.postgres_url)
-    try:
-        yield store
-    finally:
-        await store.aclose()
 
 
 @pytest.fixture

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-import os
 import secrets
 import struct
 import time
@@ -31,9 +30,9 @@ from ivr.model import AllowedNumber
 from ivr.relatives import code_hash, token_hash
 from store import wake_records as records
 from store.devices import DeviceStore
-from store.redis_store import CDR_LOG, RedisStore, connect
+from store.redis_store import CDR_LOG, RedisStore
 from store.relatives import RelativeStore
-from tests.e2e.conftest import E2E
+from tests.e2e.conftest import E2E, restarted_with
 from tests.e2e.harness import AmiWatch, SipAgent
 from tests.e2e.test_inmate_calls import new_card
 from tests.fakes.push_providers import FakePushServices, serve_in_thread
@@ -55,40 +54,11 @@ def fakes() -> Iterator[FakePushServices]:
 
 @pytest.fixture(scope="module")
 def app_stack(e2e: E2E, fakes: FakePushServices, tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """The AGI server and the push bridge pointed at the fake providers, with the test's window."""
     config = fakes.write_config(tmp_path_factory.mktemp("push"))
-    for name in ("pushbridge", "agi"):
-        stack.stop_service(e2e.config, name)
-    os.environ["KINLINE_PUSH_CONFIG"] = str(config)
-    os.environ["KINLINE_APP_WINDOW_S"] = str(APP_WINDOW_S)
-    try:
-        for name in ("agi", "pushbridge"):
-            stack.start_service(e2e.config, name)
+    with restarted_with(e2e.config, ("agi", "pushbridge"),
+                        {"KINLINE_PUSH_CONFIG": str(config), "KINLINE_APP_WINDOW_S": str(APP_WINDOW_S)}):
         yield
-    finally:
-        for name in ("pushbridge", "agi"):
-            stack.stop_service(e2e.config, name)
-        os.environ.pop("KINLINE_PUSH_CONFIG", None)
-        os.environ.pop("KINLINE_APP_WINDOW_S", None)
-        for name in ("agi", "pushbridge"):
-            stack.start_service(e2e.config, name)
-
-
-@pytest.fixture
-async def redis(e2e: E2E) -> AsyncIterator[aioredis.Redis]:
-    client = connect(e2e.config.redis_url)
-    try:
-        yield client
-    finally:
-        await client.aclose()
-
-
-@pytest.fixture
-async def devices(e2e: E2E) -> AsyncIterator[DeviceStore]:
-    store = DeviceStore(e2e.config.postgres_url)
-    try:
-        yield store
-    finally:
-        await store.aclose()
 
 
 @pytest.fixture

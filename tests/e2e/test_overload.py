@@ -15,7 +15,7 @@ from dataclasses import replace
 import pytest
 import redis.asyncio as aioredis
 
-from store.redis_store import HOLDS, LEDGER, LOCKS, RedisStore, connect
+from store.redis_store import HOLDS, LEDGER, LOCKS, RedisStore
 from tests.e2e.conftest import E2E
 from tests.e2e.harness import AmiWatch, SipAgent
 from tests.e2e.test_inmate_calls import INMATE_SERVICE, MOBILE, PIN, Terminal, new_card, relative  # noqa: F401
@@ -36,15 +36,6 @@ def one_in_the_ivr(e2e: E2E) -> Iterator[None]:
     finally:
         stack.stop_service(e2e.config, "agi")
         stack.start_service(e2e.config, "agi")
-
-
-@pytest.fixture
-async def redis(e2e: E2E) -> AsyncIterator[aioredis.Redis]:
-    client = connect(e2e.config.redis_url)
-    try:
-        yield client
-    finally:
-        await client.aclose()
 
 
 @pytest.fixture

@@ -35,9 +35,7 @@ from tests.e2e.test_app_calls import (  # noqa: F401 (fixtures)
     apps,
     assert_billed_at_the_app_rate,
     call_record,
-    devices,
     fakes,
-    redis,
     talk_and_hang_up,
     terminal,
     wakes_of,
@@ -56,7 +54,7 @@ async def until_pushed(services: FakePushServices, token: str, count: int) -> No
 
 
 async def test_an_invalid_token_is_deactivated_the_call_unreachable_and_never_pushed_again(
-        e2e: E2E, store: RedisStore, devices: DeviceStore, redis: aioredis.Redis,  # noqa: F811
+        e2e: E2E, store: RedisStore, devices: DeviceStore, redis: aioredis.Redis,
         fakes: FakePushServices, ami: AmiWatch, terminal: object) -> None:  # noqa: F811
     card = await new_card(store, "open", 10_000)
     phone, device_id, _, token = await app_relative(store, devices, card)
@@ -115,7 +113,7 @@ async def test_an_invalid_token_is_deactivated_the_call_unreachable_and_never_pu
 
 
 async def test_server_errors_then_success_are_retried_and_the_woken_app_is_bridged(
-        e2e: E2E, store: RedisStore, devices: DeviceStore, redis: aioredis.Redis,  # noqa: F811
+        e2e: E2E, store: RedisStore, devices: DeviceStore, redis: aioredis.Redis,
         fakes: FakePushServices, terminal: object, apps: object) -> None:  # noqa: F811
     card = await new_card(store, "open", 10_000)
     phone, device_id, password, token = await app_relative(store, devices, card)

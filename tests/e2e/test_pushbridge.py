@@ -30,7 +30,6 @@ from pushbridge.providers import Kind
 from store import wake_records as records
 from store.app_wake import WAKE_STREAM, contact_channel, wake_fields
 from store.devices import DeviceStore
-from store.redis_store import connect
 from tests.e2e.conftest import E2E
 from tests.e2e.harness import SipAgent
 from tests.fakes.push_providers import FakePushServices, serve_in_thread
@@ -74,15 +73,6 @@ async def ami_status(e2e: E2E) -> AsyncIterator[AmiClient]:
         yield client
     finally:
         await client.close()
-
-
-@pytest.fixture
-async def redis(e2e: E2E) -> AsyncIterator[aioredis.Redis]:
-    client = connect(e2e.config.redis_url)
-    try:
-        yield client
-    finally:
-        await client.aclose()
 
 
 async def next_contact(channel: aioredis.client.PubSub, device_id: str, statuses: frozenset[str],
