@@ -7,6 +7,7 @@ import contextlib
 import json
 import os
 import sys
+import tempfile
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -22,9 +23,10 @@ Event = dict[str, Any]
 
 
 def _stderr() -> Any:
-    """The agents' stderr: discarded, or appended to $KINLINE_AGENT_LOG to debug them."""
+    """The agents' stderr: appended to $KINLINE_AGENT_LOG to debug them, else a temporary
+    file (what an agent that never gets ready said is then in the test's failure)."""
     path = os.environ.get("KINLINE_AGENT_LOG")
-    return open(path, "ab") if path else asyncio.subprocess.DEVNULL
+    return open(path, "ab") if path else tempfile.TemporaryFile()
 
 
 def _shift_rtp(args: tuple[str, ...]) -> tuple[str, ...]:
@@ -49,13 +51,28 @@ class SipAgent:
     @classmethod
     async def start(cls, *args: str) -> SipAgent:
         args = _shift_rtp(args)
+        stderr = _stderr()
         proc = await asyncio.create_subprocess_exec(
             sys.executable, str(AGENT), *args,
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-            stderr=_stderr(),
+            stderr=stderr,
         )
         agent = cls(proc)
-        await agent.wait_for("ready", timeout=30)  # pjsua2 starting on a loaded box took over 10 s
+        try:
+            await agent.wait_for("ready", timeout=30)
+        except TimeoutError:
+            running = proc.returncode is None
+            if running:
+                proc.kill()
+            await proc.wait()
+            agent._reader.cancel()
+            stderr.seek(0, os.SEEK_END)
+            stderr.seek(max(0, stderr.tell() - 3000))
+            said = stderr.read().decode("utf-8", "replace")
+            stderr.close()
+            raise AssertionError(f"test agent {args[:1]} not ready in 30 s ({'killed' if running else 'exited'}"
+                                 f" {proc.returncode}); its stderr ends: {said}") from None
+        stderr.close()  # the process keeps its own descriptor
         return agent
 
     async def _read(self) -> None:

@@ -1,9 +1,10 @@
 """The apps' SIP door (transport-app) in production.
 
 Under attack: the guard counts failed REGISTERs of an app account there as it does the
-terminals', and blocks the source on both doors. The attacker is 127.0.0.2 (the whole
+terminals', and blocks the source on both doors. The attacker is 127.0.0.23 (the whole
 127/8 is loopback), never 127.0.0.1, so the apps and terminals of the other tests are
-never blocked.
+never blocked; nor 127.0.0.2-9, the sources of test_doors.py: the guard remembers
+whom it blocked for 300 s and would not block it again there.
 
 Behind NAT: a stack of its own whose apps' door is bound to a "private" address with
 network.app_sip_nat_address set; an app in a network namespace (outside local_net) sees
@@ -44,7 +45,7 @@ from tools.config import REPO, StackConfig, load_config, load_secrets
 
 pytestmark = pytest.mark.e2e
 
-ATTACKER = "127.0.0.2"
+ATTACKER = "127.0.0.23"
 APP_ID = "ru.kinline.app"
 
 
