@@ -39,6 +39,20 @@ def _shift_rtp(args: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(out)
 
 
+def _attached(args: tuple[str, ...]) -> tuple[str, ...]:
+    """Every ``--option value`` as ``--option=value`` (each of the agent's options takes a
+    value): argparse takes a value starting with '-' for an option, and an app's generated
+    SIP password may start with '-' (the agent then exited with "expected one argument"
+    and never got ready: the e2e's occasional "agent not ready")."""
+    out: list[str] = []
+    for arg in args:
+        if out and out[-1].startswith("--") and "=" not in out[-1]:
+            out[-1] = f"{out[-1]}={arg}"
+        else:
+            out.append(arg)
+    return tuple(out)
+
+
 class SipAgent:
     """A pjsua2 user agent in its own process, driven by lines on stdin."""
 
@@ -50,7 +64,7 @@ class SipAgent:
 
     @classmethod
     async def start(cls, *args: str) -> SipAgent:
-        args = _shift_rtp(args)
+        args = _attached(_shift_rtp(args))
         stderr = _stderr()
         proc = await asyncio.create_subprocess_exec(
             sys.executable, str(AGENT), *args,
