@@ -32,7 +32,7 @@ from agi.server import Route
 from ivr import prompts as p
 from ivr.app_call import WINDOW_S, AppDevices, Reach, reach, ring_leg
 from ivr.call_plan import CallPlan, plan_from_json
-from ivr.devices import device_of_endpoint, is_device_id
+from ivr.devices import device_of_endpoint, endpoint_id, is_device_id
 from ivr.inmate_call import RING_S
 from ivr.tariffs import RouteKind
 from store import wake_records as records
@@ -51,7 +51,6 @@ from store.devices import DeviceStore
 
 log = logging.getLogger(__name__)
 
-APP_ENDPOINT = "app-{device_id}"
 LEG = "Local/{device_id}@kinline-app-leg/n"  # dialplan [kinline-app-leg]
 CANCELLED_KEY = "kl:appcancel:{call_id}"
 CANCELLED_KEEP_S = 3600
@@ -64,7 +63,7 @@ class ChannelContacts:
         self.channel = channel
 
     async def dial_string(self, device_id: str) -> str:
-        endpoint = APP_ENDPOINT.format(device_id=device_id)
+        endpoint = endpoint_id(device_id)
         result = await self.channel.command("GET FULL VARIABLE", f"${{PJSIP_DIAL_CONTACTS({endpoint})}}")
         return result.data if result.result == 1 else ""
 
@@ -285,7 +284,7 @@ class AppRouting:
         at = await channel.get_variable(v.BRIDGE_STAMP) or ""
         await records.record(self.redis, call_id, records.AttemptEvent(
             records.ANSWERED, int(at) if at.isdigit() else now_ms(),
-            device_id=endpoint.removeprefix(APP_ENDPOINT.format(device_id=""))))
+            device_id=device_of_endpoint(endpoint) or ""))
         await cancel_wake(self.redis, call_id, plan.e164, "", self.window_s)
 
     async def after_dial(self, plan: CallPlan) -> None:
