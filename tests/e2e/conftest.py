@@ -26,6 +26,7 @@ from ivr.tariffs import demo_tariff
 from store.devices import DeviceStore
 from store.redis_store import RedisStore, connect
 from tests.e2e.harness import AmiWatch, watching
+from tests.fakes.push_providers import FakePushServices, serve_in_thread
 from tools import stack
 from tools.asterisk_conf import TerminalLogin, save_terminals
 from tools.config import StackConfig, load_config, load_secrets
@@ -156,3 +157,10 @@ def restarted_with(config: StackConfig, names: tuple[str, ...], env: dict[str, s
             os.environ.pop(key, None)
         for name in names:
             stack.start_service(config, name)
+
+
+@pytest.fixture(scope="module")
+def fakes() -> Iterator[FakePushServices]:
+    """Local fakes of FCM, APNs and HMS for the module's tests (tests/fakes/push_providers.py)."""
+    with serve_in_thread(FakePushServices()) as services:
+        yield services

@@ -36,7 +36,7 @@ from tests.e2e.harness import AmiWatch, SipAgent
 from tests.e2e.rawsip import _header, digest
 from tests.e2e.test_inmate_calls import Terminal, new_card
 from tests.e2e.test_relative_calls import tone_share
-from tests.fakes.push_providers import FakePushServices, serve_in_thread
+from tests.fakes.push_providers import FakePushServices
 
 pytestmark = pytest.mark.e2e
 
@@ -46,12 +46,6 @@ APP_FEE, APP_RATE = 150, 205  # the demo tariff: connection fee, app_audio per m
 # A slow app starts registering this long after its push (Asterisk lists a new contact a
 # moment after its event: the wait looks again until it does).
 SLOW_APP_S = 5.5
-
-
-@pytest.fixture(scope="module")
-def fakes() -> Iterator[FakePushServices]:
-    with serve_in_thread(FakePushServices()) as services:
-        yield services
 
 
 @pytest.fixture(scope="module")

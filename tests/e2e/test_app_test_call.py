@@ -35,7 +35,7 @@ from store.relatives import RelativeStore
 from tests.e2e.conftest import E2E, restarted_with
 from tests.e2e.harness import AmiWatch, SipAgent
 from tests.e2e.test_inmate_calls import new_card
-from tests.fakes.push_providers import FakePushServices, serve_in_thread
+from tests.fakes.push_providers import FakePushServices
 from tools import stack
 
 pytestmark = pytest.mark.e2e
@@ -44,12 +44,6 @@ APP_WINDOW_S = 10
 STEP = 20.0
 TONE_HZ = 1230  # what the app says during the echo (the beep and the guide have no such pure tone)
 CALL_S = 45  # guide + beep + 10 s of echo + goodbye, with room
-
-
-@pytest.fixture(scope="module")
-def fakes() -> Iterator[FakePushServices]:
-    with serve_in_thread(FakePushServices()) as services:
-        yield services
 
 
 @pytest.fixture(scope="module")

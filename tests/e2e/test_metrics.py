@@ -20,7 +20,7 @@ from store.redis_store import RedisStore, connect
 from tests.e2e.conftest import E2E
 from tests.e2e.harness import AmiWatch, SipAgent
 from tests.e2e.test_inmate_calls import MOBILE, Terminal, call_in, new_card, relative  # noqa: F401 (fixtures)
-from tests.e2e.test_pushbridge import bridge_with_fakes, fakes  # noqa: F401 (fixtures)
+from tests.e2e.test_pushbridge import bridge_with_fakes  # noqa: F401 (fixture)
 from tests.fakes.push_providers import FakePushServices
 
 pytestmark = pytest.mark.e2e

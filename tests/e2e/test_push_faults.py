@@ -35,7 +35,6 @@ from tests.e2e.test_app_calls import (  # noqa: F401 (fixtures)
     apps,
     assert_billed_at_the_app_rate,
     call_record,
-    fakes,
     talk_and_hang_up,
     terminal,
     wakes_of,

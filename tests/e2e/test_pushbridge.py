@@ -32,7 +32,7 @@ from store.app_wake import WAKE_STREAM, contact_channel, wake_fields
 from store.devices import DeviceStore
 from tests.e2e.conftest import E2E
 from tests.e2e.harness import SipAgent
-from tests.fakes.push_providers import FakePushServices, serve_in_thread
+from tests.fakes.push_providers import FakePushServices
 from tools import stack
 from tools.config import load_secrets
 
@@ -40,12 +40,6 @@ pytestmark = pytest.mark.e2e
 
 PHONE = "+79165550101"
 STEP = 15.0
-
-
-@pytest.fixture(scope="module")
-def fakes() -> Iterator[FakePushServices]:
-    with serve_in_thread(FakePushServices()) as services:
-        yield services
 
 
 @pytest.fixture
