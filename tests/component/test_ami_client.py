@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
 
@@ -219,7 +220,9 @@ async def test_wrong_secret_fails_and_keeps_retrying(fake: FakeAmi) -> None:
         await asyncio.wait_for(ami.close(), STEP)
 
 
-async def test_unreachable_asterisk_keeps_retrying() -> None:
+@contextlib.asynccontextmanager
+async def asterisk_down() -> AsyncIterator[tuple[AmiClient, FakeAmi]]:
+    """A client of an AMI port nobody listens on, and the fake that may come back there."""
     gone = FakeAmi()
     await gone.start()
     port = gone.port
@@ -228,26 +231,24 @@ async def test_unreachable_asterisk_keeps_retrying() -> None:
     back = FakeAmi()
     back.port = port
     try:
+        yield ami, back
+    finally:
+        await asyncio.wait_for(ami.close(), STEP)
+        await back.stop()
+
+
+async def test_unreachable_asterisk_keeps_retrying() -> None:
+    async with asterisk_down() as (ami, back):
         with pytest.raises(TimeoutError):
             await ami.start(timeout=0.3)
         await back.start()  # Asterisk comes back on the same port
         await asyncio.wait_for(ami.connected.wait(), STEP)
         assert ami.connections == 1
         assert back.accepted == 1
-    finally:
-        await asyncio.wait_for(ami.close(), STEP)
-        await back.stop()
 
 
 async def test_ready_starts_once_and_waits_only_the_first_time() -> None:
-    gone = FakeAmi()
-    await gone.start()
-    port = gone.port
-    await gone.stop()
-    ami = AmiClient("127.0.0.1", port, USER, SECRET, reconnect_delay=0.05, action_timeout=1.0)
-    back = FakeAmi()
-    back.port = port
-    try:
+    async with asterisk_down() as (ami, back):
         started = time.monotonic()
         assert not await ami.ready(0.3)  # Asterisk down: waited its timeout, not connected
         assert 0.25 <= time.monotonic() - started < STEP
@@ -257,9 +258,6 @@ async def test_ready_starts_once_and_waits_only_the_first_time() -> None:
         await back.start()  # the client reconnects by itself
         await wait_until(ami.connected.is_set)
         assert await ami.ready(5) and back.accepted == 1
-    finally:
-        await asyncio.wait_for(ami.close(), STEP)
-        await back.stop()
 
 
 async def test_drop_fails_pending_action_and_reconnects(client: AmiClient, fake: FakeAmi) -> None:
