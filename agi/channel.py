@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from agi.protocol import (
     AgiCommandError,
@@ -18,6 +19,10 @@ from agi.protocol import (
 )
 
 MAX_LINE = 8192
+# What MSet() (one EXEC for several variables) passes through unchanged: no ',' (its
+# separator), '=', quotes, backslashes, spaces or '$'. Anything else goes by SET VARIABLE.
+MSET_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+MSET_VALUE = re.compile(r"[A-Za-z0-9_+\-/@.&:*#!]*")
 # Commands Asterisk answers at once (nothing waits on the caller): their round trips
 # measure the AGI backlog for overload control (agi/overload.py).
 QUICK_COMMANDS = frozenset({"SET VARIABLE", "GET VARIABLE", "GET FULL VARIABLE", "VERBOSE", "NOOP",
@@ -69,7 +74,7 @@ class AgiChannel:
             reply = await self._read_reply(wait)
         finally:
             self.waited += time.perf_counter() - started
-        if self.on_round_trip is not None and words[0] in QUICK_COMMANDS:
+        if self.on_round_trip is not None and (words[0] in QUICK_COMMANDS or words[:2] == ("EXEC", "MSet")):
             self.on_round_trip(time.perf_counter() - started)
         self.log.debug("agi < %s", reply)
         return reply
@@ -123,6 +128,18 @@ class AgiChannel:
 
     async def set_variable(self, name: str, value: str | int) -> None:
         await self.command("SET VARIABLE", name, value)
+
+    async def set_variables(self, values: Mapping[str, str | int]) -> None:
+        """Several channel variables in one round trip (EXEC MSet), in order; by one
+        SET VARIABLE each when a value holds a character MSet would misread."""
+        pairs = [(name, str(value)) for name, value in values.items()]
+        if len(pairs) > 1 and all(MSET_NAME.fullmatch(n) and MSET_VALUE.fullmatch(v) for n, v in pairs):
+            result = await self.command("EXEC", "MSet", ",".join(f"{n}={v}" for n, v in pairs))
+            if result.result == 0:
+                return
+            raise AgiCommandError(200, f"MSet failed: result={result.text}")
+        for name, value in pairs:
+            await self.set_variable(name, value)
 
     async def get_variable(self, name: str) -> str | None:
         result = await self.command("GET VARIABLE", name)

@@ -28,6 +28,7 @@ class CallDeps:
     names: InmateNames  # the inmates' recorded names (their own folder)
     metrics: AgiMetrics = field(default_factory=AgiMetrics)  # calls refused/dialed, settlements
     load: LoadMonitor = field(default_factory=LoadMonitor)  # overload control (levels off by default)
+    spoken: set[str] = field(default_factory=set)  # facility name files known to exist
 
     def recording(self, call_id: str) -> tuple[str, Path]:
         """(path for Asterisk, path on this host) of a call's recording."""
@@ -39,11 +40,21 @@ class CallDeps:
         return self.names.item(inmate_id)
 
     async def facility_name(self, facility: Facility) -> str:
-        """A sound item saying the facility's name (synthesised once, then cached)."""
+        """A sound item saying the facility's name: synthesised when missing (the first
+        call after the name changed, unless `kinline facility add` did it), then known
+        to this process, so later calls touch no file before their INVITE."""
         lang = language_or_default(facility.language)
         name = facility_file(lang, facility.name)
-        await asyncio.to_thread(synth, facility.name, VOICES[lang], self.prompts_dir / f"{name}.wav")
+        if name not in self.spoken:
+            await asyncio.to_thread(say_facility_name, self.prompts_dir, facility)
+            self.spoken.add(name)
         return f"file:kinline/{name}"
+
+
+def say_facility_name(prompts_dir: Path, facility: Facility) -> bool:
+    """Synthesise the facility's name into the prompts (once per text); True if made now."""
+    lang = language_or_default(facility.language)
+    return synth(facility.name, VOICES[lang], prompts_dir / f"{facility_file(lang, facility.name)}.wav")
 
 
 async def recording_sha256(path: Path) -> str:

@@ -68,8 +68,10 @@ async def serve(host: str, port: int, redis_url: str, recordings: Path, names_di
                 metrics_port: int | None = None, overload: Levels | None = None) -> None:
     client = connect(redis_url)
     metrics = AgiMetrics()
+    load = LoadMonitor(overload if overload is not None else Levels())
 
     async def scrape_time_gauges() -> None:
+        metrics.agi_latency.set(load.backlog().agi_latency_ms / 1000)
         metrics.open_holds.set(await client.zcard(redis_store.HOLDS))
         metrics.cards_in_call.set(await client.hlen(redis_store.LOCKS))
 
@@ -81,7 +83,6 @@ async def serve(host: str, port: int, redis_url: str, recordings: Path, names_di
     apps = StoreDevices(device_store) if device_store else None
     app = AppRouting(client, apps, window_s=app_window_s) if apps else None
     calls = InmateCalls(store, store, pins=pins, relatives=RelativeStore(client), names=names, apps=apps)
-    load = LoadMonitor(overload if overload is not None else Levels())
     log.info("overload control: %s", load.describe())
     deps = CallDeps(calls, recordings, prompts, names, metrics, load)
     server = AgiServer(build_routes(deps, app), host=host, port=port, metrics=metrics)

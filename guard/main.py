@@ -53,7 +53,7 @@ async def handle(message: AmiMessage, counter: FailureCounter, firewall: Firewal
 async def serve(args: argparse.Namespace, user: str, secret: str) -> None:
     counter = FailureCounter(args.threshold, args.window, args.block)
     firewall = NftFirewall(args.sip_port, tuple(args.app_sip_port or ()))
-    client = AmiClient(args.ami_host, args.ami_port, user, secret)
+    client = AmiClient(args.ami_host, args.ami_port, user, secret, events="security")
     events = client.subscribe()
     await client.start(timeout=30)
     await firewall.setup()

@@ -97,6 +97,9 @@ class AgiMetrics:
                                 registry=r)
         self.cards_in_call = Gauge("kinline_cards_in_call", "Cards locked by a call in progress, read at scrape",
                                    registry=r)
+        self.agi_latency = Gauge("kinline_agi_command_latency_seconds",
+                                 "Overload control's measure, read at scrape: the p90 of quick AGI command round "
+                                 "trips over its window (0 with too few)", registry=r)
         for outcome in CALL_OUTCOMES:
             self.calls.labels(outcome)
         for reason in {*REFUSAL_REASONS.values(), ATTEMPTS_EXHAUSTED, OTHER}:

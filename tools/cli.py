@@ -178,6 +178,10 @@ async def facility_add(store: RedisStore, config: StackConfig, opts: argparse.Na
     facility = Facility(opts.id, opts.name.strip(), opts.tz, opts.currency, opts.language, opts.schedule,
                         opts.max_minutes * 60)
     await store.put_facility(facility)
+    # Its name is said to every relative: spoken now, not during the first call's set-up.
+    from agi.deps import say_facility_name
+
+    await asyncio.to_thread(say_facility_name, config.path("prompts"), facility)
     _out(f"facility {facility.id} saved")
 
 

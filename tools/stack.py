@@ -365,7 +365,8 @@ def agi_argv(config: StackConfig) -> list[str]:
             "--prompts", str(config.path("prompts")), "--secrets", str(config.path("secrets.toml")),
             "--metrics-port", str(config.agi_metrics_port),
             # overload control: past these, new calls hear "all lines are busy" ([agi], 0: off)
-            "--max-in-ivr", str(config.agi_max_in_ivr), "--max-agi-latency-ms", str(config.agi_max_latency_ms)]
+            "--max-in-ivr", str(config.agi_max_in_ivr), "--max-agi-latency-ms", str(config.agi_max_latency_ms),
+            "--log-level", os.environ.get("KINLINE_AGI_LOG_LEVEL", "INFO")]
 
 
 def api_argv(config: StackConfig) -> list[str]:

@@ -97,9 +97,9 @@ async def plan_and_dial(channel: AgiChannel, caller: AgiCaller, deps: CallDeps, 
             return
         target = await _prepare(channel, caller, deps, session, plan, attempt, app)
         if target:
-            await channel.set_variable(v.DIAL_TARGET, target)
-            await channel.set_variable(v.DIAL_APP, "1" if is_app(plan) else "0")
-            await channel.set_variable(v.ACTION, v.ACTION_DIAL)
+            # ACTION last (in the same command): until it says "dial", the dial plan refuses.
+            await channel.set_variables({v.DIAL_TARGET: target, v.DIAL_APP: "1" if is_app(plan) else "0",
+                                         v.ACTION: v.ACTION_DIAL})
             deps.metrics.dialed()
             return
         # The app was not reached: nothing charged, another number (as after_dial).
@@ -144,9 +144,6 @@ async def _prepare(channel: AgiChannel, caller: AgiCaller, deps: CallDeps, sessi
                    attempt: int, app: AppRouting | None) -> str:
     """Leave the plan and Dial()'s settings on the channel; return Dial's target ('' = the app was not reached)."""
     await save_plan(channel, plan)
-    await channel.set_variable(v.CALL_ID, plan.call_id)
-    await channel.set_variable(v.DIAL_END, "")
-    await channel.set_variable(v.ATTEMPT, attempt)
     channel.log.info("dialing %s (%s, attempt %d): up to %d s, %d reserved, %s", plan.e164[:5] + "...",
                      plan.route_kind, attempt, plan.max_s, plan.reserved,
                      "recorded" if plan.record else "privileged, not recorded")
@@ -157,16 +154,16 @@ async def _prepare(channel: AgiChannel, caller: AgiCaller, deps: CallDeps, sessi
     intro = [p.CALLEE_INTRO, await deps.facility_name(facility), *([name] if name else []),
              *([p.CALL_RECORDED] if plan.record else [])]
     chroot_path, _ = deps.recording(plan.call_id)
-    await channel.set_variable(v.NUMBER, plan.e164)
-    await channel.set_variable(v.RING_S, RING_S)
-    await channel.set_variable(v.LIMIT_MS, plan.max_s * 1000)
-    await channel.set_variable(v.WARN_MS, plan.warn_s * 1000)
-    await channel.set_variable(v.WARNING_FILE, sound_file(caller.language, plan.warning_prompt))
-    await channel.set_variable(v.RECORD, "1" if plan.record else "0")
-    await channel.set_variable(v.RECORDING, chroot_path if plan.record else "")
-    await channel.set_variable(v.INTRO, "&".join(sound_file(facility.language, item) for item in intro))
-    # The relative who pays ("01") hears their accept menu instead of the intro.
-    await channel.set_variable(v.ACCEPT_MENU, "1" if plan.payer == Payer.CALLEE.value else "0")
+    # One round trip (MSet) for Dial()'s settings: they lie between the '#' and the INVITE.
+    await channel.set_variables({
+        v.CALL_ID: plan.call_id, v.DIAL_END: "", v.ATTEMPT: attempt,
+        v.NUMBER: plan.e164, v.RING_S: RING_S, v.LIMIT_MS: plan.max_s * 1000, v.WARN_MS: plan.warn_s * 1000,
+        v.WARNING_FILE: sound_file(caller.language, plan.warning_prompt),
+        v.RECORD: "1" if plan.record else "0", v.RECORDING: chroot_path if plan.record else "",
+        v.INTRO: "&".join(sound_file(facility.language, item) for item in intro),
+        # The relative who pays ("01") hears their accept menu instead of the intro.
+        v.ACCEPT_MENU: "1" if plan.payer == Payer.CALLEE.value else "0",
+    })
     await deps.calls.announce(caller, session, plan, caller.language)
     if not is_app(plan):
         return trunk_target(plan)

@@ -31,7 +31,7 @@ Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 AGI_SERIES = ("kinline_calls_total", "kinline_call_refusals_total", "kinline_settlements_total",
               "kinline_settlement_retries_total", "kinline_agi_route_duration_seconds_count",
               "kinline_agi_route_own_seconds_count", "kinline_agi_route_runs_total", "kinline_calls_in_ivr",
-              "kinline_open_holds", "kinline_cards_in_call")
+              "kinline_open_holds", "kinline_cards_in_call", "kinline_agi_command_latency_seconds")
 RECONCILER_SERIES = ("kinline_calls_bridged", "kinline_reconciler_settled_total",
                      "kinline_reconciler_locks_released_total", "kinline_reconciler_cycles_total")
 
