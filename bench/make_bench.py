@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import math
 import os
 import re
@@ -35,7 +36,9 @@ import secrets
 import shutil
 import sys
 import tempfile
+import threading
 import time
+import urllib.request
 import wave
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
@@ -43,6 +46,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from agi.deps import say_facility_name
 from agi.prompts import sound_file
 from bench import bare_stack
 from bench.sipp_load import CallSpec, Entry, HoldRun, Step, StepLogs
@@ -100,6 +104,10 @@ class StepResult:
     pdd_ms: list[float] = field(default_factory=list)  # number complete -> INVITE at the relative
     seconds: float = 0.0
     load: float = field(default_factory=lambda: os.getloadavg()[0])  # the box's, at the step's end
+    wrong: int = 0  # INVITEs for a number no call of the step typed
+    busy: int = 0  # calls overload control refused ("all lines are busy", heard before the hangup)
+    peak_ivr: float = 0.0  # most calls in the IVR at once (the AGI server's gauge, read every second)
+    peak_latency_ms: float = 0.0  # highest p90 of quick AGI round trips overload control saw
 
     @property
     def failed(self) -> int:
@@ -114,10 +122,11 @@ class StackReport:
     rss_kb: int | None = None  # AGI server's RSS at the end
     calls_served: int = 0
     held: str = "not measured"  # recorded calls bridged while the switch and SIPp stayed <= 80 % of the box
+    overload_step: StepResult | None = None  # Kinline's step at 1.5x its knee
 
     @property
     def knee(self) -> float | None:
-        clean = [s.rate for s in self.steps if s.failed <= self.rejected_per_step]
+        clean = [s.rate for s in self.steps if s.failed <= self.rejected_per_step and s is not self.overload_step]
         return max(clean) if clean else None
 
 
@@ -203,6 +212,50 @@ def pct(values: Sequence[float], q: float) -> float | None:
 
 # -- Kinline ----------------------------------------------------------------
 
+def scrape(port: int) -> dict[str, float]:
+    """The AGI server's Prometheus text as {series{labels}: value} ({} when unreachable)."""
+    try:
+        with urllib.request.urlopen(f"http://{HOST}:{port}/metrics", timeout=2) as reply:
+            text = reply.read().decode()
+    except OSError:
+        return {}
+    values = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            with contextlib.suppress(ValueError):
+                values[name] = float(value)
+    return values
+
+
+BUSY_SERIES = 'kinline_call_refusals_total{reason="overload"}'
+
+
+class AgiWatch:
+    """Reads the AGI server's gauges every second while a step runs: the peaks of calls in
+    the IVR and of overload control's latency, and how many calls it refused."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.peak_ivr = self.peak_latency_ms = 0.0
+        self._busy_before = scrape(port).get(BUSY_SERIES, 0.0)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(1.0):
+            now = scrape(self.port)
+            self.peak_ivr = max(self.peak_ivr, now.get("kinline_calls_in_ivr", 0.0))
+            self.peak_latency_ms = max(self.peak_latency_ms, now.get("kinline_agi_command_latency_seconds", 0.0) * 1000)
+
+    def stop(self) -> int:
+        """Stop; the calls refused as overload since the start."""
+        self._stop.set()
+        self._thread.join()
+        return round(scrape(self.port).get(BUSY_SERIES, 0.0) - self._busy_before)
+
+
 @contextmanager
 def kinline_stack(state: Path) -> Iterator[tuple[StackConfig, list[TerminalLogin]]]:
     """The whole Kinline stack in ``state``, on offset 9's ports, stopped on the way out."""
@@ -253,7 +306,9 @@ async def provision(config: StackConfig, step_no: int, count: int, reject: int, 
     pairs = []
     try:
         if step_no == 0:
-            await store.put_facility(Facility(FACILITY, "Bench colony", "UTC", "RUB", "en", "mon-sun 00:00-23:59"))
+            facility = Facility(FACILITY, "Bench colony", "UTC", "RUB", "en", "mon-sun 00:00-23:59")
+            await store.put_facility(facility)
+            say_facility_name(config.path("prompts"), facility)  # as `kinline facility add` does
             await store.put_tariff(FACILITY, demo_tariff())
         for i in range(count):
             card = f"{step_no + 1}{i:05d}"
@@ -342,6 +397,12 @@ def agi_times(text: str) -> tuple[list[float], list[float]]:
     return list(own.values()), list(wall.values())
 
 
+def wrong_numbers(numbers: Sequence[str], logs: StepLogs) -> int:
+    """INVITEs that reached the relative for a number none of the step's calls typed."""
+    typed = set(numbers)
+    return sum(len(times) for number, times in logs.invites.items() if number not in typed)
+
+
 def pdd(numbers: Sequence[str], logs: StepLogs) -> list[float]:
     return [(logs.invites[n][0] - logs.dialed[n]) * 1000 for n in numbers if logs.invites.get(n) and n in logs.dialed]
 
@@ -354,7 +415,7 @@ def run_kinline(plan: Plan, work: Path) -> StackReport:
         alive = {name: pid for name, pid in pids.items() if pid is not None}
         entries = kinline_entries(config, balance)
         agi_log = config.path("logs", "agi.log")
-        for n, rate in enumerate(plan.kinline_rates):
+        def step_at(n: int, rate: float) -> StepResult:
             count = max(1, round(rate * plan.step_s))
             pairs = asyncio.run(provision(config, n, count, plan.reject, balance))
             calls = [CallSpec(logins[i % len(logins)].name, logins[i % len(logins)].password, number,
@@ -366,8 +427,10 @@ def run_kinline(plan: Plan, work: Path) -> StackReport:
                         REJECT_PREFIX)
             offset = agi_log.stat().st_size if agi_log.exists() else 0
             meter = CpuMeter(alive)
+            watch = AgiWatch(config.agi_metrics_port)
             started = time.monotonic()
             logs = step.run(calls, rate, call_max_s=INTRO_ALLOWANCE_S + plan.talk_s + 3)
+            busy = watch.stop()
             verdicts = asyncio.run(judge_kinline(config, pairs, logs))
             cpu = meter.per_call_ms(count)
             with agi_log.open("rb") as fh:
@@ -375,17 +438,27 @@ def run_kinline(plan: Plan, work: Path) -> StackReport:
                 own, wall = agi_times(fh.read().decode(errors="replace"))
             result = StepResult("Kinline", rate, count, verdicts[""], Counter({k: v for k, v in verdicts.items() if k}),
                                 cpu, own, wall, pdd([number for _, number in pairs], logs),
-                                time.monotonic() - started)
+                                time.monotonic() - started, wrong=wrong_numbers([n for _, n in pairs], logs),
+                                busy=busy, peak_ivr=watch.peak_ivr, peak_latency_ms=watch.peak_latency_ms)
             report.steps.append(result)
             report.calls_served += count
             _progress(result)
-            if result.failed > plan.reject and not plan.quick:
+            return result
+
+        for n, rate in enumerate(plan.kinline_rates):
+            if step_at(n, rate).failed > plan.reject and not plan.quick:
                 break  # past the knee
+        # The goal past the knee: at 1.5x it, no wrong number and every refused caller hears "busy".
+        if not plan.quick and report.knee and all(s.rate != report.knee * 1.5 for s in report.steps):
+            report.overload_step = step_at(len(plan.kinline_rates) + 1, report.knee * 1.5)
+        else:
+            report.overload_step = next((s for s in report.steps if report.knee and s.rate == report.knee * 1.5),
+                                        None)
         agi_pid = alive.get("agi")
         report.rss_kb = rss_kb(agi_pid) if agi_pid else None
         if "kinline" in plan.hold_rates:
             count = plan.hold_max["kinline"]
-            pairs = asyncio.run(provision(config, len(plan.kinline_rates), count, 0, balance))
+            pairs = asyncio.run(provision(config, len(plan.kinline_rates) + 2, count, 0, balance))
             run = HoldRun(work / "kinline-hold", HOST, config.sip_port, config.trunk_port, 16000, MEDIA["kinline"],
                           "100", HOLD_S * 1000)
 
@@ -423,7 +496,7 @@ def run_bare(plan: Plan, work: Path) -> StackReport:
             verdicts = judge_bare(numbers, logs)
             result = StepResult("bare", rate, count, verdicts[""], Counter({k: v for k, v in verdicts.items() if k}),
                                 meter.per_call_ms(count), pdd_ms=pdd(numbers, logs),
-                                seconds=time.monotonic() - started)
+                                seconds=time.monotonic() - started, wrong=wrong_numbers(numbers, logs))
             report.steps.append(result)
             report.calls_served += count
             _progress(result)
@@ -469,6 +542,38 @@ def _ratio(a: float | None, b: float | None) -> str:
     return "-" if a is None or b is None or b == 0 else f"{a / b:.2f}"
 
 
+def goals(kinline: StackReport, bare: StackReport) -> list[str]:
+    """The issue's goals against this run: one line each, met or not."""
+    k0, b0 = kinline.steps[0], bare.steps[0]
+    k_total, b_total = sum(k0.cpu_ms.values()), sum(b0.cpu_ms.values())
+    half = max((s for s in kinline.steps if kinline.knee and s.rate <= kinline.knee / 2),
+               key=lambda s: s.rate, default=None)
+    over = kinline.overload_step
+    held_k, held_b = _num(kinline.held), _num(bare.held)
+
+    def line(goal: str, ok: bool | None, measured: str) -> str:
+        return f"- {goal}: {'not measured' if ok is None else 'met' if ok else 'NOT met'} ({measured})"
+
+    knee_ratio = kinline.knee / bare.knee if kinline.knee and bare.knee else None
+    p99 = pct(half.pdd_ms, 0.99) if half else None
+    return [
+        "Goals (issue 9):",
+        line("knee >= 0.5 of bare + MixMonitor", None if knee_ratio is None else knee_ratio >= 0.5,
+             f"{_ratio(kinline.knee, bare.knee)}"),
+        line("whole switch CPU per call <= 2x bare + MixMonitor", k_total <= 2 * b_total if b_total else None,
+             f"{_ratio(k_total, b_total)}x"),
+        line("AGI server CPU per call <= 10 ms", k0.cpu_ms.get("agi", 0.0) <= 10, f"{_ms(k0.cpu_ms.get('agi'))} ms"),
+        line("post-dial delay p99 < 20 ms at half the knee", None if p99 is None else p99 < 20,
+             f"{_ms(p99)} ms at {half.rate:g} calls/s" if half else "no step at half the knee"),
+        line("at 1.5x the knee: no wrong number, every refused caller hears busy",
+             None if over is None else over.wrong == 0 and over.placed - over.good == over.busy,
+             f"{over.rate:g} calls/s: {over.wrong} wrong, {over.placed - over.good} not connected, "
+             f"{over.busy} refused with 'busy'" if over else "no such step"),
+        line("recorded calls held >= 0.8 of bare + MixMonitor",
+             None if held_k is None or not held_b else held_k / held_b >= 0.8, _ratio(held_k, held_b)),
+    ]
+
+
 def table(plan: Plan, kinline: StackReport, bare: StackReport, load: tuple[float, float]) -> str:
     k0, b0 = kinline.steps[0], bare.steps[0]
     k_cpu = {name: k0.cpu_ms.get(name, 0.0) for name in STACK_CPU}
@@ -505,15 +610,18 @@ def table(plan: Plan, kinline: StackReport, bare: StackReport, load: tuple[float
         f"| AGI server RSS after {kinline.calls_served} calls | "
         f"{'-' if kinline.rss_kb is None else f'{kinline.rss_kb / 1024:.0f} MB'} | - | - |",
         "",
-        "| switch | calls/s | placed | good | failures | whole switch CPU ms/call | post-dial p50 / p99 ms | load |",
-        "|---|---|---|---|---|---|---|---|",
+        "| switch | calls/s | placed | good | failures | wrong numbers | refused busy | whole switch CPU ms/call "
+        "| post-dial p50 / p99 ms | peak in IVR / AGI p90 ms | load |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for report in (kinline, bare):
         for s in report.steps:
             reasons = ", ".join(f"{k}: {v}" for k, v in s.failures.items()) or "0"
-            lines.append(f"| {report.name} | {s.rate:g} | {s.placed} | {s.good} | {reasons} | "
-                         f"{_ms(sum(s.cpu_ms.values()))} | {_ms(pct(s.pdd_ms, 0.5))} / {_ms(pct(s.pdd_ms, 0.99))} | "
-                         f"{s.load:.1f} |")
+            peaks = f"{s.peak_ivr:.0f} / {s.peak_latency_ms:.0f}" if report is kinline else "-"
+            lines.append(f"| {report.name} | {s.rate:g} | {s.placed} | {s.good} | {reasons} | {s.wrong} | "
+                         f"{s.busy if report is kinline else '-'} | {_ms(sum(s.cpu_ms.values()))} | "
+                         f"{_ms(pct(s.pdd_ms, 0.5))} / {_ms(pct(s.pdd_ms, 0.99))} | {peaks} | {s.load:.1f} |")
+    lines += ["", *goals(kinline, bare)]
     if plan.reject:
         lines += ["", f"{plan.reject} call(s) per step dialed a number the relative refuses (486): they must "
                   "count as failed; the knee does not hold them against a step."]
@@ -531,7 +639,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reject", type=int, default=0,
                         help="calls per step that dial a number the relative refuses (they must count as failed)")
     parser.add_argument("--keep", action="store_true", help="keep the state folders (SIPp logs) after the run")
+    parser.add_argument("--only", choices=("kinline", "bare"),
+                        help="one switch only, at --rates, no hold ramp (for profiling; prints no table)")
+    parser.add_argument("--rates", default="4", help="with --only: comma-separated calls/s, one step each")
+    parser.add_argument("--step-s", type=int, default=30, help="with --only: seconds of arrivals per step")
     opts = parser.parse_args(argv)
+    if opts.only:
+        rates = tuple(float(r) for r in opts.rates.split(","))
+        plan = Plan(False, rates, rates, opts.step_s, 5, opts.reject)
+        work = Path(tempfile.mkdtemp(prefix="kinline-bench-"))
+        try:
+            report = (run_kinline if opts.only == "kinline" else run_bare)(plan, work)
+        finally:
+            if not opts.keep:
+                shutil.rmtree(work, ignore_errors=True)
+        for s in report.steps:
+            sys.stdout.write(f"{report.name} {s.rate:g}/s: {s.good}/{s.placed} good, CPU ms/call "
+                             + ", ".join(f"{k} {v:.1f}" for k, v in s.cpu_ms.items())
+                             + f", AGI own p50 {_ms(pct(s.agi_own_ms, 0.5))}, post-dial p50/p99 "
+                             f"{_ms(pct(s.pdd_ms, 0.5))}/{_ms(pct(s.pdd_ms, 0.99))}, wrong {s.wrong}, busy {s.busy}, "
+                             f"peak in IVR {s.peak_ivr:.0f}, peak AGI p90 {s.peak_latency_ms:.0f} ms, "
+                             f"failures {dict(s.failures)}\n")
+        return 0
     if opts.quick:
         plan = Plan(True, (1,), (1,), 5, 2, opts.reject)
     else:

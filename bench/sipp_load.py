@@ -19,7 +19,8 @@ from pathlib import Path
 
 SIPP = "/usr/bin/sipp"
 SCENARIOS = Path(__file__).resolve().parent / "sipp"
-DIGIT_GAP_MS = 80  # between two keys
+DIGIT_GAP_MS = 80  # from one key's start to the next (each held DTMF_MS)
+DTMF_MS = 60
 INFO_TEMPLATE = """  <send retrans="500">
     <![CDATA[
 
@@ -35,7 +36,7 @@ INFO_TEMPLATE = """  <send retrans="500">
       Content-Length: [len]
 
       Signal=[field{field}]
-      Duration=100
+      Duration={duration}
 
     ]]>
   </send>
@@ -83,11 +84,11 @@ def terminal_xml(exten: str, audio: Path, max_ms: int, entries: Sequence[Entry])
     for n, entry in enumerate(entries):
         blocks.append(f'  <pause milliseconds="{entry.wait_ms}"/>\n')
         for i, _key in enumerate(entry.keys):
+            if i:  # a key is pressed after the last one ended, the '#' too
+                blocks.append(f'  <pause milliseconds="{DIGIT_GAP_MS}"/>\n')
             if n == len(entries) - 1 and i == len(entry.keys) - 1:
                 blocks.append(DIALED_LOG)
-            elif i:
-                blocks.append(f'  <pause milliseconds="{DIGIT_GAP_MS}"/>\n')
-            blocks.append(INFO_TEMPLATE.format(cseq=cseq, field=fieldno))
+            blocks.append(INFO_TEMPLATE.format(cseq=cseq, field=fieldno, duration=DTMF_MS))
             cseq += 1
             fieldno += 1
     template = (SCENARIOS / "terminal.xml").read_text()

@@ -25,7 +25,7 @@ def step_rows(table: str) -> dict[str, list[str]]:
     rows = {}
     for line in table.splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        if cells[0] in STACKS and len(cells) == 8:
+        if cells[0] in STACKS and len(cells) == 11:
             rows[cells[0]] = cells[1:]
     return rows
 
