@@ -43,18 +43,22 @@ class CallDeps:
         """A sound item saying the facility's name: synthesised when missing (the first
         call after the name changed, unless `kinline facility add` did it), then known
         to this process, so later calls touch no file before their INVITE."""
-        lang = language_or_default(facility.language)
-        name = facility_file(lang, facility.name)
+        name = facility_sound(facility)
         if name not in self.spoken:
             await asyncio.to_thread(say_facility_name, self.prompts_dir, facility)
             self.spoken.add(name)
         return f"file:kinline/{name}"
 
 
+def facility_sound(facility: Facility) -> str:
+    """The prompt file (under the prompts folder, no extension) saying the facility's name."""
+    return facility_file(language_or_default(facility.language), facility.name)
+
+
 def say_facility_name(prompts_dir: Path, facility: Facility) -> bool:
     """Synthesise the facility's name into the prompts (once per text); True if made now."""
-    lang = language_or_default(facility.language)
-    return synth(facility.name, VOICES[lang], prompts_dir / f"{facility_file(lang, facility.name)}.wav")
+    voice = VOICES[language_or_default(facility.language)]
+    return synth(facility.name, voice, prompts_dir / f"{facility_sound(facility)}.wav")
 
 
 async def recording_sha256(path: Path) -> str:
