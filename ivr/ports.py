@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Protocol
 
@@ -95,17 +96,29 @@ class Wallet(Protocol):
 
 class Attempts(Protocol):
     """What the reconciler reads and writes: open attempts, their evidence,
-    channels seen gone, card locks, and how far Asterisk's log was read."""
+    channels seen gone, card locks, and how far Asterisk's log was read.
+
+    The reconciler runs every second over every open attempt: the batch methods
+    (``evidences``, ``gone_times``, ``add_evidences``) each cost one round trip
+    to storage, however many attempts they cover."""
 
     async def open_attempts(self) -> list[OpenAttempt]: ...
 
-    async def evidence(self, call_id: str) -> Evidence: ...
+    async def evidences(self, call_ids: Sequence[str]) -> list[Evidence]:
+        """The evidence of each attempt, in the order asked (``Evidence()`` if none)."""
+        ...
 
     async def add_evidence(self, call_id: str, **values: str | int) -> None: ...
 
+    async def add_evidences(self, values: Mapping[str, Mapping[str, str | int]]) -> None:
+        """``add_evidence`` for several attempts at once: call_id -> fields of ``Evidence``."""
+        ...
+
     async def mark_gone(self, uniqueid: str, at_ms: int) -> None: ...
 
-    async def gone_at(self, uniqueid: str) -> int | None: ...
+    async def gone_times(self, uniqueids: Sequence[str]) -> dict[str, int]:
+        """When each of these channels was seen gone; those not seen gone are left out."""
+        ...
 
     async def card_locks(self) -> dict[str, str]: ...
 

@@ -146,40 +146,63 @@ class Reconciler:
             await self.attempts.mark_gone(fact.uniqueid, fact.at_ms)
 
     async def run_once(self, now_ms: int, switch: SwitchView) -> Report:
+        """One pass over every open attempt and card lock. Storage is read and written
+        in batches: the round trips do not grow with the number of open attempts."""
         report = Report()
-        for attempt in await self.attempts.open_attempts():
-            plan = plan_from_json(attempt.plan)
-            ev = await self._observe(plan, now_ms, switch, report)
+        attempts = await self.attempts.open_attempts()
+        plans = [plan_from_json(attempt.plan) for attempt in attempts]
+        seen = await self._observe(plans, now_ms, switch, report)
+        for attempt, plan, ev in zip(attempts, plans, seen, strict=True):
             outcome = decide(ev, now_ms, attempt.deadline_ms, self.grace_ms)
             if outcome is not None:
                 await self._settle(plan, outcome)
                 report.settled.append(plan.call_id)
-        for card, uniqueid in (await self.attempts.card_locks()).items():
-            if switch.lost(uniqueid) or await self.attempts.gone_at(uniqueid) is not None:
-                await self.attempts.release_card(card, uniqueid)
-                log.info("[%s] card %s freed: its call is gone", uniqueid, card)
-                report.locks_released.append(card)
+        await self._free_cards(switch, report)
         return report
 
-    async def _observe(self, plan: CallPlan, now_ms: int, switch: SwitchView, report: Report) -> Evidence:
-        """The attempt's evidence, after adding what the switch shows now."""
-        ev = await self.attempts.evidence(plan.call_id)
+    async def _observe(self, plans: list[CallPlan], now_ms: int, switch: SwitchView, report: Report) -> list[Evidence]:
+        """Each attempt's evidence, after adding what the switch shows now."""
+        stored = await self.attempts.evidences([plan.call_id for plan in plans])
+        gone = await self.attempts.gone_times([p.uniqueid for p, ev in zip(plans, stored, strict=True)
+                                               if ev.caller_gone_ms is None])
+        seen: list[Evidence] = []
+        new: dict[str, dict[str, str | int]] = {}
+        for plan, ev in zip(plans, stored, strict=True):
+            now_seen, proven = self._add_switch_view(plan, ev, gone.get(plan.uniqueid), now_ms, switch)
+            seen.append(now_seen)
+            if proven:
+                new[plan.call_id] = proven
+        if new:
+            await self.attempts.add_evidences(new)
+        report.heartbeats += sum(1 for proven in new.values() if "heartbeat_ms" in proven)
+        return seen
+
+    def _add_switch_view(self, plan: CallPlan, ev: Evidence, gone: int | None, now_ms: int,
+                         switch: SwitchView) -> tuple[Evidence, dict[str, str | int]]:
+        """The attempt's evidence with what the switch shows now (``gone``: when its log
+        showed the caller's channel end), and what of it is new (to store)."""
         if ev.caller_gone_ms is None:
-            gone = await self.attempts.gone_at(plan.uniqueid)
             if gone is None and switch.lost(plan.uniqueid):
                 gone = now_ms
             if gone is not None:
-                await self.attempts.add_evidence(plan.call_id, caller_gone_ms=gone)
-                return replace(ev, caller_gone_ms=gone)
+                return replace(ev, caller_gone_ms=gone), {"caller_gone_ms": gone}
         up = (ev.bridged_ms is not None and ev.ended_ms is None and ev.caller_gone_ms is None
               and switch.alive_at_ms is not None and not switch.lost(plan.uniqueid))
         if up and switch.alive_at_ms is not None:
             beat = switch.alive_at_ms - HEARTBEAT_MARGIN_MS
             if beat - max(ev.heartbeat_ms or 0, ev.bridged_ms or 0) >= self.heartbeat_every_ms:
-                await self.attempts.add_evidence(plan.call_id, heartbeat_ms=beat)
-                report.heartbeats += 1
-                ev = replace(ev, heartbeat_ms=beat)
-        return ev
+                return replace(ev, heartbeat_ms=beat), {"heartbeat_ms": beat}
+        return ev, {}
+
+    async def _free_cards(self, switch: SwitchView, report: Report) -> None:
+        """Free the card locks whose call is gone (lost with the switch, or its end logged)."""
+        locks = await self.attempts.card_locks()
+        gone = await self.attempts.gone_times([uniqueid for uniqueid in locks.values() if not switch.lost(uniqueid)])
+        for card, uniqueid in locks.items():
+            if switch.lost(uniqueid) or uniqueid in gone:
+                await self.attempts.release_card(card, uniqueid)
+                log.info("[%s] card %s freed: its call is gone", uniqueid, card)
+                report.locks_released.append(card)
 
     async def _settle(self, plan: CallPlan, outcome: Outcome) -> None:
         path, sha = "", ""

@@ -18,6 +18,7 @@ import logging
 import os
 import signal
 import time
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -167,17 +168,20 @@ class NodeAttempts:
     async def card_locks(self) -> dict[str, str]:
         return {card: uid for card, uid in (await self.store.card_locks()).items() if self.owns(uid)}
 
-    async def evidence(self, call_id: str) -> Evidence:
-        return await self.store.evidence(call_id)
+    async def evidences(self, call_ids: Sequence[str]) -> list[Evidence]:
+        return await self.store.evidences(call_ids)
 
     async def add_evidence(self, call_id: str, **values: str | int) -> None:
         await self.store.add_evidence(call_id, **values)
 
+    async def add_evidences(self, values: Mapping[str, Mapping[str, str | int]]) -> None:
+        await self.store.add_evidences(values)
+
     async def mark_gone(self, uniqueid: str, at_ms: int) -> None:
         await self.store.mark_gone(uniqueid, at_ms)
 
-    async def gone_at(self, uniqueid: str) -> int | None:
-        return await self.store.gone_at(uniqueid)
+    async def gone_times(self, uniqueids: Sequence[str]) -> dict[str, int]:
+        return await self.store.gone_times(uniqueids)
 
     async def release_card(self, card: str, uniqueid: str) -> None:
         await self.store.release_card(card, uniqueid)

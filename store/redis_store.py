@@ -46,7 +46,7 @@ from __future__ import annotations
 import json
 import re
 import secrets
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from typing import Any
@@ -226,6 +226,17 @@ def _hash(raw: Mapping[bytes | str, bytes | str] | None) -> dict[str, str]:
     return {_str(k): _str(v) for k, v in (raw or {}).items()}
 
 
+def _evidence(h: dict[str, str]) -> Evidence:
+    """An attempt's evidence from its hash (a field missing or not a number: not known)."""
+
+    def num(name: str) -> int | None:
+        return int(h[name]) if h.get(name, "").isdigit() else None
+
+    return Evidence(bridged_ms=num("bridged_ms"), ended_ms=num("ended_ms"),
+                    dial_status=h.get("dial_status", ""), hangup_cause=h.get("hangup_cause", ""),
+                    heartbeat_ms=num("heartbeat_ms"), caller_gone_ms=num("caller_gone_ms"))
+
+
 def _check_amount(amount: int, *, positive: bool = False) -> None:
     if type(amount) is not int or not 0 <= amount <= MAX_AMOUNT or (positive and amount == 0):
         raise ValueError(f"amount must be a {'positive' if positive else 'non-negative'} integer: {amount!r}")
@@ -303,6 +314,14 @@ class RedisStore:
     @staticmethod
     def _cdr_key(call_id: str) -> str:
         return f"{PREFIX}cdr:{call_id}"
+
+    @staticmethod
+    def _evidence_key(call_id: str) -> str:
+        return f"{PREFIX}ev:{call_id}"
+
+    @staticmethod
+    def _gone_key(uniqueid: str) -> str:
+        return f"{PREFIX}gone:{uniqueid}"
 
     def _payer_keys(self, card: str, phone: str) -> list[str]:
         """The paying account's hash and its two ledger streams: the card's, or
@@ -754,31 +773,44 @@ class RedisStore:
                 out.append(OpenAttempt(call_id=call_id, plan=_str(plan), deadline_ms=int(deadline)))
         return out
 
-    async def evidence(self, call_id: str) -> Evidence:
-        h = _hash(await self.redis.hgetall(f"{PREFIX}ev:{call_id}"))
-
-        def num(name: str) -> int | None:
-            return int(h[name]) if h.get(name, "").isdigit() else None
-
-        return Evidence(bridged_ms=num("bridged_ms"), ended_ms=num("ended_ms"),
-                        dial_status=h.get("dial_status", ""), hangup_cause=h.get("hangup_cause", ""),
-                        heartbeat_ms=num("heartbeat_ms"), caller_gone_ms=num("caller_gone_ms"))
+    async def evidences(self, call_ids: Sequence[str]) -> list[Evidence]:
+        """The evidence of each attempt, in the order asked: one pipeline of HGETALLs."""
+        if not call_ids:
+            return []
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for call_id in call_ids:
+                pipe.hgetall(self._evidence_key(call_id))
+            rows = await pipe.execute()
+        return [_evidence(_hash(row)) for row in rows]
 
     async def add_evidence(self, call_id: str, **values: str | int) -> None:
         """Record what is proven of an attempt (fields of ``Evidence``)."""
-        _check_id("call_id", call_id)
-        key = f"{PREFIX}ev:{call_id}"
+        await self.add_evidences({call_id: values})
+
+    async def add_evidences(self, values: Mapping[str, Mapping[str, str | int]]) -> None:
+        """Record what is proven of several attempts (call_id -> fields of ``Evidence``)
+        in one transaction."""
+        for call_id in values:
+            _check_id("call_id", call_id)
+        if not values:
+            return
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hset(key, mapping={k: str(v) for k, v in values.items()})
-            pipe.expire(key, EVIDENCE_TTL_S)
+            for call_id, proven in values.items():
+                key = self._evidence_key(call_id)
+                pipe.hset(key, mapping={k: str(v) for k, v in proven.items()})
+                pipe.expire(key, EVIDENCE_TTL_S)
             await pipe.execute()
 
     async def mark_gone(self, uniqueid: str, at_ms: int) -> None:
-        await self.redis.set(f"{PREFIX}gone:{uniqueid}", str(at_ms), ex=2 * 24 * 3600, nx=True)
+        await self.redis.set(self._gone_key(uniqueid), str(at_ms), ex=2 * 24 * 3600, nx=True)
 
-    async def gone_at(self, uniqueid: str) -> int | None:
-        raw = _opt(await self.redis.get(f"{PREFIX}gone:{uniqueid}"))
-        return int(raw) if raw is not None else None
+    async def gone_times(self, uniqueids: Sequence[str]) -> dict[str, int]:
+        """When each of these channels was logged gone (one MGET); those not gone are left out."""
+        asked = list(dict.fromkeys(uniqueids))
+        if not asked:
+            return {}
+        raw = await self.redis.mget([self._gone_key(uniqueid) for uniqueid in asked])
+        return {uniqueid: int(_str(at)) for uniqueid, at in zip(asked, raw, strict=True) if at is not None}
 
     async def card_locks(self) -> dict[str, str]:
         """card -> uniqueid of the call holding it."""

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -111,23 +113,28 @@ class Memory:
     async def open_attempts(self) -> list[OpenAttempt]:
         return [OpenAttempt(c, p, d) for c, (p, _, d) in self.holds.items()]
 
-    async def evidence(self, call_id: str) -> Evidence:
-        e = self.ev.get(call_id, {})
+    async def evidences(self, call_ids: Sequence[str]) -> list[Evidence]:
+        def one(e: dict[str, str | int]) -> Evidence:
+            def num(k: str) -> int | None:
+                return int(e[k]) if k in e else None
 
-        def num(k: str) -> int | None:
-            return int(e[k]) if k in e else None
+            return Evidence(num("bridged_ms"), num("ended_ms"), str(e.get("dial_status", "")),
+                            str(e.get("hangup_cause", "")), num("heartbeat_ms"), num("caller_gone_ms"))
 
-        return Evidence(num("bridged_ms"), num("ended_ms"), str(e.get("dial_status", "")),
-                        str(e.get("hangup_cause", "")), num("heartbeat_ms"), num("caller_gone_ms"))
+        return [one(self.ev.get(call_id, {})) for call_id in call_ids]
 
     async def add_evidence(self, call_id: str, **values: str | int) -> None:
         self.ev.setdefault(call_id, {}).update(values)
 
+    async def add_evidences(self, values: Mapping[str, Mapping[str, str | int]]) -> None:
+        for call_id, proven in values.items():
+            self.ev.setdefault(call_id, {}).update(proven)
+
     async def mark_gone(self, uniqueid: str, at_ms: int) -> None:
         self.gone.setdefault(uniqueid, at_ms)
 
-    async def gone_at(self, uniqueid: str) -> int | None:
-        return self.gone.get(uniqueid)
+    async def gone_times(self, uniqueids: Sequence[str]) -> dict[str, int]:
+        return {uniqueid: self.gone[uniqueid] for uniqueid in uniqueids if uniqueid in self.gone}
 
     async def card_locks(self) -> dict[str, str]:
         return dict(self.locks)
@@ -249,3 +256,62 @@ async def test_heartbeats_are_stored_at_most_every_two_seconds(memory: Memory, r
         if report.heartbeats:
             beats.append(memory.ev[PLAN.call_id]["heartbeat_ms"])
     assert beats == [T0 + 2_000, T0 + 4_000, T0 + 6_000, T0 + 8_000]
+
+
+def _call(i: int) -> CallPlan:
+    return replace(PLAN, call_id=f"1795000000.{i}-1", uniqueid=f"1795000000.{i}", card=f"{2000 + i}")
+
+
+async def test_one_cycle_treats_each_of_many_attempts_by_its_own_evidence(
+    memory: Memory, reconciler: Reconciler
+) -> None:
+    calls = [_call(i) for i in range(5)]
+    for plan in calls:
+        memory.open(plan)
+    memory.locks = {plan.card: plan.uniqueid for plan in calls}
+    await reconciler.record(Bridged(calls[0].call_id, T0))  # up: a heartbeat
+    await reconciler.record(Bridged(calls[1].call_id, T0))
+    await reconciler.record(Ended(calls[1].call_id, T0 + 20_000, "ANSWER", "16"))  # ended: settled exactly
+    await reconciler.record(ChannelEnded(calls[2].uniqueid, T0 + 27_000))  # gone: stamped, card freed, in grace
+    memory.ev[calls[3].call_id] = {"caller_gone_ms": T0 + 1_000}  # already stamped: settled from it
+    now = T0 + 30_000
+    report = await reconciler.run_once(now, SwitchView(alive_at_ms=now, lost=lambda uid: uid == calls[4].uniqueid))
+    assert report.settled == [calls[1].call_id, calls[3].call_id]
+    assert report.heartbeats == 1 and memory.ev[calls[0].call_id]["heartbeat_ms"] == now - HEARTBEAT_MARGIN_MS
+    assert memory.ev[calls[2].call_id] == {"caller_gone_ms": T0 + 27_000}
+    assert memory.ev[calls[4].call_id] == {"caller_gone_ms": now}  # lost with an earlier run of the switch
+    assert [r.evidence for r in memory.records] == ["exact", "heartbeat"]
+    assert sorted(report.locks_released) == [calls[2].card, calls[4].card]
+
+
+class CountingStorage:
+    """Memory, counting the calls the reconciler makes to it (each one round trip to Redis)."""
+
+    def __init__(self, inner: Memory) -> None:
+        self.inner = inner
+        self.calls: list[str] = []
+
+    def __getattr__(self, name: str) -> Callable[..., Awaitable[Any]]:
+        method = getattr(self.inner, name)
+
+        async def counted(*args: Any, **kwargs: Any) -> Any:
+            self.calls.append(name)
+            return await method(*args, **kwargs)
+
+        return counted
+
+
+@pytest.mark.parametrize("count", [1, 50])
+async def test_a_cycle_calls_storage_the_same_few_times_however_many_attempts_are_open(
+    memory: Memory, count: int
+) -> None:
+    storage = CountingStorage(memory)
+    reconciler = Reconciler(storage, memory, _recording)  # type: ignore[arg-type]
+    for i in range(count):
+        plan = _call(i)
+        memory.open(plan)
+        memory.locks[plan.card] = plan.uniqueid
+        memory.ev[plan.call_id] = {"bridged_ms": T0}
+    report = await reconciler.run_once(T0 + 10_000, SwitchView(alive_at_ms=T0 + 10_000))
+    assert report.heartbeats == count
+    assert storage.calls == ["open_attempts", "evidences", "gone_times", "add_evidences", "card_locks", "gone_times"]
