@@ -227,7 +227,7 @@ class AppRouting:
                     await wake.listen()
                 yield wake
             finally:
-                await asyncio.shield(pubsub.aclose())  # type: ignore[no-untyped-call]
+                await asyncio.shield(pubsub.aclose())  # type: ignore[no-untyped-call, unused-ignore]  # typed from redis 8.2
 
         return listening
 
