@@ -6,7 +6,7 @@ import asyncio
 import logging
 import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 from agi.protocol import (
     AgiCommandError,
@@ -23,6 +23,9 @@ MAX_LINE = 8192
 # separator), '=', quotes, backslashes, spaces or '$'. Anything else goes by SET VARIABLE.
 MSET_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 MSET_VALUE = re.compile(r"[A-Za-z0-9_+\-/@.&:*#!]*")
+# Between the values of one GET FULL VARIABLE (get_variables): a control character none of
+# our values holds (names, digits, stamps; the call plan is JSON, which escapes it).
+VALUES_SEPARATOR = "\x1f"
 # Commands Asterisk answers at once (nothing waits on the caller): their round trips
 # measure the AGI backlog for overload control (agi/overload.py).
 QUICK_COMMANDS = frozenset({"SET VARIABLE", "GET VARIABLE", "GET FULL VARIABLE", "VERBOSE", "NOOP",
@@ -61,7 +64,8 @@ class AgiChannel:
         if self.hung_up:
             raise AgiHangup("channel already hung up")
         line = format_command(*words)
-        self.log.debug("agi > %s", line.decode().rstrip())
+        if self.log.isEnabledFor(logging.DEBUG):
+            self.log.debug("agi > %s", line.decode().rstrip())
         try:
             self._writer.write(line)
             await self._writer.drain()
@@ -102,7 +106,9 @@ class AgiChannel:
     async def read_line(self, wait: float) -> str:
         """One line without its end; EOF means the call is gone."""
         try:
-            raw = await asyncio.wait_for(self._reader.readline(), wait)
+            # asyncio.timeout, not wait_for: no task per line (every AGI reply comes here).
+            async with asyncio.timeout(wait):
+                raw = await self._reader.readline()
         except TimeoutError as exc:
             raise AgiTimeout(f"no reply from Asterisk in {wait:.1f} s") from exc
         except ConnectionError as exc:
@@ -111,6 +117,28 @@ class AgiChannel:
             raise AgiHangup(f"connection lost: {exc}") from exc
         except (asyncio.LimitOverrunError, ValueError) as exc:
             raise AgiProtocolError(f"bad line from Asterisk: {exc}") from exc
+        return self._text(raw)
+
+    async def read_block(self, wait: float, max_lines: int) -> list[str]:
+        """Lines up to an empty one (the environment Asterisk sends first), all within
+        ``wait``: one timer for the block, not one per line."""
+        lines: list[str] = []
+        try:
+            async with asyncio.timeout(wait):
+                while line := self._text(await self._reader.readline()):
+                    lines.append(line)
+                    if len(lines) > max_lines:
+                        raise AgiProtocolError(f"more than {max_lines} lines before the empty one")
+        except TimeoutError as exc:
+            raise AgiTimeout(f"no reply from Asterisk in {wait:.1f} s") from exc
+        except ConnectionError as exc:
+            self.hung_up = True
+            raise AgiHangup(f"connection lost: {exc}") from exc
+        except (asyncio.LimitOverrunError, ValueError) as exc:
+            raise AgiProtocolError(f"bad line from Asterisk: {exc}") from exc
+        return lines
+
+    def _text(self, raw: bytes) -> str:
         if not raw:
             self.hung_up = True
             raise AgiHangup("connection closed by Asterisk")
@@ -144,6 +172,18 @@ class AgiChannel:
     async def get_variable(self, name: str) -> str | None:
         result = await self.command("GET VARIABLE", name)
         return result.data if result.result == 1 else None
+
+    async def get_variables(self, names: Sequence[str]) -> dict[str, str]:
+        """Several variables (or functions, e.g. ``CHANNEL(endpoint)``) in one round trip:
+        GET FULL VARIABLE of ``${A}<US>${B}...``. An unset variable reads ''."""
+        expression = VALUES_SEPARATOR.join(f"${{{name}}}" for name in names)
+        if any(VALUES_SEPARATOR in name or "}" in name for name in names):
+            raise ValueError(f"not a variable name list: {names!r}")
+        result = await self.command("GET FULL VARIABLE", expression)
+        values = result.data.split(VALUES_SEPARATOR)
+        if result.result != 1 or len(values) != len(names):
+            raise AgiProtocolError(f"GET FULL VARIABLE gave {len(values)} values for {len(names)} names")
+        return dict(zip(names, values, strict=True))
 
     async def stream_file(self, name: str, escape_digits: str = "") -> str:
         """Play a prompt; return the digit that interrupted it, or ''."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from agi import variables as v
 from agi.channel import AgiChannel
 from ivr.call_plan import CallPlan, plan_from_json, plan_to_json
@@ -24,4 +26,10 @@ async def save_plan(channel: AgiChannel, plan: CallPlan) -> None:
 async def load_plan(channel: AgiChannel) -> CallPlan | None:
     """The plan on the channel, or None when no number was planned."""
     text = await channel.get_variable(v.PLAN)
+    return plan_from_json(text) if text else None
+
+
+def plan_in(values: Mapping[str, str]) -> CallPlan | None:
+    """The plan among variables read at once (``AgiChannel.get_variables`` with ``PLAN``)."""
+    text = values.get(v.PLAN, "")
     return plan_from_json(text) if text else None

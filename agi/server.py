@@ -136,14 +136,7 @@ class AgiServer:
             self.metrics.route_done(env.script, result, wall, wall - channel.waited)
 
     async def _read_environment(self, channel: AgiChannel) -> AgiEnvironment:
-        lines: list[str] = []
-        while True:
-            line = await channel.read_line(self.read_timeout)
-            if line == "":
-                return parse_environment(lines)
-            lines.append(line)
-            if len(lines) > MAX_ENV_LINES:
-                raise AgiError("AGI environment too long")
+        return parse_environment(await channel.read_block(self.read_timeout, MAX_ENV_LINES))
 
 
 async def _say_failure(channel: AgiChannel, message: str) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from typing import TypeVar
 
@@ -44,18 +44,23 @@ async def retrying(step: Callable[[], Awaitable[T]], what: str, log: logging.Log
             delay = min(2.0, delay * 2)
 
 
-async def settle_attempt(channel: AgiChannel, deps: CallDeps, plan: CallPlan) -> str:
-    """Settle ``plan`` with Dial()'s outcome; return DIALSTATUS.
+# What Dial() and the dial plan left on the caller's channel: read with the plan, in one
+# round trip (AgiChannel.get_variables), by the routes that settle.
+DIAL_OUTCOME = (v.DIALSTATUS, v.BRIDGED_AT, v.DIAL_END, v.HANGUPCAUSE, v.FAR_CAUSE)
+
+
+async def settle_attempt(channel: AgiChannel, deps: CallDeps, plan: CallPlan, seen: Mapping[str, str]) -> str:
+    """Settle ``plan`` with Dial()'s outcome (``seen``: the DIAL_OUTCOME variables); return DIALSTATUS.
 
     Billed time runs from the bridge (after the callee's intro) to the end of
     Dial. No bridge time means the two were never connected."""
-    status = await channel.get_variable(v.DIALSTATUS) or ""
-    bridged_at = await channel.get_variable(v.BRIDGED_AT) or ""
-    dial_end = await channel.get_variable(v.DIAL_END) or ""
+    status = seen.get(v.DIALSTATUS, "")
+    bridged_at = seen.get(v.BRIDGED_AT, "")
+    dial_end = seen.get(v.DIAL_END, "")
     talk_ms = 0
     if status == "ANSWER" and bridged_at.isdigit() and dial_end.isdigit():
         talk_ms = max(0, int(dial_end) - int(bridged_at))
-    cause = end_cause(await channel.get_variable(v.HANGUPCAUSE) or "", await channel.get_variable(v.FAR_CAUSE) or "")
+    cause = end_cause(seen.get(v.HANGUPCAUSE, ""), seen.get(v.FAR_CAUSE, ""))
     path, sha = "", ""
     if plan.record and status == "ANSWER":
         path, host_path = deps.recording(plan.call_id)

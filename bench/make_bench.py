@@ -212,10 +212,16 @@ def pct(values: Sequence[float], q: float) -> float | None:
 
 # -- Kinline ----------------------------------------------------------------
 
+# What AgiWatch reads every second: only these series (metrics/endpoint.py name[]), so the
+# bench's own polling costs the AGI server little (the whole text cost ~9 ms a scrape).
+WATCHED = ("kinline_calls_in_ivr", "kinline_agi_command_latency_seconds", "kinline_call_refusals_total")
+
+
 def scrape(port: int) -> dict[str, float]:
-    """The AGI server's Prometheus text as {series{labels}: value} ({} when unreachable)."""
+    """The AGI server's WATCHED series as {series{labels}: value} ({} when unreachable)."""
+    query = "&".join(f"name[]={name}" for name in WATCHED)
     try:
-        with urllib.request.urlopen(f"http://{HOST}:{port}/metrics", timeout=2) as reply:
+        with urllib.request.urlopen(f"http://{HOST}:{port}/metrics?{query}", timeout=2) as reply:
             text = reply.read().decode()
     except OSError:
         return {}

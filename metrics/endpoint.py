@@ -2,7 +2,9 @@
 
 Served by asyncio rather than prometheus_client's thread, so gauges read from
 Redis at scrape time (``refresh``) use the process's own async client. Every read
-is bounded; anything but ``GET``/``HEAD /metrics`` gets a 404."""
+is bounded; anything but ``GET``/``HEAD /metrics`` gets a 404. As prometheus_client's own
+server, ``/metrics?name[]=a&name[]=b`` serves only those series (their collectors alone
+are collected: a watcher that polls a few gauges every second costs little)."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
+from urllib.parse import parse_qs
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -52,15 +55,15 @@ class MetricsEndpoint:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(server.wait_closed(), 1.0)
 
-    async def render(self) -> bytes:
-        """The exposition text, after refreshing the gauges read at scrape (a failed
-        refresh is logged and the last values are served)."""
+    async def render(self, names: list[str] | None = None) -> bytes:
+        """The exposition text (of the series ``names`` only, when given), after refreshing
+        the gauges read at scrape (a failed refresh is logged and the last values are served)."""
         if self.refresh is not None:
             try:
                 await asyncio.wait_for(self.refresh(), REFRESH_TIMEOUT_S)
             except Exception as err:
                 log.warning("metrics refresh failed: %s: %s", type(err).__name__, err)
-        return generate_latest(self.registry)
+        return generate_latest(self.registry.restricted_registry(names) if names else self.registry)
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -70,9 +73,9 @@ class MetricsEndpoint:
                 if line in (b"\r\n", b"\n", b""):
                     break
             method, _, rest = request.decode("latin-1").partition(" ")
-            path = rest.split(" ", 1)[0].split("?", 1)[0]
+            path, _, query = rest.split(" ", 1)[0].partition("?")
             if method in ("GET", "HEAD") and path == "/metrics":
-                body = await self.render()
+                body = await self.render(parse_qs(query).get("name[]"))
                 head = f"HTTP/1.1 200 OK\r\nContent-Type: {CONTENT_TYPE_LATEST}\r\n"
             else:
                 body = b"not found\n"

@@ -6,12 +6,12 @@ from agi import variables as v
 from agi.caller import AgiCaller
 from agi.channel import AgiChannel
 from agi.deps import CallDeps
-from agi.plan_vars import load_plan
+from agi.plan_vars import plan_in
 from agi.protocol import AgiEnvironment
 from agi.routes.app_dial import AppRouting
 from agi.routes.inmate_call import another_number, is_app, plan_and_dial
 from agi.server import Route
-from agi.settle import settle_attempt
+from agi.settle import DIAL_OUTCOME, settle_attempt
 from ivr import prompts as p
 from ivr.accept import inmate_hears
 from ivr.call_plan import CallPlan
@@ -21,22 +21,22 @@ from ivr.numbering import Payer
 
 def make_after_dial(deps: CallDeps, app: AppRouting | None = None) -> Route:
     async def after_dial(channel: AgiChannel, env: AgiEnvironment) -> None:
-        plan = await load_plan(channel)
+        seen = await channel.get_variables((v.PLAN, *DIAL_OUTCOME, v.LANGUAGE, v.ATTEMPT, v.ACCEPT_ON_CALLER))
+        plan = plan_in(seen)
         if plan is None:
             channel.log.error("after_dial without a call plan: refusing")
             return
-        status = await settle_attempt(channel, deps, plan)
+        status = await settle_attempt(channel, deps, plan, seen)
         if app is not None and is_app(plan):
             await app.after_dial(plan)
-        language = await channel.get_variable(v.LANGUAGE) or env.language
-        caller = AgiCaller(channel, language)
-        outcome = await _not_connected(channel, plan, status)
+        caller = AgiCaller(channel, seen[v.LANGUAGE] or env.language)
+        outcome = _not_connected(channel, plan, status, seen[v.ACCEPT_ON_CALLER])
         if outcome is None:
             await caller.play([p.GOODBYE])
             await channel.set_variable(v.ACTION, v.ACTION_DONE)
             return
         caller.lead_in([outcome])  # said before 'dial another' and the number (or goodbye)
-        attempt = int(await channel.get_variable(v.ATTEMPT) or DIAL_ATTEMPTS) + 1
+        attempt = int(seen[v.ATTEMPT] or DIAL_ATTEMPTS) + 1
         session = await another_number(channel, caller, deps, plan, attempt)
         if session is not None:
             await plan_and_dial(channel, caller, deps, session, env.uniqueid, attempt, app)
@@ -44,16 +44,17 @@ def make_after_dial(deps: CallDeps, app: AppRouting | None = None) -> Route:
     return after_dial
 
 
-async def _not_connected(channel: AgiChannel, plan: CallPlan, status: str) -> str | None:
+def _not_connected(channel: AgiChannel, plan: CallPlan, status: str, accepted: str) -> str | None:
     """Why the inmate was not connected, as a prompt; None if they were.
 
     A relative who pays ("01") answers first and then decides in their menu:
-    Dial says ANSWER either way, the menu's outcome (on this channel) tells."""
+    Dial says ANSWER either way, the menu's outcome (``accepted``: SHARED(KINLINE_ACCEPT)
+    on this channel) tells."""
     if status != "ANSWER":
         # Every app device refusing or not answering: the app is unreachable.
         return p.APP_UNREACHABLE if is_app(plan) else DIAL_RESULT_PROMPTS.get(status, p.UNREACHABLE)
     if plan.payer != Payer.CALLEE.value:
         return None
-    outcome = await channel.get_variable(v.ACCEPT_ON_CALLER) or ""
+    outcome = accepted
     channel.log.info("relative's menu for %s: %s", plan.call_id, outcome or "never ran")
     return inmate_hears(outcome)

@@ -33,8 +33,8 @@ def make_inmate_call(deps: CallDeps, app: AppRouting | None = None) -> Route:
 
     async def admitted_call(channel: AgiChannel, env: AgiEnvironment) -> None:
         await channel.answer()
-        facility_id = await channel.get_variable(v.FACILITY) or ""
-        terminal = await channel.get_variable(v.ENDPOINT) or ""
+        seen = await channel.get_variables((v.FACILITY, v.ENDPOINT))
+        facility_id, terminal = seen[v.FACILITY], seen[v.ENDPOINT]
         caller = AgiCaller(channel, env.language)
         try:
             session = await deps.calls.login(caller, facility_id, env.uniqueid, terminal)
@@ -42,11 +42,10 @@ def make_inmate_call(deps: CallDeps, app: AppRouting | None = None) -> Route:
             await refuse(channel, caller, refused, deps)
             return
         try:
-            await channel.set_variable(v.CARD, session.card.number)
+            await channel.set_variables({v.CARD: session.card.number, v.LANGUAGE: caller.language})
         except BaseException:
             await deps.calls.end(session.card.number, env.uniqueid)
             raise
-        await channel.set_variable(v.LANGUAGE, caller.language)
         try:
             if not deps.names.has_name(session.inmate.id):  # the first login: no name recorded yet
                 with caller.aside():  # the balance waits: it leads into the number (type-ahead)

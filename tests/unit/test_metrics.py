@@ -146,6 +146,22 @@ async def test_endpoint_serves_the_registry_after_refreshing() -> None:
         await endpoint.stop()
 
 
+async def test_endpoint_serves_only_the_series_named() -> None:
+    metrics = AgiMetrics()
+    metrics.open_holds.set(4)
+    endpoint = MetricsEndpoint(metrics.registry, "127.0.0.1", 0)
+    await endpoint.start()
+    try:
+        status, text = await _get(endpoint.port, "/metrics?name[]=kinline_open_holds&name[]=kinline_calls_in_ivr")
+        series = {line.split(" ")[0] for line in text.splitlines() if line and not line.startswith("#")}
+        assert status == 200 and series == {"kinline_open_holds", "kinline_calls_in_ivr"}
+        assert "kinline_open_holds 4.0" in text
+        _, whole = await _get(endpoint.port, "/metrics")
+        assert len(whole) > 5 * len(text)  # everything else is there without the filter
+    finally:
+        await endpoint.stop()
+
+
 async def test_endpoint_serves_last_values_when_refresh_fails() -> None:
     metrics = AgiMetrics()
     metrics.open_holds.set(7)
