@@ -106,7 +106,7 @@ class AgiServer:
             call_log.error("unknown route %r: call refused", env.script)
             await _say_failure(channel, f"Kinline: unknown AGI route {env.script}")
             return
-        call_log.info("route %s for %s", env.script, env.channel)
+        call_log.debug("route %s for %s", env.script, env.channel)
         result = "error"
         started = time.perf_counter()
         self.metrics.route_started(env.script)
@@ -129,7 +129,7 @@ class AgiServer:
         else:
             wall = time.perf_counter() - started
             # "own" is the time spent in Kinline (decisions, Redis), not waiting for Asterisk.
-            call_log.info("route %s done in %.0f ms (own %.1f ms)", env.script, wall * 1000,
+            call_log.info("route %s for %s done in %.0f ms (own %.1f ms)", env.script, env.channel, wall * 1000,
                           (wall - channel.waited) * 1000)
         finally:
             wall = time.perf_counter() - started

@@ -63,7 +63,7 @@ async def one_call(cfg_target: str, user: str, password: str, ami: AmiWatch, rel
 
 
 def own_times(log_text: str, uid: str) -> float:
-    pattern = re.compile(rf"\[{re.escape(uid)}\] route \S+ done in \d+ ms \(own ([\d.]+) ms\)")
+    pattern = re.compile(rf"\[{re.escape(uid)}\] route \S+ (?:for \S+ )?done in \d+ ms \(own ([\d.]+) ms\)")
     return sum(float(m.group(1)) for m in pattern.finditer(log_text))
 
 

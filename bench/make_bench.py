@@ -391,7 +391,7 @@ def judge_bare(numbers: Sequence[str], logs: StepLogs) -> Counter[str]:
     return verdicts
 
 
-AGI_LINE = re.compile(r"\[([^\]\s]+)\] route \S+ done in (\d+) ms \(own ([\d.]+) ms\)")
+AGI_LINE = re.compile(r"\[([^\]\s]+)\] route \S+ (?:for \S+ )?done in (\d+) ms \(own ([\d.]+) ms\)")
 
 
 def agi_times(text: str) -> tuple[list[float], list[float]]:

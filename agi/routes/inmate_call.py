@@ -94,11 +94,11 @@ async def plan_and_dial(channel: AgiChannel, caller: AgiCaller, deps: CallDeps, 
         except Refused as refused:
             await refuse(channel, caller, refused, deps)
             return
-        target = await _prepare(channel, caller, deps, session, plan, attempt, app)
-        if target:
-            # ACTION last (in the same command): until it says "dial", the dial plan refuses.
-            await channel.set_variables({v.DIAL_TARGET: target, v.DIAL_APP: "1" if is_app(plan) else "0",
-                                         v.ACTION: v.ACTION_DIAL})
+        settings = await _prepare(channel, caller, deps, session, plan, attempt, app)
+        if settings:
+            # One command between the '#' and Dial for a phone (Dial()'s settings, with ACTION
+            # last: until it says "dial", the dial plan refuses).
+            await channel.set_variables({**settings, v.ACTION: v.ACTION_DIAL})
             deps.metrics.dialed()
             return
         # The app was not reached: nothing charged, another number (as after_dial).
@@ -140,8 +140,10 @@ def trunk_target(plan: CallPlan) -> str:
 
 
 async def _prepare(channel: AgiChannel, caller: AgiCaller, deps: CallDeps, session: Session, plan: CallPlan,
-                   attempt: int, app: AppRouting | None) -> str:
-    """Leave the plan and Dial()'s settings on the channel; return Dial's target ('' = the app was not reached)."""
+                   attempt: int, app: AppRouting | None) -> dict[str, str | int]:
+    """Leave the plan on the channel; return Dial()'s settings, its target included, for the
+    caller to set with ACTION ({} = the app was not reached). A call to the app sets the
+    settings first: its legs inherit them while the route still waits for the app."""
     await save_plan(channel, plan)
     channel.log.info("dialing %s (%s, attempt %d): up to %d s, %d reserved, %s", plan.e164[:5] + "...",
                      plan.route_kind, attempt, plan.max_s, plan.reserved,
@@ -153,8 +155,7 @@ async def _prepare(channel: AgiChannel, caller: AgiCaller, deps: CallDeps, sessi
     intro = [p.CALLEE_INTRO, await deps.facility_name(facility), *([name] if name else []),
              *([p.CALL_RECORDED] if plan.record else [])]
     chroot_path, _ = deps.recording(plan.call_id)
-    # One round trip (MSet) for Dial()'s settings: they lie between the '#' and the INVITE.
-    await channel.set_variables({
+    settings: dict[str, str | int] = {
         v.CALL_ID: plan.call_id, v.DIAL_END: "", v.ATTEMPT: attempt,
         v.NUMBER: plan.e164, v.RING_S: RING_S, v.LIMIT_MS: plan.max_s * 1000, v.WARN_MS: plan.warn_s * 1000,
         v.WARNING_FILE: sound_file(caller.language, plan.warning_prompt),
@@ -162,11 +163,14 @@ async def _prepare(channel: AgiChannel, caller: AgiCaller, deps: CallDeps, sessi
         v.INTRO: "&".join(sound_file(facility.language, item) for item in intro),
         # The relative who pays ("01") hears their accept menu instead of the intro.
         v.ACCEPT_MENU: "1" if plan.payer == Payer.CALLEE.value else "0",
-    })
-    await deps.calls.announce(caller, session, plan, caller.language)
+    }
     if not is_app(plan):
-        return trunk_target(plan)
+        # The plan is saved: a hangup while the call's length is said settles it unconnected.
+        await deps.calls.announce(caller, session, plan, caller.language)
+        return {**settings, v.DIAL_TARGET: trunk_target(plan), v.DIAL_APP: "0"}
+    await channel.set_variables(settings)
+    await deps.calls.announce(caller, session, plan, caller.language)
     if app is None:  # choose_number refuses "00" without the app's devices: never here
         raise Refused(p.SERVICE_UNAVAILABLE, "an app plan without app routing")
     reached = await app.target(channel, caller, plan, facility.name)
-    return reached.target
+    return {v.DIAL_TARGET: reached.target, v.DIAL_APP: "1"} if reached.target else {}

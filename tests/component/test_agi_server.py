@@ -204,7 +204,8 @@ async def test_uniqueid_is_on_every_log_record_of_the_call(
     await run_test_route(server.port, seen)
     records = [r for r in caplog.records if r.name.startswith("agi")]
     messages = [r.getMessage() for r in records]
-    assert re.fullmatch(rf"\[{re.escape(UID)}\] route test done in \d+ ms \(own \d+\.\d ms\)", messages[-1])
+    assert re.fullmatch(rf"\[{re.escape(UID)}\] route test for PJSIP/term9001-00000002 done in \d+ ms "
+                        r"\(own \d+\.\d ms\)", messages[-1])
     messages[-1] = f"[{UID}] route test done in"
     assert messages == [
         f"[{UID}] route test for PJSIP/term9001-00000002",
@@ -462,7 +463,7 @@ async def test_stop_lets_a_call_finish_within_grace(
     assert time.monotonic() - started < 1.0
     assert seen == ["answered", "streamed"]
     messages = [r.getMessage() for r in caplog.records]
-    assert any(m.startswith(f"[{UID}] route waiter done in ") for m in messages)
+    assert any(m.startswith(f"[{UID}] route waiter for PJSIP/term9001-00000002 done in ") for m in messages)
     assert messages[-1] == "FastAGI stopped"
 
 

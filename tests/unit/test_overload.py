@@ -234,9 +234,9 @@ async def test_inmate_call_under_the_level_goes_on_to_the_login(tmp_path: Path) 
         fake = await FakeAsterisk.call(server.port, "inmate_call")
         await fake.expect("ANSWER")
         await fake.reply("200 result=0")
-        for _ in range(2):  # the facility and the terminal
-            assert (await fake.command()).startswith("GET VARIABLE")
-            await fake.reply("200 result=1 (x)")
+        # The facility and the terminal, in one command.
+        assert (await fake.command()).startswith("GET FULL VARIABLE")
+        await fake.reply("200 result=1 (x\x1fy)")
         assert await fake.closed_by_server()
     finally:
         await server.stop()
