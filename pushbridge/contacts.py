@@ -68,6 +68,8 @@ REGISTRAR = {"AOR_CONTACT_ADDED": "Created", "AOR_CONTACT_REFRESHED": "Updated",
 # NonQualified (registered, qualify off), Unknown (not yet qualified), Removed (res_pjsip).
 REACHABLE = frozenset({"Created", "Reachable", "Updated", "NonQualified"})
 GONE = frozenset({"Removed", "Unreachable"})
+# The AMI events contact_event reads (the stack's services' AMI user gets these and a few others only).
+FOLLOWED_EVENTS = frozenset({"TestEvent", "ContactStatus", "SuccessfulAuth"})
 AUTHENTICATED = "Authenticated"  # our own status: a SuccessfulAuth hint (see the module's docstring)
 SOURCE_REGISTRAR, SOURCE_CONTACT_STATUS, SOURCE_AUTH = "registrar", "contact_status", "auth"
 PHONE_CACHE_MAX = 10_000

@@ -38,6 +38,7 @@ from store.relatives import RelativeStore
 log = logging.getLogger("reconciler")
 
 INTERVAL_S = 1.0
+BOOT_EVENT = "FullyBooted"  # its Uptime tells when Asterisk's current run began
 # FullyBooted's Uptime is in whole seconds and a uniqueid's stamp too: a
 # channel counts as lost with an earlier run of Asterisk only when it started
 # this long before the current run.
@@ -95,7 +96,7 @@ class SwitchWatch:
         while True:
             message = await self._events.get()
             uptime = message.get("Uptime")
-            if message.event == "FullyBooted" and uptime.isdigit():
+            if message.event == BOOT_EVENT and uptime.isdigit():
                 booted = now_ms() - int(uptime) * 1000
                 if self.booted_ms is None or abs(booted - self.booted_ms) > BOOT_SLACK_MS:
                     log.info("Asterisk running since %d (uptime %s s)", booted, uptime)

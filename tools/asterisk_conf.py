@@ -180,6 +180,18 @@ TRUNK_RTP_TIMEOUT_HOLD_S = 60
 # dial plan steps, boot (system) and security events (the guard). It may run no
 # action that needs a write class. The other user may only originate.
 AMI_READ_CLASSES = "system,call,dtmf,reporting,cdr,dialplan,agi,user,security"
+# The services' read-only user gets only the events they follow, by name (Asterisk 22's
+# advanced filters: a hash of the name, no regex over each event): the reconciler's
+# FullyBooted (reconciler/main.py), the push bridge's contact events (pushbridge/contacts.py
+# FOLLOWED_EVENTS), the guard's failures (guard/events.py FAILURE_EVENTS). Without it the push
+# bridge parsed every RTCP report of every call (class reporting, like the registrar's TestEvent).
+SERVICE_EVENT_CLASSES = "system,security,reporting"
+SERVICE_EVENTS = (
+    "FullyBooted",
+    "TestEvent", "ContactStatus", "SuccessfulAuth",
+    "InvalidAccountID", "InvalidPassword", "ChallengeResponseFailed", "FailedACL", "AuthMethodNotAllowed",
+    "RequestNotAllowed", "UnexpectedAddress",
+)
 
 
 def manager_users_conf(host: str, secrets: Secrets) -> str:
@@ -193,7 +205,10 @@ def manager_users_conf(host: str, secrets: Secrets) -> str:
         # PJSIP_CONTACT). "reporting" runs only queries (Getvar, DBGet, CoreShowChannels,
         # PJSIPQualify...): no Originate, Reload, ModuleLoad or Command. No events.
         f"[{secrets.ami_status_user}]\nsecret = {secrets.ami_status_secret}\n{acl}"
-        "read =\nwrite = reporting\n"
+        "read =\nwrite = reporting\n\n"
+        f"[{secrets.ami_events_user}]\nsecret = {secrets.ami_events_secret}\n{acl}"
+        f"read = {SERVICE_EVENT_CLASSES}\nwrite =\n"
+        + "".join(f"eventfilter(action(include),name({event})) =\n" for event in SERVICE_EVENTS)
     )
 
 

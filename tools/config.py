@@ -341,7 +341,7 @@ def _production(raw: Mapping[str, object]) -> tuple[str | None, str | None, int 
 
 @dataclass(frozen=True)
 class Secrets:
-    ami_user: str  # read-only AMI user (events): tests, the reconciler, the guard
+    ami_user: str  # read-only AMI user, every event: tests and benches (the services have ami_events_user)
     ami_secret: str
     ami_originate_user: str  # may originate calls; nothing else
     ami_originate_secret: str
@@ -355,6 +355,10 @@ class Secrets:
     realtime_password: str = ""  # Asterisk's read-only PostgreSQL role "asterisk_rt" (PJSIP realtime)
     ami_status_user: str = ""  # AMI: write class "reporting" only (Getvar of contact status), no events
     ami_status_secret: str = ""
+    # AMI: the services' read-only user (reconciler, guard, push bridge): only the events they
+    # follow (tools/asterisk_conf.py SERVICE_EVENTS), not every call's RTCP reports and steps.
+    ami_events_user: str = ""
+    ami_events_secret: str = ""
 
 
 _SECRET_DEFAULTS: dict[str, Callable[[], str]] = {
@@ -370,6 +374,8 @@ _SECRET_DEFAULTS: dict[str, Callable[[], str]] = {
     "realtime_password": lambda: secrets.token_hex(24),
     "ami_status_user": lambda: "kinline-status",
     "ami_status_secret": lambda: secrets.token_hex(16),
+    "ami_events_user": lambda: "kinline-events",
+    "ami_events_secret": lambda: secrets.token_hex(16),
 }
 
 

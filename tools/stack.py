@@ -278,7 +278,8 @@ def service_secrets(config: StackConfig) -> dict[str, str]:
     """What the Python services need from the secrets, as environment variables."""
     secrets = load_secrets(config)
     return {"KINLINE_REDIS_URL": config.redis_url, "KINLINE_POSTGRES_URL": config.postgres_url,
-            "KINLINE_AMI_USER": secrets.ami_user, "KINLINE_AMI_SECRET": secrets.ami_secret,
+            # The services' AMI user: only the events they follow (tools/asterisk_conf.py SERVICE_EVENTS).
+            "KINLINE_AMI_USER": secrets.ami_events_user, "KINLINE_AMI_SECRET": secrets.ami_events_secret,
             "KINLINE_AMI_STATUS_USER": secrets.ami_status_user, "KINLINE_AMI_STATUS_SECRET": secrets.ami_status_secret,
             "KINLINE_AMI_ORIGINATE_USER": secrets.ami_originate_user,
             "KINLINE_AMI_ORIGINATE_SECRET": secrets.ami_originate_secret,
