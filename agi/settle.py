@@ -51,6 +51,7 @@ DIAL_OUTCOME = (v.DIALSTATUS, v.BRIDGED_AT, v.DIAL_END, v.HANGUPCAUSE, v.FAR_CAU
 
 async def settle_attempt(channel: AgiChannel, deps: CallDeps, plan: CallPlan, seen: Mapping[str, str]) -> str:
     """Settle ``plan`` with Dial()'s outcome (``seen``: the DIAL_OUTCOME variables); return DIALSTATUS.
+    The caller marks the channel (SETTLED) if it goes on; settling again is harmless (by call id).
 
     Billed time runs from the bridge (after the callee's intro) to the end of
     Dial. No bridge time means the two were never connected."""
@@ -72,7 +73,6 @@ async def settle_attempt(channel: AgiChannel, deps: CallDeps, plan: CallPlan, se
                                              ended_at=_epoch_ms(dial_end)),
                    f"settling {plan.call_id}", channel.log, on_retry=deps.metrics.settlement_retry)
     deps.metrics.settled(status)
-    await channel.set_variable(v.SETTLED, plan.call_id)
     return status
 
 

@@ -45,6 +45,9 @@ ATTEMPT = "KINLINE_ATTEMPT"
 CARD = "KINLINE_CARD"
 LANGUAGE = "KINLINE_LANGUAGE"
 SETTLED = "KINLINE_SETTLED"
+# "1": the call is over, settled and its card freed (after_dial, before the goodbye): the
+# hangup handler (kinline-hangup) has nothing left to do and skips its FastAGI session.
+CLOSED = "KINLINE_CLOSED"
 
 # Epoch milliseconds: the bridge (set on the caller by the callee's intro
 # gosub) and the end of Dial (after Dial, or in the hangup handler).

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 from agi import variables as v
 from agi.caller import AgiCaller
 from agi.channel import AgiChannel
@@ -11,7 +13,7 @@ from agi.protocol import AgiEnvironment
 from agi.routes.app_dial import AppRouting
 from agi.routes.inmate_call import another_number, is_app, plan_and_dial
 from agi.server import Route
-from agi.settle import DIAL_OUTCOME, settle_attempt
+from agi.settle import DIAL_OUTCOME, retrying, settle_attempt
 from ivr import prompts as p
 from ivr.accept import inmate_hears
 from ivr.call_plan import CallPlan
@@ -32,9 +34,14 @@ def make_after_dial(deps: CallDeps, app: AppRouting | None = None) -> Route:
         caller = AgiCaller(channel, seen[v.LANGUAGE] or env.language)
         outcome = _not_connected(channel, plan, status, seen[v.ACCEPT_ON_CALLER])
         if outcome is None:
+            # Over: free the card now and tell the hangup handler there is nothing left (one
+            # command, ACTION last), then goodbye.
+            await retrying(functools.partial(deps.calls.end, plan.card, env.uniqueid), f"freeing card {plan.card}",
+                           channel.log)
+            await channel.set_variables({v.SETTLED: plan.call_id, v.CLOSED: "1", v.ACTION: v.ACTION_DONE})
             await caller.play([p.GOODBYE])
-            await channel.set_variable(v.ACTION, v.ACTION_DONE)
             return
+        await channel.set_variable(v.SETTLED, plan.call_id)
         caller.lead_in([outcome])  # said before 'dial another' and the number (or goodbye)
         attempt = int(seen[v.ATTEMPT] or DIAL_ATTEMPTS) + 1
         session = await another_number(channel, caller, deps, plan, attempt)
