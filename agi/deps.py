@@ -66,7 +66,8 @@ async def recording_sha256(path: Path) -> str:
     StopMixMonitor() before the AGI, which closes the file synchronously."""
     def digest() -> str:
         try:
-            return hashlib.sha256(path.read_bytes()).hexdigest()
+            with path.open("rb") as fh:  # in chunks: a 15-minute recording is ~14 MB
+                return hashlib.file_digest(fh, "sha256").hexdigest()
         except FileNotFoundError:
             log.error("recording %s missing: no hash", path.name)
             return ""

@@ -205,7 +205,8 @@ class Recordings:
 
         def digest() -> str:
             try:
-                return hashlib.sha256(path.read_bytes()).hexdigest()
+                with path.open("rb") as fh:  # in chunks, not the whole recording in memory
+                    return hashlib.file_digest(fh, "sha256").hexdigest()
             except FileNotFoundError:
                 return ""
 
