@@ -83,10 +83,14 @@ async def test_a_second_caller_hears_lines_busy_nothing_is_reserved_and_the_firs
     await second.prompt("lines-busy", timeout=STEP)
     assert await second.hangup_cause(timeout=10) == "16"  # hung up by the switch, normally
     await ami.drain(0.3)
-    # inmate_call: answer, the prompt, done; then the hangup route finds no plan and no card.
+    # inmate_call: answer, the prompt, done; then the hangup route reads (in one command) that
+    # there is no plan and no card.
+    hangup_reads = "\x1f".join(f"${{{name}}}" for name in (
+        "KINLINE_PLAN", "KINLINE_SETTLED", "KINLINE_CARD", "DIALSTATUS", "SHARED(KINLINE_BRIDGED_AT)",
+        "KINLINE_DIAL_END", "HANGUPCAUSE", "KINLINE_FAR_CAUSE"))
     assert _commands(ami, second.uid) == ['ANSWER', 'STREAM FILE "kinline/en/lines-busy" ""',
                                           'SET VARIABLE "KINLINE_ACTION" "done"',
-                                          'GET VARIABLE "KINLINE_PLAN"', 'GET VARIABLE "KINLINE_CARD"']
+                                          f'GET FULL VARIABLE "{hangup_reads}"']
     # ... and heard it whole: the STREAM FILE lasted the prompt's length.
     start, end = ([m for m in ami.events if m.event == event and m.get("Uniqueid") == second.uid
                    and "lines-busy" in m.get("Command")] for event in ("AGIExecStart", "AGIExecEnd"))
