@@ -48,7 +48,7 @@ from pathlib import Path
 
 from agi.deps import say_facility_name
 from agi.prompts import sound_file
-from bench import bare_stack
+from bench import agi_calls, bare_stack
 from bench.sipp_load import CallSpec, Entry, HoldRun, Step, StepLogs
 from ivr import prompts as p
 from ivr.billing import charge
@@ -75,6 +75,7 @@ FACILITY = "bench"
 TERMINALS = 10
 INTRO_ALLOWANCE_S = 9  # Kinline: the relative hears who calls and that it is recorded first
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+AGI_ALONE_CALLS = 10_000  # the AGI server's memory over this many calls (bench/agi_calls.py, ~1 min)
 STACK_CPU = ("asterisk", "agi", "redis")  # the call path; the others are summed as "other services"
 
 
@@ -580,7 +581,16 @@ def goals(kinline: StackReport, bare: StackReport) -> list[str]:
     ]
 
 
-def table(plan: Plan, kinline: StackReport, bare: StackReport, load: tuple[float, float]) -> str:
+def alone_rss(alone: agi_calls.Report) -> str:
+    """The AGI server's RSS before and after the lone calls, and how many were good."""
+    (_, first), (done, last) = alone.rss_kb[0], alone.rss_kb[-1]
+    mb = [f"{kb / 1024:.1f}" if kb is not None else "?" for kb in (first, last)]
+    failed = sum(alone.failures().values())
+    return f"{mb[0]} / {mb[1]} MB after {done} calls" + (f" ({failed} FAILED)" if failed else "")
+
+
+def table(plan: Plan, kinline: StackReport, bare: StackReport, load: tuple[float, float],
+          alone: agi_calls.Report) -> str:
     k0, b0 = kinline.steps[0], bare.steps[0]
     k_cpu = {name: k0.cpu_ms.get(name, 0.0) for name in STACK_CPU}
     k_other = sum(v for name, v in k0.cpu_ms.items() if name not in STACK_CPU)
@@ -615,6 +625,7 @@ def table(plan: Plan, kinline: StackReport, bare: StackReport, load: tuple[float
         f"{_ratio(_num(kinline.held), _num(bare.held))} |",
         f"| AGI server RSS after {kinline.calls_served} calls | "
         f"{'-' if kinline.rss_kb is None else f'{kinline.rss_kb / 1024:.0f} MB'} | - | - |",
+        f"| AGI server alone (bench/agi_calls.py, a fake Asterisk): RSS before / after | {alone_rss(alone)} | - | - |",
         "",
         "| switch | calls/s | placed | good | failures | wrong numbers | refused busy | whole switch CPU ms/call "
         "| post-dial p50 / p99 ms | peak in IVR / AGI p90 ms | load |",
@@ -679,12 +690,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         bare = run_bare(plan, work)
         kinline = run_kinline(plan, work)
+        # The AGI server alone over many calls (bench/agi_calls.py): does its memory grow?
+        alone = agi_calls.run(agi_calls.Options(calls=30 if plan.quick else AGI_ALONE_CALLS))
     finally:
         if opts.keep:
             sys.stderr.write(f"bench: state kept in {work}\n")
         else:
             shutil.rmtree(work, ignore_errors=True)
-    text = table(plan, kinline, bare, (load_before, os.getloadavg()[0]))
+    text = table(plan, kinline, bare, (load_before, os.getloadavg()[0]), alone)
     out = Path(opts.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)

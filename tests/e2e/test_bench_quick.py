@@ -8,6 +8,7 @@ test fails if the bench counted calls that never connected (or were not billed).
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -46,3 +47,6 @@ def test_bench_quick_counts_good_calls_and_a_refused_one_as_failed(tmp_path: Pat
         assert failures == "not answered: 1", table
     summary = next(line for line in table.splitlines() if line.startswith("| zero-failure knee"))
     assert summary.split("|")[2:5] == [" 1.0 ", " 1.0 ", " 1.00 "], table
+    # The AGI server alone: 30 calls through a fake Asterisk, all good, its memory read.
+    alone = next(line for line in table.splitlines() if line.startswith("| AGI server alone"))
+    assert re.search(r"\| \d+\.\d / \d+\.\d MB after 30 calls \|", alone), table
