@@ -6,7 +6,8 @@ import asyncio
 import logging
 import re
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 
 from agi.protocol import (
     AgiCommandError,
@@ -105,10 +106,29 @@ class AgiChannel:
 
     async def read_line(self, wait: float) -> str:
         """One line without its end; EOF means the call is gone."""
-        try:
-            # asyncio.timeout, not wait_for: no task per line (every AGI reply comes here).
+        # asyncio.timeout, not wait_for: no task per line (every AGI reply comes here).
+        with self._reading(wait):
             async with asyncio.timeout(wait):
                 raw = await self._reader.readline()
+        return self._text(raw)
+
+    async def read_block(self, wait: float, max_lines: int) -> list[str]:
+        """Lines up to an empty one (the environment Asterisk sends first), all within
+        ``wait``: one timer for the block, not one per line."""
+        lines: list[str] = []
+        with self._reading(wait):
+            async with asyncio.timeout(wait):
+                while line := self._text(await self._reader.readline()):
+                    lines.append(line)
+                    if len(lines) > max_lines:
+                        raise AgiProtocolError(f"more than {max_lines} lines before the empty one")
+        return lines
+
+    @contextmanager
+    def _reading(self, wait: float) -> Iterator[None]:
+        """What reading from Asterisk can raise, as the protocol's errors."""
+        try:
+            yield
         except TimeoutError as exc:
             raise AgiTimeout(f"no reply from Asterisk in {wait:.1f} s") from exc
         except ConnectionError as exc:
@@ -117,26 +137,6 @@ class AgiChannel:
             raise AgiHangup(f"connection lost: {exc}") from exc
         except (asyncio.LimitOverrunError, ValueError) as exc:
             raise AgiProtocolError(f"bad line from Asterisk: {exc}") from exc
-        return self._text(raw)
-
-    async def read_block(self, wait: float, max_lines: int) -> list[str]:
-        """Lines up to an empty one (the environment Asterisk sends first), all within
-        ``wait``: one timer for the block, not one per line."""
-        lines: list[str] = []
-        try:
-            async with asyncio.timeout(wait):
-                while line := self._text(await self._reader.readline()):
-                    lines.append(line)
-                    if len(lines) > max_lines:
-                        raise AgiProtocolError(f"more than {max_lines} lines before the empty one")
-        except TimeoutError as exc:
-            raise AgiTimeout(f"no reply from Asterisk in {wait:.1f} s") from exc
-        except ConnectionError as exc:
-            self.hung_up = True
-            raise AgiHangup(f"connection lost: {exc}") from exc
-        except (asyncio.LimitOverrunError, ValueError) as exc:
-            raise AgiProtocolError(f"bad line from Asterisk: {exc}") from exc
-        return lines
 
     def _text(self, raw: bytes) -> str:
         if not raw:

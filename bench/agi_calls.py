@@ -361,6 +361,7 @@ def give_name(path: Path) -> None:
         wav.setsampwidth(2)
         wav.setframerate(8000)
         wav.writeframes(b"\0\0" * 4000)
+    path.chmod(0o644)  # Asterisk (its own user, in the root) plays it
 
 
 async def provision(store: RedisStore, work: Path, count: int) -> list[Card]:

@@ -322,7 +322,7 @@ async def provision(config: StackConfig, step_no: int, count: int, reject: int, 
             number = _number((step_no + 1) * 100_000 + i, i < reject)
             inmate = Inmate(f"bench-{card}", "Bench Inmate", FACILITY, InmateStatus.CONVICTED)
             await store.put_inmate(inmate)
-            _give_name(config.path("names", f"{inmate.id}.wav"))
+            agi_calls.give_name(config.path("names", f"{inmate.id}.wav"))
             await store.create_card(card, inmate.id, FACILITY, PIN, "en")
             await store.top_up(card, balance, f"bench-{card}")
             await store.allow_number(card, AllowedNumber(f"+{number}", "Relative"))
@@ -330,16 +330,6 @@ async def provision(config: StackConfig, step_no: int, count: int, reject: int, 
     finally:
         await store.aclose()
     return pairs
-
-
-def _give_name(path: Path) -> None:
-    """The inmate recorded their name already (else the first login asks for it)."""
-    with wave.open(str(path), "wb") as wav:
-        wav.setnchannels(1)
-        wav.setsampwidth(2)
-        wav.setframerate(8000)
-        wav.writeframes(b"\0\0" * 4000)
-    path.chmod(0o644)
 
 
 async def judge_kinline(config: StackConfig, pairs: Sequence[tuple[str, str]], logs: StepLogs,
