@@ -61,7 +61,7 @@ from pathlib import Path
 
 from agi import variables as v
 from agi.deps import say_facility_name
-from bench.make_bench import AGI_LINE, CLK_TCK, cpu_ticks, pct, rss_kb
+from bench.procstat import AGI_LINE, CLK_TCK, cpu_ticks, pct, rss_kb
 from ivr import billing
 from ivr.model import AllowedNumber, Facility, Inmate, InmateStatus
 from ivr.pin import PinHasher

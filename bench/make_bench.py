@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import math
 import os
 import re
 import secrets
@@ -49,6 +48,7 @@ from pathlib import Path
 from agi.deps import say_facility_name
 from agi.prompts import sound_file
 from bench import agi_calls, bare_stack
+from bench.procstat import AGI_LINE, CLK_TCK, cpu_ticks, pct, rss_kb
 from bench.sipp_load import CallSpec, Entry, HoldRun, Step, StepLogs
 from ivr import prompts as p
 from ivr.billing import charge
@@ -74,7 +74,6 @@ PIN = "2468"
 FACILITY = "bench"
 TERMINALS = 10
 INTRO_ALLOWANCE_S = 9  # Kinline: the relative hears who calls and that it is recorded first
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 AGI_ALONE_CALLS = 10_000  # the AGI server's memory over this many calls (bench/agi_calls.py, ~1 min)
 STACK_CPU = ("asterisk", "agi", "redis")  # the call path; the others are summed as "other services"
 
@@ -133,24 +132,6 @@ class StackReport:
 
 # -- processes and CPU ------------------------------------------------------
 
-def cpu_ticks(pid: int) -> int | None:
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    return int(fields[11]) + int(fields[12])  # utime + stime (fields 14, 15), every thread
-
-
-def rss_kb(pid: int) -> int | None:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    except OSError:
-        return None
-    return None
-
-
 class CpuMeter:
     def __init__(self, pids: dict[str, int]) -> None:
         self.pids = pids
@@ -202,13 +183,6 @@ def hold_ramp(run: HoldRun, batch_calls: Callable[[int, int], list[CallSpec]], s
                 return f"{held} ({now} at {cpu:.0%})"
             held = now
     return f">= {held} (CPU {cpu:.0%})"
-
-
-def pct(values: Sequence[float], q: float) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, math.ceil(q * len(ordered)) - 1)]
 
 
 # -- Kinline ----------------------------------------------------------------
@@ -380,9 +354,6 @@ def judge_bare(numbers: Sequence[str], logs: StepLogs) -> Counter[str]:
         else:
             verdicts[""] += 1
     return verdicts
-
-
-AGI_LINE = re.compile(r"\[([^\]\s]+)\] route \S+ (?:for \S+ )?done in (\d+) ms \(own ([\d.]+) ms\)")
 
 
 def agi_times(text: str) -> tuple[list[float], list[float]]:
