@@ -185,6 +185,9 @@ AMI_READ_CLASSES = "system,call,dtmf,reporting,cdr,dialplan,agi,user,security"
 # FullyBooted (reconciler/main.py), the push bridge's contact events (pushbridge/contacts.py
 # FOLLOWED_EVENTS), the guard's failures (guard/events.py FAILURE_EVENTS). Without it the push
 # bridge parsed every RTCP report of every call (class reporting, like the registrar's TestEvent).
+# Two are narrowed by a header: TestEvent comes for every file played too (State: PLAYBACK,
+# Asterisk built with TEST_FRAMEWORK), and SuccessfulAuth for every terminal's INVITE; the push
+# bridge reads only the registrar's states and the apps' accounts (pushbridge/contacts.py).
 SERVICE_EVENT_CLASSES = "system,security,reporting"
 SERVICE_EVENTS = (
     "FullyBooted",
@@ -192,6 +195,21 @@ SERVICE_EVENTS = (
     "InvalidAccountID", "InvalidPassword", "ChallengeResponseFailed", "FailedACL", "AuthMethodNotAllowed",
     "RequestNotAllowed", "UnexpectedAddress",
 )
+# event -> (header, prefix its value must start with)
+SERVICE_EVENT_HEADERS = {"TestEvent": ("State", "AOR_CONTACT_"), "SuccessfulAuth": ("AccountID", "app-")}
+
+
+def service_event_filters() -> str:
+    """The services' user's eventfilter lines: one per event, some narrowed by a header."""
+    lines = []
+    for event in SERVICE_EVENTS:
+        header = SERVICE_EVENT_HEADERS.get(event)
+        if header is None:
+            lines.append(f"eventfilter(action(include),name({event})) =\n")
+        else:
+            lines.append(f"eventfilter(action(include),name({event}),header({header[0]}),method(starts_with)) = "
+                         f"{header[1]}\n")
+    return "".join(lines)
 
 
 def manager_users_conf(host: str, secrets: Secrets) -> str:
@@ -208,7 +226,7 @@ def manager_users_conf(host: str, secrets: Secrets) -> str:
         "read =\nwrite = reporting\n\n"
         f"[{secrets.ami_events_user}]\nsecret = {secrets.ami_events_secret}\n{acl}"
         f"read = {SERVICE_EVENT_CLASSES}\nwrite =\n"
-        + "".join(f"eventfilter(action(include),name({event})) =\n" for event in SERVICE_EVENTS)
+        + service_event_filters()
     )
 
 

@@ -7,9 +7,9 @@ from dataclasses import replace
 from pathlib import Path
 
 from guard.events import FAILURE_EVENTS
-from pushbridge.contacts import FOLLOWED_EVENTS
+from pushbridge.contacts import APP_AOR_PREFIX, FOLLOWED_EVENTS, REGISTRAR
 from reconciler.main import BOOT_EVENT
-from tools.asterisk_conf import SERVICE_EVENTS, manager_users_conf
+from tools.asterisk_conf import SERVICE_EVENT_HEADERS, SERVICE_EVENTS, manager_users_conf
 from tools.config import Secrets, load_config, load_secrets
 from tools.stack import service_secrets
 
@@ -32,8 +32,19 @@ def test_the_services_user_reads_only_those_events_and_writes_nothing() -> None:
     events = section(manager_users_conf("127.0.0.1", SECRETS), "kinline-events")
     assert re.search(r"^read = system,security,reporting$", events, re.M)
     assert re.search(r"^write =$", events, re.M)
-    assert re.findall(r"^eventfilter\(action\(include\),name\((\w+)\)\) =$", events, re.M) == list(SERVICE_EVENTS)
+    names = re.findall(r"^eventfilter\(action\(include\),name\((\w+)\)", events, re.M)
+    assert names == list(SERVICE_EVENTS)
+    # Two are narrowed to what the push bridge reads: the registrar's states, the apps' accounts.
+    assert "eventfilter(action(include),name(TestEvent),header(State),method(starts_with)) = AOR_CONTACT_\n" in events
+    assert "eventfilter(action(include),name(SuccessfulAuth),header(AccountID),method(starts_with)) = app-\n" in events
+    assert "eventfilter(action(include),name(FullyBooted)) =\n" in events
     assert "permit = 127.0.0.1/255.255.255.255" in events
+
+
+def test_the_narrowed_events_keep_what_the_push_bridge_reads() -> None:
+    test_event, auth = SERVICE_EVENT_HEADERS["TestEvent"], SERVICE_EVENT_HEADERS["SuccessfulAuth"]
+    assert test_event[0] == "State" and all(state.startswith(test_event[1]) for state in REGISTRAR)
+    assert auth == ("AccountID", APP_AOR_PREFIX)
 
 
 def test_the_tests_user_still_gets_every_event() -> None:
