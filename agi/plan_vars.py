@@ -23,12 +23,6 @@ async def save_plan(channel: AgiChannel, plan: CallPlan) -> None:
     await channel.set_variable(v.PLAN, plan_to_text(plan))
 
 
-async def load_plan(channel: AgiChannel) -> CallPlan | None:
-    """The plan on the channel, or None when no number was planned."""
-    text = await channel.get_variable(v.PLAN)
-    return plan_from_json(text) if text else None
-
-
 def plan_in(values: Mapping[str, str]) -> CallPlan | None:
     """The plan among variables read at once (``AgiChannel.get_variables`` with ``PLAN``)."""
     text = values.get(v.PLAN, "")

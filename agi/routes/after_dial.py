@@ -51,17 +51,16 @@ def make_after_dial(deps: CallDeps, app: AppRouting | None = None) -> Route:
     return after_dial
 
 
-def _not_connected(channel: AgiChannel, plan: CallPlan, status: str, accepted: str) -> str | None:
+def _not_connected(channel: AgiChannel, plan: CallPlan, status: str, outcome: str) -> str | None:
     """Why the inmate was not connected, as a prompt; None if they were.
 
     A relative who pays ("01") answers first and then decides in their menu:
-    Dial says ANSWER either way, the menu's outcome (``accepted``: SHARED(KINLINE_ACCEPT)
+    Dial says ANSWER either way, the menu's ``outcome`` (SHARED(KINLINE_ACCEPT)
     on this channel) tells."""
     if status != "ANSWER":
         # Every app device refusing or not answering: the app is unreachable.
         return p.APP_UNREACHABLE if is_app(plan) else DIAL_RESULT_PROMPTS.get(status, p.UNREACHABLE)
     if plan.payer != Payer.CALLEE.value:
         return None
-    outcome = accepted
     channel.log.info("relative's menu for %s: %s", plan.call_id, outcome or "never ran")
     return inmate_hears(outcome)
