@@ -1,27 +1,17 @@
 """The domain's ``Caller`` over a FastAGI channel: prompts, digit entry and recording.
 
 Type-ahead: everything said before an entry (the ``lead_in`` queued since the
-last entry, then the ask's own ``preamble``) is played file by file with STREAM
-FILE and every key as an escape digit. The key that cuts it short is the
-entry's first digit: the rest of the sequence is skipped at once and a GET DATA
-without a prompt collects the rest. Without a key, GET DATA plays the entry's
-own prompt and collects (one command).
-
-Why one command per file: AGI has no command that plays several files with
-escape digits (GET DATA and STREAM FILE take one file). Between two commands
-Asterisk's AGI loop (res_agi.c run_agi) reads the channel and frees every frame.
-A key is still not lost there: a SIP INFO key read outside a prompt starts
-Asterisk's DTMF emulation (main/channel.c), and its end, the frame a prompt acts
-on, comes the key's duration later (pjsua: 160 ms), inside the next command.
-Only a gap longer than that loses it (an RFC 4733 key's end comes with its last
-packet: the same, not measured here). Measured on the stack (offset 6, a ru
-balance, the number keyed into the gap after "your balance"): a gap made 50 ms
-long lost nothing in 6 calls; made 400 ms long, every one of 6 calls lost the
-first digits ("number invalid"). The real gap is one round trip to this server,
-well under a millisecond here; an AGI server hundreds of milliseconds late
-(issue 9's overload) would lose keys. tests/e2e/test_type_ahead.py types ahead
-through the welcome and the balance in ru and fr; a scratch run of 30 such calls
-on this box under a load average of ~56 (other stacks) dialed all 30 numbers right.
+last entry, then the ask's own ``preamble``) and the entry's own prompt are one
+``Read()`` (``AgiChannel.read_digits``): Asterisk plays the files one after the
+other and any key cuts them short and is the entry's first digit; the rest of
+the entry follows in the same application, so no key falls between two commands.
+Two round trips for the whole balance in words and the number prompt (it was one
+STREAM FILE per word, then a GET DATA). An entry with nothing before its prompt is
+one GET DATA. The gaps between keys typed during a file that is not the last are
+the channel's TIMEOUT(digit), which the dial plan sets to the longest entry gap
+(dialplan/kinline.conf); keys typed during the entry's own prompt or after it get
+the entry's ``timeout_ms``. tests/e2e/test_type_ahead.py types ahead through the
+welcome and the balance in ru and fr on the real switch.
 
 Lead-in not followed by an entry (a refusal, goodbye) is said first,
 uninterruptibly, as any prompt no entry follows: its keys are dropped. The first
@@ -39,7 +29,6 @@ from ivr.inmate_call import Entry
 from ivr.recordings import NAME_FORMAT
 
 SAMPLES_PER_MS = 8  # Asterisk's wav: 8 kHz
-ENTRY_KEYS = "0123456789*#"  # any key cuts a preamble short and starts the entry
 
 
 class AgiCaller:
@@ -73,29 +62,23 @@ class AgiCaller:
         files, self._lead_in = self._lead_in, []
         return [*files, *(sound_file(self.language, item) for item in items)]
 
+    def last_words(self, items: Sequence[str]) -> str:
+        """The lead-in (taken) and ``items`` as one '&'-joined list of files, for the dial
+        plan to play once the route is over (``FINAL_PROMPT``): the session ends first."""
+        return "&".join(self._files(items))
+
     async def play(self, items: Sequence[str]) -> None:
         for file in self._files(items):
             await self.channel.stream_file(file)
 
     async def ask(self, item: str, max_digits: int, timeout_ms: int, preamble: Sequence[str] = ()) -> Entry:
-        for file in self._files(preamble):
-            key = await self.channel.stream_file(file, ENTRY_KEYS)
-            if key:
-                return await self._rest_of_entry(key, max_digits, timeout_ms)
-        digits, timed_out = await self.channel.get_data(sound_file(self.language, item), timeout_ms, max_digits)
+        files = self._files(preamble)
+        prompt = sound_file(self.language, item)
+        if files:
+            digits, timed_out = await self.channel.read_digits([*files, prompt], timeout_ms, max_digits)
+        else:
+            digits, timed_out = await self.channel.get_data(prompt, timeout_ms, max_digits)
         return Entry(digits, timed_out)
-
-    async def _rest_of_entry(self, key: str, max_digits: int, timeout_ms: int) -> Entry:
-        """The entry that ``key`` starts, as GET DATA would collect it: ``#`` ends
-        it, so does ``max_digits``; a gap of ``timeout_ms`` times it out. The rest
-        comes in one GET DATA with no prompt: one command, no gap between two keys
-        where Asterisk could drop one (a WAIT FOR DIGIT per key had one per key)."""
-        if key == "#":
-            return Entry("", False)
-        if max_digits <= 1:
-            return Entry(key, False)
-        digits, timed_out = await self.channel.get_data("", timeout_ms, max_digits - 1)
-        return Entry(key + digits, timed_out)
 
     async def record(self, sound: str, max_ms: int, silence_s: int) -> int:
         await self.play([])

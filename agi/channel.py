@@ -27,6 +27,11 @@ MSET_VALUE = re.compile(r"[A-Za-z0-9_+\-/@.&:*#!]*")
 # Between the values of one GET FULL VARIABLE (get_variables): a control character none of
 # our values holds (names, digits, stamps; the call plan is JSON, which escapes it).
 VALUES_SEPARATOR = "\x1f"
+# read_digits: the variable Read() fills, what a file name may not hold in Read()'s
+# arguments, and Read()'s own limit on digits.
+ENTRY = "KINLINE_ENTRY"
+READ_UNSAFE = frozenset(',&|"\\$\n ')
+READ_MAX_DIGITS = 255
 # Commands Asterisk answers at once (nothing waits on the caller): their round trips
 # measure the AGI backlog for overload control (agi/overload.py).
 QUICK_COMMANDS = frozenset({"SET VARIABLE", "GET VARIABLE", "GET FULL VARIABLE", "VERBOSE", "NOOP",
@@ -239,6 +244,32 @@ class AgiChannel:
             "GET DATA", prompt, timeout_ms, max_digits, timeout=120 + timeout_ms / 1000
         )
         return result.text, result.data == "timeout"
+
+    async def read_digits(self, files: Sequence[str], timeout_ms: int, max_digits: int) -> tuple[str, bool]:
+        """Play ``files`` one after the other and collect digits as GET DATA does (``#``,
+        ``max_digits`` or a gap of ``timeout_ms`` ends the entry); any key cuts the files
+        short and is the entry's first digit. Two round trips whatever the number of files:
+        ``EXEC Read`` with the files '&'-joined (ast_app_getdata: after every file but the
+        last it waits 50 ms for a first key), then the digits and READSTATUS in one read.
+        Returns the digits and whether the entry timed out (READSTATUS TIMEOUT: a gap, with
+        or without digits). A key typed during a file that is not the last is followed by
+        gaps of the channel's TIMEOUT(digit) (the dial plan sets it), not ``timeout_ms``."""
+        if not files or any(not f or set(f) & READ_UNSAFE for f in files):
+            raise ValueError(f"not a list of sound files for Read: {files!r}")
+        if not 0 < max_digits <= READ_MAX_DIGITS:
+            raise ValueError(f"Read takes 1 to {READ_MAX_DIGITS} digits, not {max_digits}")
+        options = f"{ENTRY},{'&'.join(files)},{max_digits},,1,{timeout_ms / 1000:g}"
+        result = await self.command("EXEC", "Read", options, timeout=120 + len(files) * 60 + timeout_ms / 1000)
+        if result.result != 0:
+            raise AgiCommandError(200, f"Read failed: result={result.text}")
+        seen = await self.get_variables((ENTRY, "READSTATUS"))
+        status = seen["READSTATUS"]
+        if status == "HANGUP":
+            self.hung_up = True
+            raise AgiHangup("hung up during the entry")
+        if status not in ("OK", "TIMEOUT"):
+            raise AgiCommandError(200, f"Read ended with READSTATUS={status!r}")
+        return seen[ENTRY], status == "TIMEOUT"
 
     async def record_file(self, name: str, fmt: str, max_ms: int, silence_s: int, escape_digits: str = "#") -> int:
         """A beep, then record the caller into ``name``.``fmt`` (Asterisk's path, no

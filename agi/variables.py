@@ -5,6 +5,8 @@
 ACTION = "KINLINE_ACTION"
 ACTION_DONE = "done"
 ACTION_DIAL = "dial"
+# With ACTION "done": what the dial plan plays before it hangs up ('&'-joined sound files).
+FINAL_PROMPT = "KINLINE_FINAL_PROMPT"
 
 # The digits the greeting route collected (diagnostics, tests).
 DIGITS = "KINLINE_DIGITS"

@@ -141,6 +141,14 @@ class FakeChannel:
                 name, _, value = pair.partition("=")
                 self.variables[name] = value
             return "200 result=0"
+        if verb == "EXEC" and len(args) > 1 and args[0] == "Read":
+            # Read(variable,file1&file2...,maxdigits,,attempts,timeout): the entry after the last file.
+            name, files = args[1].split(",")[:2]
+            digits = self.entries.for_prompt(files.rsplit("&", 1)[-1])
+            if digits is not None:
+                self.played = [*self.played, *files.split("&")][-2:]
+                self.variables.update({name: digits, "READSTATUS": "OK"})
+                return "200 result=0"
         if verb == "SET VARIABLE" and len(args) == 2:
             self.variables[args[0]] = args[1]
             return "200 result=1"
@@ -159,6 +167,9 @@ class FakeChannel:
         return "200 result=0"
 
     def environment(self, route: str, port: int) -> bytes:
+        # kinline-ivr passes the terminal's facility and endpoint to inmate_call.
+        args = [f"agi_arg_1: {self.variables[v.FACILITY]}", f"agi_arg_2: {self.terminal}"] \
+            if route == "inmate_call" else []
         lines = [
             "agi_network: yes", f"agi_network_script: {route}", f"agi_request: agi://{HOST}:{port}/{route}",
             f"agi_channel: {self.name}", "agi_language: en", "agi_type: PJSIP", f"agi_uniqueid: {self.uniqueid}",
@@ -166,7 +177,7 @@ class FakeChannel:
             "agi_callingpres: 0", "agi_callingani2: 0", "agi_callington: 0", "agi_callingtns: 0",
             "agi_dnid: s", "agi_rdnis: unknown",
             f"agi_context: {'kinline-hangup' if route == 'hangup' else 'kinline-ivr'}", "agi_extension: s",
-            "agi_priority: 5", "agi_enhanced: 0.0", "agi_accountcode: ", "agi_threadid: 140245123456768",
+            "agi_priority: 5", "agi_enhanced: 0.0", "agi_accountcode: ", "agi_threadid: 140245123456768", *args,
         ]
         return ("\n".join(lines) + "\n\n").encode()
 
@@ -229,7 +240,8 @@ async def one_call(setup: Setup, card: Card, index: int, stamp: int) -> CallResu
         result.walls["inmate_call"] = await agi_session(setup.port, "inmate_call", channel)
         action = channel.variables.get(v.ACTION, "")
         if action != v.ACTION_DIAL:
-            result.failure = f"not dialed (action {action or 'unset'}, last prompts {' '.join(channel.played)})"
+            said = channel.variables.get(v.FINAL_PROMPT) or " ".join(channel.played)
+            result.failure = f"not dialed (action {action or 'unset'}, last prompts {said})"
         elif channel.variables.get(v.DIAL_TARGET) != f"PJSIP/+{card.dialed}@trunk":
             result.failure = f"wrong dial target {channel.variables.get(v.DIAL_TARGET)!r}"
         else:
@@ -330,7 +342,8 @@ async def agi_server(work: Path, redis_url: str, pin_key: str) -> AsyncIterator[
     log_path = work / "agi.log"
     argv = [sys.executable, "-m", "agi.main", "--host", HOST, "--port", str(port),
             "--recordings", str(work / "recordings"), "--names", str(work / "names"),
-            "--prompts", str(work / "prompts"), "--secrets", str(secrets_file), "--log-level", "INFO"]
+            "--prompts", str(work / "prompts"), "--secrets", str(secrets_file),
+            "--log-level", os.environ.get("KINLINE_AGI_LOG_LEVEL", "INFO")]
     with log_path.open("ab") as log:
         proc = subprocess.Popen(argv, cwd=REPO, env={**os.environ, "KINLINE_REDIS_URL": redis_url},
                                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)

@@ -290,7 +290,15 @@ class InmateCalls:
         return None
 
     async def _plan(self, session: Session, number: DialedNumber, uniqueid: str, attempt: int) -> CallPlan | str:
-        allowed = await self.directory.allowed_number(session.card.number, number.e164)
+        payer_phone = number.e164 if number.payer is Payer.CALLEE else ""
+        if payer_phone:
+            allowed = await self.directory.allowed_number(session.card.number, number.e164)
+            blocked, card_now = False, None
+        else:
+            # The inmate pays: the three reads at once (they sit between the '#' and the INVITE).
+            allowed, blocked, card_now = await asyncio.gather(
+                self.directory.allowed_number(session.card.number, number.e164),
+                self._blocked_by(number.e164, session.card.number), self.directory.card(session.card.number))
         if allowed is None:
             return p.NUMBER_NOT_ALLOWED
         kind = route_kind(number)
@@ -306,18 +314,16 @@ class InmateCalls:
             log.info("[%s] refused: %d s until the schedule closes", uniqueid, until_close)
             return p.SCHEDULE_CLOSING
         longest = min(facility.max_call_s, until_close)
-        payer_phone = number.e164 if number.payer is Payer.CALLEE else ""
         no_funds = p.RELATIVE_NO_FUNDS if payer_phone else p.NO_FUNDS
         if payer_phone:
             funds = await self._relative_allowance(session, payer_phone, rate.per_minute, uniqueid)
             if isinstance(funds, str):
                 return funds
         else:
-            if await self._blocked_by(number.e164, session.card.number):
+            if blocked:
                 log.info("[%s] refused: the relative blocked calls from card %s", uniqueid, session.card.number)
                 return p.RELATIVE_BLOCKED
-            card = await self.directory.card(session.card.number)
-            funds = card.balance if card is not None else 0
+            funds = card_now.balance if card_now is not None else 0
         max_s = billing.max_call_seconds(funds, rate.per_minute, session.tariff, longest)
         if max_s <= 0:
             return no_funds

@@ -34,12 +34,12 @@ def make_after_dial(deps: CallDeps, app: AppRouting | None = None) -> Route:
         caller = AgiCaller(channel, seen[v.LANGUAGE] or env.language)
         outcome = _not_connected(channel, plan, status, seen[v.ACCEPT_ON_CALLER])
         if outcome is None:
-            # Over: free the card now and tell the hangup handler there is nothing left (one
-            # command, ACTION last), then goodbye.
+            # Over: free the card now and tell the hangup handler there is nothing left, the
+            # dial plan to say goodbye (one command, ACTION last): the session ends here.
             await retrying(functools.partial(deps.calls.end, plan.card, env.uniqueid), f"freeing card {plan.card}",
                            channel.log)
-            await channel.set_variables({v.SETTLED: plan.call_id, v.CLOSED: "1", v.ACTION: v.ACTION_DONE})
-            await caller.play([p.GOODBYE])
+            await channel.set_variables({v.SETTLED: plan.call_id, v.CLOSED: "1",
+                                         v.FINAL_PROMPT: caller.last_words([p.GOODBYE]), v.ACTION: v.ACTION_DONE})
             return
         await channel.set_variable(v.SETTLED, plan.call_id)
         caller.lead_in([outcome])  # said before 'dial another' and the number (or goodbye)

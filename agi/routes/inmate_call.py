@@ -32,9 +32,9 @@ def make_inmate_call(deps: CallDeps, app: AppRouting | None = None) -> Route:
             await admitted_call(channel, env)
 
     async def admitted_call(channel: AgiChannel, env: AgiEnvironment) -> None:
-        await channel.answer()
-        seen = await channel.get_variables((v.FACILITY, v.ENDPOINT))
-        facility_id, terminal = seen[v.FACILITY], seen[v.ENDPOINT]
+        # The dial plan answered and passes the terminal's facility and endpoint (kinline-ivr);
+        # either missing: the facility is unknown or the terminal unthrottled, the call refused.
+        facility_id, terminal = (*env.arguments, "", "")[:2]
         caller = AgiCaller(channel, env.language)
         try:
             session = await deps.calls.login(caller, facility_id, env.uniqueid, terminal)
@@ -69,17 +69,17 @@ async def admitted(channel: AgiChannel, env: AgiEnvironment, deps: CallDeps) -> 
     channel.log.warning("call refused: %s (in the IVR %d, AGI latency p90 %.1f ms; %s)", refused.reason,
                         backlog.in_ivr, backlog.agi_latency_ms, deps.load.describe())
     deps.metrics.refused(refused.prompt, refused.reason)
-    await channel.answer()
-    await AgiCaller(channel, env.language).play([refused.prompt])
-    await channel.set_variable(v.ACTION, v.ACTION_DONE)
+    # The dial plan says it: this session ends at once (one command, ACTION last).
+    last = AgiCaller(channel, env.language).last_words([refused.prompt])
+    await channel.set_variables({v.FINAL_PROMPT: last, v.ACTION: v.ACTION_DONE})
     return False
 
 
 async def refuse(channel: AgiChannel, caller: AgiCaller, refused: Refused, deps: CallDeps) -> None:
     channel.log.info("call refused: %s", refused.reason)
     deps.metrics.refused(refused.prompt, refused.reason)
-    await caller.play([refused.prompt] if refused.prompt == p.GOODBYE else [refused.prompt, p.GOODBYE])
-    await channel.set_variable(v.ACTION, v.ACTION_DONE)
+    last = caller.last_words([refused.prompt] if refused.prompt == p.GOODBYE else [refused.prompt, p.GOODBYE])
+    await channel.set_variables({v.FINAL_PROMPT: last, v.ACTION: v.ACTION_DONE})  # the dial plan says it
 
 
 async def plan_and_dial(channel: AgiChannel, caller: AgiCaller, deps: CallDeps, session: Session,

@@ -148,6 +148,12 @@ async def watching(config: StackConfig) -> AsyncIterator[AmiWatch]:
         await client.close()
 
 
+def is_playback(m: AmiMessage, channel: str) -> bool:
+    """A sound file starting to play on ``channel``: Debian's Asterisk is built with
+    TEST_FRAMEWORK and sends a TestEvent PLAYBACK (Message: the file) for every file played."""
+    return m.event == "TestEvent" and m.get("State") == "PLAYBACK" and m.get("Channel") == channel
+
+
 class AmiWatch:
     """Every AMI event since the watch started, with waits on them."""
 
@@ -198,6 +204,27 @@ class AmiWatch:
 
     def of(self, uniqueid: str) -> list[str]:
         return [m.event for m in self.events if m.get("Uniqueid") == uniqueid]
+
+    def channel_of(self, uniqueid: str) -> str:
+        """The channel's name, from its Newchannel (TestEvents name the channel, not its uniqueid)."""
+        name = next((m.get("Channel") for m in self.events if m.event == "Newchannel"
+                     and m.get("Uniqueid") == uniqueid), "")
+        assert name, f"no Newchannel seen for {uniqueid}"
+        return str(name)
+
+    def played(self, uniqueid: str) -> list[str]:
+        """The sound files Asterisk began to play on channel ``uniqueid``, in order: whatever
+        played them (STREAM FILE, GET DATA, a Read's files, the dial plan's Playback)."""
+        channel = self.channel_of(uniqueid)
+        return [m.get("Message") for m in self.events if is_playback(m, channel)]
+
+    async def wait_played(self, uniqueid: str, sound: str, timeout: float = 15) -> AmiMessage:
+        """The next start of ``sound`` (e.g. ``kinline/en/enter-card``) on channel ``uniqueid``."""
+        if not any(m.event == "Newchannel" and m.get("Uniqueid") == uniqueid for m in self.events):
+            await self.wait_for("Newchannel", lambda m: m.get("Uniqueid") == uniqueid, timeout)
+        channel = self.channel_of(uniqueid)
+        return await self.wait_new("TestEvent", lambda m: is_playback(m, channel) and m.get("Message") == sound,
+                                   timeout)
 
     def close(self) -> None:
         self.client.unsubscribe(self.queue)

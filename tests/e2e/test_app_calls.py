@@ -256,8 +256,7 @@ async def test_01_00_the_relative_accepts_in_the_app_and_pays_at_the_app_rate(
     dial = await ami.wait_for("DialBegin", lambda m: m.get("Uniqueid") == term.uid, timeout=STEP)
     assert dial.get("DestChannel").startswith(f"PJSIP/{endpoint_id(device_id)}-")
     leg = dial.get("DestUniqueid")
-    await ami.wait_new("AGIExecStart", lambda m: m.get("Uniqueid") == leg
-                       and '"kinline/en/accept-menu"' in m.get("Command"), timeout=60)
+    await ami.wait_played(leg, "kinline/en/accept-menu", timeout=60)
     await app.send("dtmf 1 rfc2833")
     await term.bridged()
     await asyncio.sleep(4)
@@ -296,8 +295,7 @@ async def test_01_00_a_woken_app_that_declines_ends_the_ringing_and_nothing_is_b
     dial = await ami.wait_for("DialBegin", lambda m: m.get("DestChannel").startswith(app_channel), timeout=STEP)
     assert dial.get("Channel").startswith(f"Local/{device_id}@kinline-app-leg-")  # rung by its leg
     leg = dial.get("DestUniqueid")
-    await ami.wait_new("AGIExecStart", lambda m: m.get("Uniqueid") == leg
-                       and '"kinline/en/accept-menu"' in m.get("Command"), timeout=60)
+    await ami.wait_played(leg, "kinline/en/accept-menu", timeout=60)
     await app.send("dtmf 2 rfc2833")
     await term.prompt("call-declined")
     await app.ended()

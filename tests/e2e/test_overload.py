@@ -80,24 +80,23 @@ async def test_a_second_caller_hears_lines_busy_nothing_is_reserved_and_the_firs
     second: Terminal = await terminals("short", 20620)  # type: ignore[operator]
     await second.agent.wait_for("state", lambda e: e["state"] == "CONFIRMED", timeout=STEP)
     await second.agent.send(f"dtmf {card2}#{PIN}# info")
-    await second.prompt("lines-busy", timeout=STEP)
+    began = await second.prompt("lines-busy", timeout=STEP)
     assert await second.hangup_cause(timeout=10) == "16"  # hung up by the switch, normally
     await ami.drain(0.3)
-    # inmate_call: answer, the prompt, done; then the hangup route reads (in one command) that
-    # there is no plan and no card.
+    # inmate_call: one command (the dial plan answered, and says "all lines are busy" after the
+    # session); then the hangup route reads (in one command) that there is no plan and no card.
     hangup_reads = "\x1f".join(f"${{{name}}}" for name in (
         "KINLINE_PLAN", "KINLINE_SETTLED", "KINLINE_CARD", "DIALSTATUS", "SHARED(KINLINE_BRIDGED_AT)",
         "KINLINE_DIAL_END", "HANGUPCAUSE", "KINLINE_FAR_CAUSE"))
-    assert _commands(ami, second.uid) == ['ANSWER', 'STREAM FILE "kinline/en/lines-busy" ""',
-                                          'SET VARIABLE "KINLINE_ACTION" "done"',
-                                          f'GET FULL VARIABLE "{hangup_reads}"']
-    # ... and heard it whole: the STREAM FILE lasted the prompt's length.
-    start, end = ([m for m in ami.events if m.event == event and m.get("Uniqueid") == second.uid
-                   and "lines-busy" in m.get("Command")] for event in ("AGIExecStart", "AGIExecEnd"))
+    assert _commands(ami, second.uid) == ['EXEC "MSet" "KINLINE_FINAL_PROMPT=kinline/en/lines-busy,'
+                                          'KINLINE_ACTION=done"', f'GET FULL VARIABLE "{hangup_reads}"']
+    # ... and heard it whole: the only prompt, and the hangup no sooner than its length after it began.
+    assert ami.played(second.uid) == ["kinline/en/lines-busy"]
+    hangup = await ami.wait_for("Hangup", lambda m: m.get("Uniqueid") == second.uid)
     with wave.open(str(e2e.config.path("prompts", "en", "lines-busy.wav"))) as wav:
         length = wav.getnframes() / wav.getframerate()
     assert length > 1.5
-    assert float(end[0].get("Timestamp")) - float(start[0].get("Timestamp")) >= length - 0.2
+    assert float(hangup.get("Timestamp")) - float(began.get("Timestamp")) >= length - 0.2
     assert not any(m.event == "DialBegin" and m.get("Uniqueid") == second.uid for m in ami.events)
     # Nothing reserved or locked, no ledger entry, the card untouched.
     assert await redis.hgetall(LOCKS) == locks and card2 not in locks and card1 in locks

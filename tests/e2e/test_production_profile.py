@@ -261,8 +261,7 @@ async def test_an_inmate_call_goes_out_to_the_carrier(prod: Prod, ami: AmiWatch,
                ).get("Uniqueid")
 
         async def answer(prompt: str, digits: str) -> None:
-            await ami.wait_new("AGIExecStart", lambda m: m.get("Uniqueid") == uid
-                               and f'"kinline/en/{prompt}"' in m.get("Command"), timeout=20)
+            await ami.wait_played(uid, f"kinline/en/{prompt}", timeout=20)
             await term.send(f"dtmf {digits}# info")
 
         await answer("enter-card", card)

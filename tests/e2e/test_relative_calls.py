@@ -89,8 +89,7 @@ async def menu(ami: AmiWatch, term: Terminal) -> str:
     """Wait until the relative's leg asks for their key; its uniqueid."""
     dial = await ami.wait_for("DialBegin", lambda m: m.get("Uniqueid") == term.uid, timeout=30)
     leg = dial.get("DestUniqueid")
-    await ami.wait_new("AGIExecStart", lambda m: m.get("Uniqueid") == leg
-                       and '"kinline/en/accept-menu"' in m.get("Command"), timeout=60)
+    await ami.wait_played(leg, "kinline/en/accept-menu", timeout=60)
     return leg
 
 
@@ -102,16 +101,8 @@ async def press(relative: SipAgent, key: str) -> float:
 
 
 def heard(ami: AmiWatch, uid: str) -> list[str]:
-    """The sound files played on channel ``uid`` by the AGI (prompts, names; not number words)."""
-    out = []
-    for m in ami.events:
-        if m.event == "AGIExecStart" and m.get("Uniqueid") == uid:
-            command = m.get("Command")
-            if command.startswith(("STREAM FILE", "GET DATA")):
-                sound = command.split('"')[1]
-                if "/words/" not in sound:
-                    out.append(sound.removeprefix("kinline/en/"))
-    return out
+    """The sound files played on channel ``uid`` (prompts, names; not number words)."""
+    return [sound.removeprefix("kinline/en/") for sound in ami.played(uid) if "/words/" not in sound]
 
 
 async def call_record(store: RedisStore, card: str, timeout: float = 20) -> CallRecord:
@@ -212,8 +203,7 @@ async def test_the_inmate_hanging_up_during_the_menu_cuts_the_relative_before_th
     term = await dial_relative(terminal, card, phone)
     dial = await ami.wait_for("DialBegin", lambda m: m.get("Uniqueid") == term.uid, timeout=30)
     leg = dial.get("DestUniqueid")
-    await ami.wait_new("AGIExecStart", lambda m: m.get("Uniqueid") == leg
-                       and '"kinline/en/callee-intro"' in m.get("Command"), timeout=30)
+    await ami.wait_played(leg, "kinline/en/callee-intro", timeout=30)
     await term.agent.send("hangup")  # the inmate gives up while the relative hears the offer
     await relative.ended(timeout=40)  # hung up by Kinline after the announcement
     assert "accept-menu" not in heard(ami, leg)  # never asked for a key nobody could use
@@ -233,8 +223,7 @@ async def test_nine_blocks_and_the_next_01_call_is_refused_with_the_reason(
     # The relative knows the menu: 9 during the price, before the menu is said (type-ahead).
     dial = await ami.wait_for("DialBegin", lambda m: m.get("Uniqueid") == term.uid, timeout=30)
     leg = dial.get("DestUniqueid")
-    await ami.wait_new("AGIExecStart", lambda m: m.get("Uniqueid") == leg
-                       and '"kinline/en/accept-paid"' in m.get("Command"), timeout=60)
+    await ami.wait_played(leg, "kinline/en/accept-paid", timeout=60)
     await press(relative, "9")
     await term.prompt("relative-blocked", timeout=30)
     # Blocked, the other choices kept: only the relative (API) or staff (CLI) unblock.

@@ -116,8 +116,7 @@ class Call:
     uid: str
 
     async def prompt(self, name: str, timeout: float = 20) -> None:
-        await self.ami.wait_new("AGIExecStart", lambda m: m.get("Uniqueid") == self.uid
-                                and f'"kinline/en/{name}"' in m.get("Command"), timeout)
+        await self.ami.wait_played(self.uid, f"kinline/en/{name}", timeout)
 
 
 class Terminal:

@@ -236,6 +236,11 @@ class FakeChannel:
             raise AgiHangup("channel hung up")
         return ("", True) if key is None else (key, False)
 
+    async def read_digits(self, files: list[str], timeout_ms: int, max_digits: int) -> tuple[str, bool]:
+        """The announcement and the entry's prompt in one Read: no key typed early."""
+        self.streamed.extend(files[:-1])
+        return await self.get_data(files[-1], timeout_ms, max_digits)
+
 
 class FakeDeps:
     def __init__(self, store: Store | None) -> None:

@@ -1,10 +1,11 @@
-"""AgiCaller's digit entry: a key typed during the lead-in or the preamble starts the entry (type-ahead)."""
+"""AgiCaller's digit entry: everything said before an entry and its prompt are one Read
+(type-ahead: a key during any of them starts the entry); plays stay uninterruptible."""
 
 from __future__ import annotations
 
 from typing import cast
 
-from agi.caller import ENTRY_KEYS, AgiCaller
+from agi.caller import AgiCaller
 from agi.channel import AgiChannel
 from agi.prompts import sound_file
 from ivr import prompts as p
@@ -13,9 +14,9 @@ from tests.unit.test_inmate_call import NOW, PINS, Store
 
 
 class Channel:
-    """STREAM FILE interrupted by the scripted key of each file; GET DATA without a
-    prompt collects ``later`` (the keys after it) as Asterisk's ast_readstring does;
-    GET DATA with its prompt answers ``data``."""
+    """Read plays its files until the scripted key of one of them, then collects ``later``
+    (the keys after it) as Asterisk's ast_readstring does; without a key it answers
+    ``data`` at the last file, as GET DATA with its prompt does."""
 
     def __init__(self, interrupt: dict[str, str], later: str = "", data: tuple[str, bool] = ("", True)) -> None:
         self.interrupt = interrupt
@@ -29,11 +30,17 @@ class Channel:
 
     async def get_data(self, prompt: str, timeout_ms: int, max_digits: int) -> tuple[str, bool]:
         self.commands.append(("get", prompt, str(timeout_ms), str(max_digits)))
-        if prompt:
+        return self.data
+
+    async def read_digits(self, files: list[str], timeout_ms: int, max_digits: int) -> tuple[str, bool]:
+        self.commands.append(("read", "&".join(files), str(timeout_ms), str(max_digits)))
+        key = next((self.interrupt[f] for f in files if f in self.interrupt), "")
+        if not key:
             return self.data
-        digits = ""
-        while self.later:
-            key, self.later = self.later[0], self.later[1:]
+        digits, keys = "", key + self.later
+        while keys:
+            key, keys = keys[0], keys[1:]
+            self.later = keys
             if key == "#":
                 return digits, False
             digits += key
@@ -47,32 +54,23 @@ async def ask(channel: Channel, max_digits: int = 4) -> Entry:
     return await caller.ask("menu", max_digits, 5000, preamble=["a", "b", "c"])
 
 
-async def test_without_a_key_the_preamble_is_said_whole_then_the_prompt_collects() -> None:
+async def test_the_preamble_and_the_prompt_are_one_read() -> None:
     channel = Channel({}, data=("12", False))
     assert await ask(channel) == Entry("12", False)
-    assert [c[:2] for c in channel.commands] == [("stream", "kinline/en/a"), ("stream", "kinline/en/b"),
-                                                 ("stream", "kinline/en/c"), ("get", "kinline/en/menu")]
-    assert all(c[2] == ENTRY_KEYS for c in channel.commands[:3])
+    assert channel.commands == [("read", "kinline/en/a&kinline/en/b&kinline/en/c&kinline/en/menu", "5000", "4")]
 
 
-async def test_a_key_cuts_the_preamble_and_one_get_data_collects_the_rest() -> None:
+async def test_a_key_in_the_preamble_starts_the_entry() -> None:
     channel = Channel({"kinline/en/b": "7"}, "91#")
     assert await ask(channel) == Entry("791", False)
-    # No prompt: the rest of the entry in one command (no gap between keys to lose one in).
-    assert channel.commands == [("stream", "kinline/en/a", ENTRY_KEYS), ("stream", "kinline/en/b", ENTRY_KEYS),
-                                ("get", "", "5000", "3")]
+    assert [c[0] for c in channel.commands] == ["read"]  # the rest of the entry in the same command
 
 
-async def test_max_digits_and_timeouts_end_an_early_entry_like_get_data() -> None:
-    one_key = Channel({"kinline/en/a": "1"}, "2")
-    assert await ask(one_key, max_digits=1) == Entry("1", False)
-    assert [c[0] for c in one_key.commands] == ["stream"]  # nothing more to collect
-    assert await ask(Channel({"kinline/en/a": "1"}, "2")) == Entry("12", True)  # then silence
-    only_hash = Channel({"kinline/en/a": "#"}, "123")
-    assert await ask(only_hash) == Entry("", False)
-    assert [c[0] for c in only_hash.commands] == ["stream"]
-    assert await ask(Channel({"kinline/en/a": "1"}, "2345")) == Entry("1234", False)
-    assert await ask(Channel({"kinline/en/a": "*"}, "12#")) == Entry("*12", False)  # '*' is a digit here
+async def test_an_entry_with_nothing_before_its_prompt_is_one_get_data() -> None:
+    channel = Channel({}, data=("2468", False))
+    caller = AgiCaller(cast(AgiChannel, channel), "en")
+    assert await caller.ask("enter-pin", 8, 10000) == Entry("2468", False)
+    assert channel.commands == [("get", "kinline/en/enter-pin", "10000", "8")]
 
 
 class Recorder(Channel):
@@ -87,22 +85,30 @@ async def test_the_lead_in_then_the_preamble_lead_into_the_entry() -> None:
     caller.lead_in(["busy"])
     caller.lead_in(["dial-another"])
     assert await caller.ask("menu", 4, 5000, preamble=["a"]) == Entry("12", False)
-    assert channel.commands == [("stream", "kinline/ru/busy", ENTRY_KEYS),
-                                ("stream", "kinline/ru/dial-another", ENTRY_KEYS),
-                                ("stream", "kinline/ru/a", ENTRY_KEYS), ("get", "kinline/ru/menu", "5000", "4")]
+    assert channel.commands == [("read", "kinline/ru/busy&kinline/ru/dial-another&kinline/ru/a&kinline/ru/menu",
+                                 "5000", "4")]
     channel.commands.clear()
     await caller.ask("menu", 4, 5000)  # said once
     assert [c[0] for c in channel.commands] == ["get"]
 
 
-async def test_a_key_in_the_lead_in_skips_the_rest_of_it_and_starts_the_entry() -> None:
-    # The balance in words is several files: a key in the first skips all the others.
+async def test_the_balance_in_words_and_the_number_prompt_are_one_read() -> None:
     channel = Channel({"kinline/fr/words/x": "7"}, "916#")
     caller = AgiCaller(cast(AgiChannel, channel), "fr")
     caller.lead_in(["your-balance", "file:kinline/fr/words/x", "file:kinline/fr/words/y", "file:kinline/fr/words/z"])
     assert await caller.ask("enter-number", 24, 15000) == Entry("7916", False)
-    assert channel.commands == [("stream", "kinline/fr/your-balance", ENTRY_KEYS),
-                                ("stream", "kinline/fr/words/x", ENTRY_KEYS), ("get", "", "15000", "23")]
+    assert channel.commands == [("read", "kinline/fr/your-balance&kinline/fr/words/x&kinline/fr/words/y&"
+                                 "kinline/fr/words/z&kinline/fr/enter-number", "15000", "24")]
+
+
+async def test_last_words_take_the_lead_in_for_the_dial_plan() -> None:
+    channel = Channel({})
+    caller = AgiCaller(cast(AgiChannel, channel), "en")
+    caller.lead_in(["login-failed"])
+    assert caller.last_words(["too-many-tries", "goodbye"]) == \
+        "kinline/en/login-failed&kinline/en/too-many-tries&kinline/en/goodbye"
+    assert caller.last_words(["goodbye"]) == "kinline/en/goodbye"  # the lead-in was said once
+    assert channel.commands == []  # nothing played by the route itself
 
 
 async def test_before_a_play_or_a_recording_the_lead_in_is_said_uninterruptibly() -> None:
@@ -137,9 +143,11 @@ async def test_a_whole_call_typed_ahead_through_the_agi_caller() -> None:
     session = await calls.login(caller, "f1", "u1", "term-1")
     plan = await calls.choose_number(caller, session, "u1", 1)
     assert plan.e164 == "+79161234567"
-    streamed = [c[1] for c in channel.commands if c[0] == "stream"]
-    assert streamed == ["kinline/ru/welcome", "kinline/ru/your-balance", balance_word]
-    assert [c[1] for c in channel.commands if c[0] == "get"] == ["", "kinline/ru/enter-pin", ""]
+    words = "&".join(sound_file("ru", w) for w in p.money(50_000, "RUB", "ru"))
+    assert channel.commands == [
+        ("read", "kinline/ru/welcome&kinline/ru/enter-card", "10000", "16"),
+        ("get", "kinline/ru/enter-pin", "10000", "8"),
+        ("read", f"kinline/ru/your-balance&{words}&kinline/ru/enter-number", "15000", "24")]
 
 
 async def test_aside_the_lead_in_waits_for_the_entry_after() -> None:
@@ -153,4 +161,4 @@ async def test_aside_the_lead_in_waits_for_the_entry_after() -> None:
     assert channel.commands == [("stream", "kinline/ru/name-record", ""), ("record", "/names/x")]
     channel.commands.clear()
     assert await caller.ask("enter-number", 24, 15000) == Entry("79161234567", False)
-    assert channel.commands[0] == ("stream", "kinline/ru/your-balance", ENTRY_KEYS)
+    assert channel.commands == [("read", "kinline/ru/your-balance&kinline/ru/enter-number", "15000", "24")]

@@ -22,7 +22,7 @@ from agi.server import AgiServer
 from ivr import prompts as p
 from ivr.overload import HOLD_S, MIN_SAMPLES, WINDOW_S, Admission, Backlog, LatencyWindow, Levels
 from metrics.series import AgiMetrics, refusal_reason
-from tests.component.test_agi_server import STEP, FakeAsterisk
+from tests.component.test_agi_server import STEP, UID, FakeAsterisk
 
 
 class Clock:
@@ -200,13 +200,10 @@ async def test_inmate_call_over_the_level_hears_lines_busy_and_nothing_else(tmp_
     await server.start()
     try:
         with load.in_the_ivr():  # one call in the IVR already
-            fake = await FakeAsterisk.call(server.port, "inmate_call")
-            await fake.expect("ANSWER")
+            fake = await FakeAsterisk.call(server.port, "inmate_call", args=("f1", "term-1"))
+            # One command: the dial plan says "all lines are busy" once the session is over.
+            await fake.expect('EXEC "MSet" "KINLINE_FINAL_PROMPT=kinline/en/lines-busy,KINLINE_ACTION=done"')
             await fake.reply("200 result=0")
-            await fake.expect('STREAM FILE "kinline/en/lines-busy" ""')
-            await fake.reply("200 result=0 endpos=16000")
-            await fake.expect('SET VARIABLE "KINLINE_ACTION" "done"')
-            await fake.reply("200 result=1")
             assert await fake.closed_by_server()
     finally:
         await server.stop()
@@ -222,22 +219,22 @@ async def test_inmate_call_under_the_level_goes_on_to_the_login(tmp_path: Path) 
     load = LoadMonitor(Levels(max_in_ivr=1))
     during: list[int] = []
 
+    logins: list[tuple[object, ...]] = []
+
     class Calls:
         async def login(self, *args: object) -> None:
             during.append(load.in_ivr)
+            logins.append(args[1:])
             raise asyncio.CancelledError  # stop here: the rest is the usual call
 
     deps = CallDeps(Calls(), tmp_path, tmp_path, Untouchable(), AgiMetrics(), load)  # type: ignore[arg-type]
     server = AgiServer({"inmate_call": make_inmate_call(deps)}, port=0)
     await server.start()
     try:
-        fake = await FakeAsterisk.call(server.port, "inmate_call")
-        await fake.expect("ANSWER")
-        await fake.reply("200 result=0")
-        # The facility and the terminal, in one command.
-        assert (await fake.command()).startswith("GET FULL VARIABLE")
-        await fake.reply("200 result=1 (x\x1fy)")
+        # The dial plan answered and passes the facility and the terminal: no command first.
+        fake = await FakeAsterisk.call(server.port, "inmate_call", args=("f1", "term-1"))
         assert await fake.closed_by_server()
     finally:
         await server.stop()
     assert during == [1] and load.in_ivr == 0
+    assert logins == [("f1", UID, "term-1")]
