@@ -24,6 +24,8 @@ MAX_LINE = 8192
 # separator), '=', quotes, backslashes, spaces or '$'. Anything else goes by SET VARIABLE.
 MSET_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 MSET_VALUE = re.compile(r"[A-Za-z0-9_+\-/@.&:*#!]*")
+# The pairs of one MSet: its command line stays under res_agi's 2048-byte buffer (AGI_BUF_LEN).
+MSET_MAX_LINE = 1900
 # Between the values of one GET FULL VARIABLE (get_variables): a control character none of
 # our values holds (names, digits, stamps; the call plan is JSON, which escapes it).
 VALUES_SEPARATOR = "\x1f"
@@ -36,6 +38,20 @@ READ_MAX_DIGITS = 255
 # measure the AGI backlog for overload control (agi/overload.py).
 QUICK_COMMANDS = frozenset({"SET VARIABLE", "GET VARIABLE", "GET FULL VARIABLE", "VERBOSE", "NOOP",
                             "CHANNEL STATUS"})
+
+
+def _mset_batches(pairs: list[tuple[str, str]]) -> list[list[tuple[str, str]]]:
+    """``pairs`` in order, cut into MSets whose command lines fit MSET_MAX_LINE."""
+    batches: list[list[tuple[str, str]]] = [[]]
+    size = 0
+    for name, value in pairs:
+        length = len(name) + len(value) + 2  # "name=value,"
+        if batches[-1] and size + length > MSET_MAX_LINE:
+            batches.append([])
+            size = 0
+        batches[-1].append((name, value))
+        size += length
+    return batches
 
 
 class AgiChannel:
@@ -164,13 +180,15 @@ class AgiChannel:
 
     async def set_variables(self, values: Mapping[str, str | int]) -> None:
         """Several channel variables in one round trip (EXEC MSet), in order; by one
-        SET VARIABLE each when a value holds a character MSet would misread."""
+        SET VARIABLE each when a value holds a character MSet would misread. Values too
+        long for one command line (res_agi reads 2048 bytes) go in several MSets, in order."""
         pairs = [(name, str(value)) for name, value in values.items()]
         if len(pairs) > 1 and all(MSET_NAME.fullmatch(n) and MSET_VALUE.fullmatch(v) for n, v in pairs):
-            result = await self.command("EXEC", "MSet", ",".join(f"{n}={v}" for n, v in pairs))
-            if result.result == 0:
-                return
-            raise AgiCommandError(200, f"MSet failed: result={result.text}")
+            for batch in _mset_batches(pairs):
+                result = await self.command("EXEC", "MSet", ",".join(f"{n}={v}" for n, v in batch))
+                if result.result != 0:
+                    raise AgiCommandError(200, f"MSet failed: result={result.text}")
+            return
         for name, value in pairs:
             await self.set_variable(name, value)
 

@@ -149,6 +149,9 @@ class CpuMeter:
 HOLD_CPU = 0.8  # of the whole box (every core)
 HOLD_S = 900  # long calls: none ends during the ramp
 HOLD_BATCH = 40
+# Near the limit the batches shrink, so the count held is known to a few calls, not to 40:
+# (box CPU below, calls per batch), the first that applies.
+HOLD_STEPS = ((0.60, 40), (0.72, 20), (1.0, 10))
 BRIDGE_ROW = re.compile(r"^\S+\s.*\s(\d+)\s+\S+\s+\S+\s+\d+:\d\d:\d\d$")
 
 
@@ -157,18 +160,24 @@ def count_bridged(cli_output: str) -> int:
     return sum(1 for line in cli_output.splitlines()[1:] if (m := BRIDGE_ROW.match(line)) and m.group(1) == "2")
 
 
+def next_batch(cpu: float, largest: int) -> int:
+    """Calls in the next batch of the ramp, the box at ``cpu`` (0-1) now."""
+    return min(largest, next(n for below, n in HOLD_STEPS if cpu < below))
+
+
 def hold_ramp(run: HoldRun, batch_calls: Callable[[int, int], list[CallSpec]], switch_pids: dict[str, int],
               bridged: Callable[[], int], rate: float, batch: int, max_calls: int, setup_s: float) -> str:
-    """Recorded calls held: batches of long calls; after each, once every call of it is bridged
-    (no set-up under way), the CPU of the switch's processes and every SIPp over 5 s, as a
-    share of the box. The answer: the calls bridged in the last batch that stayed within
-    HOLD_CPU (">= n" when max_calls stayed within it)."""
+    """Recorded calls held: batches of long calls (``batch`` at most, fewer as the box nears
+    HOLD_CPU: HOLD_STEPS); after each, once every call of it is bridged (no set-up under
+    way), the CPU of the switch's processes and every SIPp over 5 s, as a share of the box.
+    The answer: the calls bridged in the last batch that stayed within HOLD_CPU (">= n"
+    when max_calls stayed within it)."""
     held, placed, cpu = 0, 0, 0.0
     with run:
-        while placed + batch <= max_calls:
-            run.add_batch(batch_calls(placed, batch), rate)
-            placed += batch
-            deadline = time.monotonic() + batch / rate + setup_s + 20
+        while (size := min(next_batch(cpu, batch), max_calls - placed)) > 0:
+            run.add_batch(batch_calls(placed, size), rate)
+            placed += size
+            deadline = time.monotonic() + size / rate + setup_s + 20
             while bridged() < placed and time.monotonic() < deadline:
                 time.sleep(1)
             now = bridged()
@@ -179,6 +188,7 @@ def hold_ramp(run: HoldRun, batch_calls: Callable[[int, int], list[CallSpec]], s
             meter = CpuMeter(pids)
             time.sleep(5)
             cpu = sum(meter.per_call_ms(1).values()) / 5000 / (os.cpu_count() or 1)
+            sys.stderr.write(f"bench: {now} recorded calls bridged, box CPU {cpu:.0%}\n")
             if cpu > HOLD_CPU:
                 return f"{held} ({now} at {cpu:.0%})"
             held = now

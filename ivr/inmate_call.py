@@ -133,11 +133,14 @@ class InmateCalls:
         SIP endpoint) is throttled after too many failed logins."""
         if not terminal:
             raise Refused(p.APOLOGY, "terminal unknown: cannot throttle failed logins")
-        facility = await self.directory.facility(facility_id)
+        since = self.now() - timedelta(seconds=throttle.KEEP_S)
+        facility, failures = await asyncio.gather(self.directory.facility(facility_id),
+                                                  self.directory.login_failures(terminal, since))
         if facility is None:
             raise Refused(p.APOLOGY, f"terminal's facility {facility_id!r} unknown")
         caller.set_language(facility.language)
-        await self._check_throttle(terminal, uniqueid)
+        if (wait := throttle.wait_s(failures, self.now())) > 0:
+            raise Refused(p.TERMINAL_WAIT, f"terminal {terminal} throttled for {wait} s after failed logins")
         caller.lead_in([p.WELCOME])  # the card may be keyed during the welcome
         card = await self._authenticate(caller, facility, terminal, uniqueid)
         caller.set_language(card.language)
@@ -157,13 +160,6 @@ class InmateCalls:
             await self.wallet.release_card(card.number, uniqueid)
             raise
         return session
-
-    async def _check_throttle(self, terminal: str, uniqueid: str) -> None:
-        now = self.now()
-        since = now - timedelta(seconds=throttle.KEEP_S)
-        wait = throttle.wait_s(await self.directory.login_failures(terminal, since), now)
-        if wait > 0:
-            raise Refused(p.TERMINAL_WAIT, f"terminal {terminal} throttled for {wait} s after failed logins")
 
     async def _authenticate(self, caller: Caller, facility: Facility, terminal: str, uniqueid: str) -> Card:
         """Card number and PIN, LOGIN_TRIES times. A wrong card number and a
@@ -215,7 +211,8 @@ class InmateCalls:
     async def _check(self, card: Card, facility: Facility) -> Session:
         if card.status is not CardStatus.ACTIVE:
             raise Refused(p.CARD_BLOCKED, f"card {card.status.value}")
-        inmate = await self.directory.inmate(card.inmate_id)
+        inmate, tariff = await asyncio.gather(self.directory.inmate(card.inmate_id),
+                                              self.directory.tariff(facility.id))
         if inmate is None:
             raise Refused(p.CARD_BLOCKED, "card's inmate unknown")
         now = self.now()
@@ -227,7 +224,6 @@ class InmateCalls:
             raise Refused(p.PERMISSION_MISSING, "suspect without valid permission")
         if not is_open(parse_schedule(facility.schedule), now, facility.timezone):
             raise Refused(p.OUTSIDE_SCHEDULE, "outside the facility's schedule")
-        tariff = await self.directory.tariff(facility.id)
         if tariff is None:
             raise Refused(p.APOLOGY, f"facility {facility.id} has no tariff")
         return Session(card, inmate, facility, tariff)
@@ -387,11 +383,16 @@ class InmateCalls:
             allowance = min(allowance, settings.cap_month - spent_month)
         return allowance
 
+    @staticmethod
+    def announces(session: Session, plan: CallPlan) -> bool:
+        """Will ``announce`` say anything (the call is shorter than the facility's maximum)?"""
+        return plan.max_s < session.facility.max_call_s
+
     async def announce(self, caller: Caller, session: Session, plan: CallPlan, language: str) -> None:
         """Say how long the call may last when money or the schedule make it
         shorter than the facility's usual maximum. (Every second spoken here
         delays the INVITE, so the usual case says nothing.)"""
-        if plan.max_s < session.facility.max_call_s:
+        if self.announces(session, plan):
             await caller.play([p.CALL_MAY_LAST, *p.duration(plan.max_s, language)])
 
     # -- after the call -----------------------------------------------------

@@ -17,10 +17,11 @@ from agi import variables as v
 from agi.caller import AgiCaller
 from agi.channel import AgiChannel
 from agi.deps import CallDeps
+from agi.plan_vars import plan_from_text
 from agi.protocol import AgiEnvironment, AgiHangup
 from agi.server import Route
 from ivr.accept import AcceptMenu, OfferError, Outcome
-from ivr.call_plan import CallPlan, plan_from_json
+from ivr.call_plan import CallPlan
 from ivr.numbering import Payer
 
 
@@ -68,7 +69,7 @@ async def _caller_plan(channel: AgiChannel, caller_channel: str) -> CallPlan | N
     result = await channel.command("GET FULL VARIABLE", v.PLAN_EXPR, caller_channel)
     if result.result != 1 or not result.data:
         return None
-    return plan_from_json(result.data)
+    return plan_from_text(result.data)
 
 
 async def _inmate_waits(channel: AgiChannel, caller_channel: str) -> bool:

@@ -26,12 +26,13 @@ import redis.asyncio as aioredis
 from agi import variables as v
 from agi.caller import AgiCaller
 from agi.channel import AgiChannel
+from agi.plan_vars import plan_from_text
 from agi.prompts import sound_file
 from agi.protocol import AgiEnvironment, AgiHangup
 from agi.server import Route
 from ivr import prompts as p
 from ivr.app_call import WINDOW_S, AppDevices, Reach, reach, ring_leg
-from ivr.call_plan import CallPlan, plan_from_json
+from ivr.call_plan import CallPlan
 from ivr.devices import device_of_endpoint, endpoint_id, is_device_id
 from ivr.inmate_call import RING_S
 from ivr.tariffs import RouteKind
@@ -276,7 +277,7 @@ class AppRouting:
         """At the bridge, on the answering app's leg: record who answered and when, and
         cancel the push (devices woken but not dialed stop ringing)."""
         result = await channel.command("GET FULL VARIABLE", v.PLAN_EXPR, caller_channel)
-        plan = plan_from_json(result.data) if result.result == 1 and result.data else None
+        plan = plan_from_text(result.data) if result.result == 1 and result.data else None
         if plan is None or plan.call_id != call_id or plan.route_kind != RouteKind.APP_AUDIO.value:
             channel.log.error("call %s: no app plan on %s: nothing recorded", call_id, caller_channel)
             return

@@ -9,7 +9,7 @@ from agi import variables as v
 from agi.caller import AgiCaller
 from agi.channel import AgiChannel
 from agi.deps import CallDeps
-from agi.plan_vars import save_plan
+from agi.plan_vars import plan_to_text, save_plan
 from agi.prompts import sound_file
 from agi.protocol import AgiEnvironment
 from agi.routes.app_dial import AppRouting
@@ -141,10 +141,14 @@ def trunk_target(plan: CallPlan) -> str:
 
 async def _prepare(channel: AgiChannel, caller: AgiCaller, deps: CallDeps, session: Session, plan: CallPlan,
                    attempt: int, app: AppRouting | None) -> dict[str, str | int]:
-    """Leave the plan on the channel; return Dial()'s settings, its target included, for the
-    caller to set with ACTION ({} = the app was not reached). A call to the app sets the
-    settings first: its legs inherit them while the route still waits for the app."""
-    await save_plan(channel, plan)
+    """Return Dial()'s settings, its target and the plan included, for the caller to set with
+    ACTION ({} = the app was not reached). The plan is on the channel before anything is said
+    (a hangup then settles it unconnected): when the call's length is announced, and for a call
+    to the app, which sets its settings first (its legs inherit them while it waits for the app).
+    Else it goes with the settings: one command between the '#' and Dial."""
+    plan_said_first = is_app(plan) or deps.calls.announces(session, plan)
+    if plan_said_first:
+        await save_plan(channel, plan)
     channel.log.info("dialing %s (%s, attempt %d): up to %d s, %d reserved, %s", plan.e164[:5] + "...",
                      plan.route_kind, attempt, plan.max_s, plan.reserved,
                      "recorded" if plan.record else "privileged, not recorded")
@@ -165,9 +169,9 @@ async def _prepare(channel: AgiChannel, caller: AgiCaller, deps: CallDeps, sessi
         v.ACCEPT_MENU: "1" if plan.payer == Payer.CALLEE.value else "0",
     }
     if not is_app(plan):
-        # The plan is saved: a hangup while the call's length is said settles it unconnected.
-        await deps.calls.announce(caller, session, plan, caller.language)
-        return {**settings, v.DIAL_TARGET: trunk_target(plan), v.DIAL_APP: "0"}
+        await deps.calls.announce(caller, session, plan, caller.language)  # only if plan_said_first
+        return {**({} if plan_said_first else {v.PLAN: plan_to_text(plan)}), **settings,
+                v.DIAL_TARGET: trunk_target(plan), v.DIAL_APP: "0"}
     await channel.set_variables(settings)
     await deps.calls.announce(caller, session, plan, caller.language)
     if app is None:  # choose_number refuses "00" without the app's devices: never here

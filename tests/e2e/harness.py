@@ -148,10 +148,19 @@ async def watching(config: StackConfig) -> AsyncIterator[AmiWatch]:
         await client.close()
 
 
-def is_playback(m: AmiMessage, channel: str) -> bool:
-    """A sound file starting to play on ``channel``: Debian's Asterisk is built with
-    TEST_FRAMEWORK and sends a TestEvent PLAYBACK (Message: the file) for every file played."""
-    return m.event == "TestEvent" and m.get("State") == "PLAYBACK" and m.get("Channel") == channel
+def sound_started(m: AmiMessage, uniqueid: str, channel: str) -> str | None:
+    """The sound file ``m`` says began to play on the channel (``uniqueid``, named ``channel``),
+    or None. Debian's Asterisk is built with TEST_FRAMEWORK: ast_streamfile sends a TestEvent
+    PLAYBACK (Message: the file) for every file of GET DATA, Read and Playback; the AGI's STREAM
+    FILE opens its stream itself and sends none, its AGIExecStart names the file instead."""
+    if m.event == "TestEvent":
+        if m.get("State") == "PLAYBACK" and m.get("Channel") == channel and m.get("Message"):
+            return str(m.get("Message"))
+    elif m.event == "AGIExecStart" and m.get("Uniqueid") == uniqueid:
+        command = str(m.get("Command"))
+        if command.startswith("STREAM FILE "):
+            return command.split('"')[1] if '"' in command else command.split()[2]
+    return None
 
 
 class AmiWatch:
@@ -166,31 +175,37 @@ class AmiWatch:
     async def wait_for(
         self, name: str, where: Callable[[AmiMessage], bool] = lambda m: True, timeout: float = 15
     ) -> AmiMessage:
+        return await self._wait(lambda m: m.event == name and where(m), name, timeout)
+
+    async def _wait(self, where: Callable[[AmiMessage], bool], what: str, timeout: float) -> AmiMessage:
         for message in self.events:
-            if message.event == name and where(message):
+            if where(message):
                 return message
         deadline = time.monotonic() + timeout
         while True:
             left = deadline - time.monotonic()
             if left <= 0:
                 seen = sorted({m.event for m in self.events})
-                raise AssertionError(f"no AMI {name} event in {timeout} s; saw {seen}")
+                raise AssertionError(f"no AMI {what} event in {timeout} s; saw {seen}")
             try:
                 message = await asyncio.wait_for(self.queue.get(), left)
             except TimeoutError:
                 continue
             self.events.append(message)
-            if message.event == name and where(message):
+            if where(message):
                 return message
 
     async def wait_new(
         self, name: str, where: Callable[[AmiMessage], bool] = lambda m: True, timeout: float = 15
     ) -> AmiMessage:
         """The next matching event not returned by wait_new before (in arrival order)."""
+        return await self._wait_new(lambda m: m.event == name and where(m), name, timeout)
+
+    async def _wait_new(self, where: Callable[[AmiMessage], bool], what: str, timeout: float) -> AmiMessage:
         def fresh(m: AmiMessage) -> bool:
             return id(m) not in self._taken and where(m)
 
-        message = await self.wait_for(name, fresh, timeout)
+        message = await self._wait(fresh, what, timeout)
         self._taken.add(id(message))
         return message
 
@@ -216,15 +231,15 @@ class AmiWatch:
         """The sound files Asterisk began to play on channel ``uniqueid``, in order: whatever
         played them (STREAM FILE, GET DATA, a Read's files, the dial plan's Playback)."""
         channel = self.channel_of(uniqueid)
-        return [m.get("Message") for m in self.events if is_playback(m, channel)]
+        return [sound for m in self.events if (sound := sound_started(m, uniqueid, channel))]
 
     async def wait_played(self, uniqueid: str, sound: str, timeout: float = 15) -> AmiMessage:
         """The next start of ``sound`` (e.g. ``kinline/en/enter-card``) on channel ``uniqueid``."""
         if not any(m.event == "Newchannel" and m.get("Uniqueid") == uniqueid for m in self.events):
             await self.wait_for("Newchannel", lambda m: m.get("Uniqueid") == uniqueid, timeout)
         channel = self.channel_of(uniqueid)
-        return await self.wait_new("TestEvent", lambda m: is_playback(m, channel) and m.get("Message") == sound,
-                                   timeout)
+        return await self._wait_new(lambda m: sound_started(m, uniqueid, channel) == sound, f"start of {sound}",
+                                    timeout)
 
     def close(self) -> None:
         self.client.unsubscribe(self.queue)

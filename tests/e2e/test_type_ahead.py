@@ -15,7 +15,6 @@ import logging
 import secrets
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, replace
-from typing import Any
 
 import pytest
 
@@ -118,17 +117,6 @@ async def call_in(e2e: E2E, ami: AmiWatch, colony: Colony, seen: set[str]) -> Ca
     return Call(agent, channel.get("Uniqueid"), channel.get("Channel"), answered["t"])
 
 
-def is_playback(m: Any, channel: str, prompt: str = "") -> bool:
-    """A file starting to play on ``channel`` (Debian's Asterisk is built with TEST_FRAMEWORK:
-    a TestEvent PLAYBACK for every file), ``prompt`` (its last path part) if given."""
-    return (m.event == "TestEvent" and m.get("State") == "PLAYBACK" and m.get("Channel") == channel
-            and (not prompt or m.get("Message").endswith(f"/{prompt}")))
-
-
-def played(ami: AmiWatch, channel: str) -> list[str]:
-    return [m.get("Message") for m in ami.events if is_playback(m, channel)]
-
-
 def entries(ami: AmiWatch, uid: str) -> list[str]:
     """The IVR's entry commands: Read (files before the entry and its prompt) or GET DATA."""
     return [m.get("Command") for m in ami.events if m.event == "AGIExecStart" and m.get("Uniqueid") == uid
@@ -158,7 +146,7 @@ async def test_card_pin_and_number_typed_ahead_dial_the_right_number_billed_once
         await ami.wait_for("DialBegin", lambda m: m.get("Uniqueid") == call.uid)  # the AGI's events came before
         # The card came during the welcome and the number during the balance: each entry's
         # own prompt never started (the key cut the files before it short).
-        files = played(ami, call.channel)
+        files = ami.played(call.uid)
         assert files[0] == f"kinline/{language}/welcome", files
         assert f"kinline/{language}/your-balance" in files
         assert not any(f.endswith(("/enter-card", "/enter-number")) for f in files), files
@@ -190,7 +178,7 @@ async def answer_to_dial(e2e: E2E, ami: AmiWatch, store: RedisStore, colony: Col
     try:
         for prompt, digits in (("enter-card", card), ("enter-pin", PIN), ("enter-number", MOBILE[1:])):
             if waiting:
-                await ami.wait_for("TestEvent", lambda m, p=prompt: is_playback(m, call.channel, p), timeout=30)
+                await ami.wait_played(call.uid, f"kinline/{colony.language}/{prompt}", timeout=30)
             await call.agent.send(f"dtmf {digits}# info")
             if not waiting:
                 await asyncio.sleep(GAP_S)

@@ -13,11 +13,12 @@ import pytest
 
 from agi.channel import AgiChannel
 from agi.deps import CallDeps
+from agi.plan_vars import plan_to_text
 from agi.protocol import AgiEnvironment, AgiHangup, AgiResult
 from agi.routes.accept import make_accept
 from ivr import prompts as p
 from ivr.accept import MENU_ROUNDS, MENU_TIMEOUT_MS, AcceptMenu, Offer, OfferError, Outcome, inmate_hears
-from ivr.call_plan import CallPlan, plan_to_json
+from ivr.call_plan import CallPlan
 from ivr.inmate_call import Entry
 from ivr.model import Card, CardStatus, Facility
 from ivr.relatives import CardSettings
@@ -265,7 +266,7 @@ ON_CALLER = f"SHARED(KINLINE_ACCEPT,{CALLER})"
 
 
 async def test_route_accepted_opens_the_bridge_and_tells_the_caller() -> None:
-    channel = FakeChannel(plan_to_json(plan()), "1")
+    channel = FakeChannel(plan_to_text(plan()), "1")
     assert await run_route(channel) == [(ON_CALLER, "hungup"), (ON_CALLER, "accepted"),
                                         ("KINLINE_ACCEPT", "accepted")]
     assert channel.streamed[0] == "kinline/en/callee-intro" and channel.streamed[-1] == "kinline/en/accept-menu"
@@ -275,21 +276,21 @@ async def test_route_accepted_opens_the_bridge_and_tells_the_caller() -> None:
                                                           (None, "declined", "accept-declined"),
                                                           ("9", "blocked", "accept-blocked")])
 async def test_route_other_outcomes_keep_the_bridge_shut(key: str | None, outcome: str, farewell: str) -> None:
-    channel = FakeChannel(plan_to_json(plan()), key)
+    channel = FakeChannel(plan_to_text(plan()), key)
     assert await run_route(channel) == [(ON_CALLER, "hungup"), (ON_CALLER, outcome)]
     assert channel.streamed[-1] == f"kinline/en/{farewell}"
 
 
 async def test_route_a_hangup_in_the_menu_leaves_the_caller_a_no() -> None:
-    channel = FakeChannel(plan_to_json(plan()), "hangup")
+    channel = FakeChannel(plan_to_text(plan()), "hangup")
     assert await run_route(channel) == [(ON_CALLER, "hungup")]
 
 
 @pytest.mark.parametrize("case", ["no plan", "caller pays", "other call", "no account", "no arguments",
                                   "no relatives' store"])
 async def test_route_fails_closed_without_a_relative_paid_plan_and_account(case: str) -> None:
-    text = {"no plan": None, "caller pays": plan_to_json(replace(plan(), payer="caller"))}.get(
-        case, plan_to_json(plan()))
+    text = {"no plan": None, "caller pays": plan_to_text(replace(plan(), payer="caller"))}.get(
+        case, plan_to_text(plan()))
     store = Store()
     if case == "no account":
         store.balances.clear()
@@ -307,7 +308,7 @@ async def test_route_fails_closed_without_a_relative_paid_plan_and_account(case:
 @pytest.mark.parametrize(("left_after", "asked"), [(0, False), (1, False), (2, True)])
 async def test_route_the_inmate_gone_before_the_offer_the_menu_or_the_key_is_never_bridged(
         left_after: int, asked: bool) -> None:
-    channel = FakeChannel(plan_to_json(plan()), "1", inmate_left_after=left_after)
+    channel = FakeChannel(plan_to_text(plan()), "1", inmate_left_after=left_after)
     assert await run_route(channel) == [(ON_CALLER, "hungup"), (ON_CALLER, "callergone")]
     assert bool(channel.streamed) is (left_after > 0)  # gone before the offer: nothing said
     assert ("kinline/en/accept-menu" in channel.streamed) is asked  # gone before the menu: no 10 s wait

@@ -70,3 +70,13 @@ def test_one_value_is_one_set_variable() -> None:
 def test_a_failed_mset_is_an_error_not_a_silent_success() -> None:
     with pytest.raises(AgiCommandError):  # -2: no such application
         set_variables({"KINLINE_A": "1", "KINLINE_ACTION": "dial"}, reply="200 result=-2")
+
+
+def test_values_too_long_for_one_command_line_go_in_several_msets_in_order() -> None:
+    # res_agi reads a command line into 2048 bytes: a long plan and Dial's settings are cut in two.
+    values: dict[str, str | int] = {"KINLINE_PLAN": "A" * 1400, "KINLINE_INTRO": "kinline/en/x&" * 40 + "y",
+                                    "KINLINE_DIAL_TARGET": "PJSIP/+79161234567@trunk", "KINLINE_ACTION": "dial"}
+    lines = set_variables(values)
+    assert len(lines) == 2 and all(len(line.encode()) < 2048 for line in lines)
+    pairs = [tuple(pair.split("=", 1)) for line in lines for pair in asterisk_parse_args(line)[2].split(",")]
+    assert pairs == [(k, str(v)) for k, v in values.items()]  # in order: ACTION last, in the last command
