@@ -21,9 +21,11 @@ import math
 from collections import deque
 from dataclasses import dataclass
 
-# The levels when none are configured: well past normal use (measured on the 2-core box:
-# ~70-90 calls in the IVR at the knee, quick AGI round trips ~2 ms), so only real
-# overload trips them; config/*.toml and the AGI server's flags set them.
+# The levels when none are configured: well past normal use, so only real overload trips
+# them; config/*.toml and the AGI server's flags set them. On the 2-core box (make bench,
+# 2026-12-06): 10 calls/s all served with at most 101 calls in the IVR and quick AGI round
+# trips at 4 ms (p90); at 12 calls/s entries degrade (AGI p90 26 ms, post-dial p99 0.3 s):
+# config/dev.toml and test.toml set 120.
 DEFAULT_MAX_IN_IVR = 100
 DEFAULT_MAX_AGI_LATENCY_MS = 500
 # Back under this share of a level (and past the hold) before calls are admitted again.

@@ -18,7 +18,7 @@ def _flag(argv: list[str], name: str) -> str:
 
 
 def test_dev_and_test_levels_reach_the_agi_argv() -> None:
-    for name, (ivr, latency) in (("dev", ("100", "500")), ("test", ("100", "2000"))):
+    for name, (ivr, latency) in (("dev", ("120", "500")), ("test", ("120", "2000"))):
         argv = stack.agi_argv(load_config(REPO / "config" / f"{name}.toml"))
         assert (_flag(argv, "--max-in-ivr"), _flag(argv, "--max-agi-latency-ms")) == (ivr, latency), name
 
