@@ -69,7 +69,9 @@ async def test_call_sends_no_packet_off_loopback(e2e: E2E, ami: AmiWatch, tmp_pa
         try:
             channel = await ami.wait_for("Newchannel", lambda m: m.get("Channel").startswith(f"PJSIP/{t.name}-"))
             uid = channel.get("Uniqueid")
-            await ami.wait_played(uid, "kinline/en/enter-card")
+            await ami.wait_for(  # the greeting (9999) asks for digits with GET DATA
+                "AGIExecStart", lambda m: m.get("Uniqueid") == uid and m.get("Command").startswith("GET DATA")
+            )
             await agent.send("dtmf 12# info")
             await ami.wait_for("Hangup", lambda m: m.get("Uniqueid") == uid)
         finally:
