@@ -27,7 +27,7 @@ MSET_VALUE = re.compile(r"[A-Za-z0-9_+\-/@.&:*#!]*")
 # The pairs of one MSet: its command line stays under res_agi's 2048-byte buffer (AGI_BUF_LEN).
 MSET_MAX_LINE = 1900
 # Between the values of one GET FULL VARIABLE (get_variables): a control character none of
-# our values holds (names, digits, stamps; the call plan is JSON, which escapes it).
+# our values holds (names, digits, stamps; the call plan is base64url).
 VALUES_SEPARATOR = "\x1f"
 # read_digits: the variable Read() fills, what a file name may not hold in Read()'s
 # arguments, and Read()'s own limit on digits.

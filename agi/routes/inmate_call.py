@@ -146,8 +146,8 @@ async def _prepare(channel: AgiChannel, caller: AgiCaller, deps: CallDeps, sessi
     (a hangup then settles it unconnected): when the call's length is announced, and for a call
     to the app, which sets its settings first (its legs inherit them while it waits for the app).
     Else it goes with the settings: one command between the '#' and Dial."""
-    plan_said_first = is_app(plan) or deps.calls.announces(session, plan)
-    if plan_said_first:
+    plan_saved_first = is_app(plan) or deps.calls.announces(session, plan)
+    if plan_saved_first:
         await save_plan(channel, plan)
     channel.log.info("dialing %s (%s, attempt %d): up to %d s, %d reserved, %s", plan.e164[:5] + "...",
                      plan.route_kind, attempt, plan.max_s, plan.reserved,
@@ -169,8 +169,8 @@ async def _prepare(channel: AgiChannel, caller: AgiCaller, deps: CallDeps, sessi
         v.ACCEPT_MENU: "1" if plan.payer == Payer.CALLEE.value else "0",
     }
     if not is_app(plan):
-        await deps.calls.announce(caller, session, plan, caller.language)  # only if plan_said_first
-        return {**({} if plan_said_first else {v.PLAN: plan_to_text(plan)}), **settings,
+        await deps.calls.announce(caller, session, plan, caller.language)  # only if plan_saved_first
+        return {**({} if plan_saved_first else {v.PLAN: plan_to_text(plan)}), **settings,
                 v.DIAL_TARGET: trunk_target(plan), v.DIAL_APP: "0"}
     await channel.set_variables(settings)
     await deps.calls.announce(caller, session, plan, caller.language)

@@ -98,7 +98,6 @@ async def relative(e2e: E2E) -> AsyncIterator[SipAgent]:
 class Call:
     agent: SipAgent
     uid: str
-    channel: str
     answered_at: float  # the terminal's clock (the agents' event times)
 
 
@@ -114,7 +113,7 @@ async def call_in(e2e: E2E, ami: AmiWatch, colony: Colony, seen: set[str]) -> Ca
         await agent.close()
         raise
     seen.add(channel.get("Uniqueid"))
-    return Call(agent, channel.get("Uniqueid"), channel.get("Channel"), answered["t"])
+    return Call(agent, channel.get("Uniqueid"), answered["t"])
 
 
 def entries(ami: AmiWatch, uid: str) -> list[str]:
