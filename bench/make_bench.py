@@ -5,7 +5,7 @@
 Both switches run from the same cached Asterisk root, each in a throwaway state
 folder of its own, on ports apart from the dev and test stacks:
 - Kinline: the whole stack (tools/stack.py) from config/test.toml moved by
-  KINLINE_PORT_OFFSET=9 (SIP 15960, trunk 15980, RTP 39000-39999);
+  KINLINE_PORT_OFFSET=9 (SIP 15960, trunk 15980; RTP 60000-63999, KINLINE_RTP);
 - bare: Asterisk alone (bench/bare_stack.py; SIP 25960, trunk 25980, RTP 40000-43999),
   digest-authenticated terminals, Answer, MixMonitor, Dial to the trunk.
 Both are stopped at the end, also on failure or Ctrl-C.
@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import os
 import re
 import secrets
@@ -65,7 +66,8 @@ REPO = Path(__file__).resolve().parent.parent
 OFFSET = "9"  # Kinline's bench stack: config/test.toml ports + 900
 HOST = "127.0.0.1"
 BARE_SIP, BARE_TRUNK, BARE_TERMINAL = 25960, 25980, 25990
-BARE_RTP = (40000, 43999)  # 1000 calls' two legs (Kinline's offset range, 39000-39999, holds 250)
+BARE_RTP = (40000, 43999)  # 1000 calls' two legs (RTP and RTCP ports for each)
+KINLINE_RTP = (60000, 63999)  # the same for Kinline (offset 9's own range, 39000-39999, holds 250)
 KINLINE_TERMINAL_PORT = 15995  # the SIPp terminal's own SIP port (inside offset 9's block)
 MEDIA = {"kinline": 44000, "bare": 52000}  # SIPp media: relative from here, terminal from here + 4000 (Step)
 PROMPT_CACHE = REPO / "var" / "bench" / "prompts"
@@ -187,11 +189,19 @@ def hold_ramp(run: HoldRun, batch_calls: Callable[[int, int], list[CallSpec]], s
             pids = {**switch_pids, **run.pids()}
             meter = CpuMeter(pids)
             time.sleep(5)
-            cpu = sum(meter.per_call_ms(1).values()) / 5000 / (os.cpu_count() or 1)
-            sys.stderr.write(f"bench: {now} recorded calls bridged, box CPU {cpu:.0%}\n")
+            used = meter.per_call_ms(1)  # ms over the 5 s, by process
+            cpu = sum(used.values()) / 5000 / (os.cpu_count() or 1)
+            sipp = sum(v for k, v in used.items() if k not in switch_pids)
+            parts = ", ".join(f"{k} {v / 50:.1f}" for k, v in sorted(used.items(), key=lambda kv: -kv[1])
+                              if k in switch_pids and v >= 50)
+            sys.stderr.write(f"bench: {now} recorded calls bridged, box CPU {cpu:.0%} (% of a core: {parts}, "
+                             f"SIPp {sipp / 50:.1f})\n")
             if cpu > HOLD_CPU:
                 return f"{held} ({now} at {cpu:.0%})"
             held = now
+        if linger := float(os.environ.get("KINLINE_BENCH_LINGER_S") or 0):  # time to profile the calls held
+            sys.stderr.write(f"bench: holding the {held} calls {linger:.0f} s more (KINLINE_BENCH_LINGER_S)\n")
+            time.sleep(linger)
     return f">= {held} (CPU {cpu:.0%})"
 
 
@@ -252,7 +262,8 @@ def kinline_stack(state: Path) -> Iterator[tuple[StackConfig, list[TerminalLogin
     """The whole Kinline stack in ``state``, on offset 9's ports, stopped on the way out."""
     os.environ["KINLINE_STATE"] = str(state)
     os.environ["KINLINE_PORT_OFFSET"] = OFFSET
-    config = load_config("config/test.toml")
+    # Its own RTP range, wide enough for the hold ramp (offset 9's 39000-39999 holds 250 calls).
+    config = dataclasses.replace(load_config("config/test.toml"), rtp_start=KINLINE_RTP[0], rtp_end=KINLINE_RTP[1])
     logins = [TerminalLogin(f"bench-term-{i}", secrets.token_hex(12), "en", FACILITY) for i in range(TERMINALS)]
     config.state.mkdir(mode=0o700, parents=True, exist_ok=True)
     save_terminals(config, [t.stored() for t in logins])
@@ -631,10 +642,13 @@ def main(argv: list[str] | None = None) -> int:
                         help="one switch only, at --rates, no hold ramp (for profiling; prints no table)")
     parser.add_argument("--rates", default="4", help="with --only: comma-separated calls/s, one step each")
     parser.add_argument("--step-s", type=int, default=30, help="with --only: seconds of arrivals per step")
+    parser.add_argument("--hold", type=int, default=0,
+                        help="with --only: then the recorded-calls ramp, up to this many calls")
     opts = parser.parse_args(argv)
     if opts.only:
         rates = tuple(float(r) for r in opts.rates.split(","))
-        plan = Plan(False, rates, rates, opts.step_s, 5, opts.reject)
+        hold: dict[str, float] = {"kinline": 2, "bare": 10} if opts.hold else {}
+        plan = Plan(False, rates, rates, opts.step_s, 5, opts.reject, hold, {"kinline": opts.hold, "bare": opts.hold})
         work = Path(tempfile.mkdtemp(prefix="kinline-bench-"))
         try:
             report = (run_kinline if opts.only == "kinline" else run_bare)(plan, work)
@@ -648,14 +662,15 @@ def main(argv: list[str] | None = None) -> int:
                              f"{_ms(pct(s.pdd_ms, 0.5))}/{_ms(pct(s.pdd_ms, 0.99))}, wrong {s.wrong}, busy {s.busy}, "
                              f"peak in IVR {s.peak_ivr:.0f}, peak AGI p90 {s.peak_latency_ms:.0f} ms, "
                              f"failures {dict(s.failures)}\n")
+        if opts.hold:
+            sys.stdout.write(f"{report.name} recorded calls held: {report.held}\n")
         return 0
     if opts.quick:
         plan = Plan(True, (1,), (1,), 5, 2, opts.reject)
     else:
-        # Kinline's RTP range at offset 9 (39000-39999) holds 250 calls: the hold ramp stops below it.
         # Batches of 40 long calls; the CPU is read once a batch is bridged (no set-up under way).
         plan = Plan(False, (2, 4, 6, 8, 10, 12, 16), (10, 20, 30, 40, 50, 60, 80), 30, 5, opts.reject,
-                    {"kinline": 2, "bare": 10}, {"kinline": 240, "bare": 480})
+                    {"kinline": 2, "bare": 10}, {"kinline": 480, "bare": 480})
     work = Path(tempfile.mkdtemp(prefix="kinline-bench-"))
     load_before = os.getloadavg()[0]
     try:
