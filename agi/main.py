@@ -70,12 +70,15 @@ async def serve(host: str, port: int, redis_url: str, recordings: Path, names_di
     metrics = AgiMetrics()
     load = LoadMonitor(overload if overload is not None else Levels())
 
+    # Read when collected (in memory): a scrape of it alone reads nothing from Redis.
+    metrics.agi_latency.set_function(lambda: load.backlog().agi_latency_ms / 1000)
+
     async def scrape_time_gauges() -> None:
-        metrics.agi_latency.set(load.backlog().agi_latency_ms / 1000)
         metrics.open_holds.set(await client.zcard(redis_store.HOLDS))
         metrics.cards_in_call.set(await client.hlen(redis_store.LOCKS))
 
-    endpoint = MetricsEndpoint(metrics.registry, host, metrics_port, scrape_time_gauges) if metrics_port else None
+    endpoint = MetricsEndpoint(metrics.registry, host, metrics_port, scrape_time_gauges,
+                               ("kinline_open_holds", "kinline_cards_in_call")) if metrics_port else None
     store = RedisStore(client, pins)
     names = InmateNames(NameFolder(names_dir))
     # Calls to the app ("00") need the device registry (PostgreSQL); without it "00" is refused.

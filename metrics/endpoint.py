@@ -4,14 +4,15 @@ Served by asyncio rather than prometheus_client's thread, so gauges read from
 Redis at scrape time (``refresh``) use the process's own async client. Every read
 is bounded; anything but ``GET``/``HEAD /metrics`` gets a 404. As prometheus_client's own
 server, ``/metrics?name[]=a&name[]=b`` serves only those series (their collectors alone
-are collected: a watcher that polls a few gauges every second costs little)."""
+are collected: a watcher that polls a few gauges every second costs little); the refresh runs only
+when the request may show a series it sets (``refreshes``), so such a watcher costs no Redis read."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from urllib.parse import parse_qs
 
 from prometheus_client import CollectorRegistry, generate_latest
@@ -28,11 +29,14 @@ Refresh = Callable[[], Awaitable[None]]
 
 class MetricsEndpoint:
     def __init__(self, registry: CollectorRegistry, host: str = "127.0.0.1", port: int = 0,
-                 refresh: Refresh | None = None) -> None:
+                 refresh: Refresh | None = None, refreshes: Collection[str] | None = None) -> None:
+        """``refreshes``: the series ``refresh`` sets (None: any may be), so a request
+        naming none of them (``name[]``) is served without it."""
         self.registry = registry
         self.host = host
         self.port = port
         self.refresh = refresh
+        self.refreshes = frozenset(refreshes) if refreshes is not None else None
         self._server: asyncio.Server | None = None
 
     async def start(self) -> bool:
@@ -58,7 +62,8 @@ class MetricsEndpoint:
     async def render(self, names: list[str] | None = None) -> bytes:
         """The exposition text (of the series ``names`` only, when given), after refreshing
         the gauges read at scrape (a failed refresh is logged and the last values are served)."""
-        if self.refresh is not None:
+        wanted = self.refreshes is None or not names or not self.refreshes.isdisjoint(names)
+        if self.refresh is not None and wanted:
             try:
                 await asyncio.wait_for(self.refresh(), REFRESH_TIMEOUT_S)
             except Exception as err:

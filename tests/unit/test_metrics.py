@@ -162,6 +162,27 @@ async def test_endpoint_serves_only_the_series_named() -> None:
         await endpoint.stop()
 
 
+async def test_endpoint_refreshes_only_for_the_series_it_sets() -> None:
+    metrics = AgiMetrics()
+    refreshed = []
+
+    async def refresh() -> None:
+        refreshed.append(1)
+        metrics.open_holds.set(len(refreshed))
+
+    endpoint = MetricsEndpoint(metrics.registry, "127.0.0.1", 0, refresh, ("kinline_open_holds",))
+    await endpoint.start()
+    try:
+        status, _ = await _get(endpoint.port, "/metrics?name[]=kinline_calls_in_ivr")
+        assert status == 200 and refreshed == []  # a watcher of other series reads nothing
+        _, text = await _get(endpoint.port, "/metrics?name[]=kinline_calls_in_ivr&name[]=kinline_open_holds")
+        assert refreshed == [1] and "kinline_open_holds 1.0" in text
+        _, text = await _get(endpoint.port, "/metrics")
+        assert refreshed == [1, 1] and "kinline_open_holds 2.0" in text
+    finally:
+        await endpoint.stop()
+
+
 async def test_endpoint_serves_last_values_when_refresh_fails() -> None:
     metrics = AgiMetrics()
     metrics.open_holds.set(7)
