@@ -531,10 +531,38 @@ def _ratio(a: float | None, b: float | None) -> str:
     return "-" if a is None or b is None or b == 0 else f"{a / b:.2f}"
 
 
+def marginal_ms(report: StackReport, processes: Sequence[str] | None = None) -> float | None:
+    """CPU ms per call of ``processes`` (all: None) as the calls' own cost: a least-squares fit
+    over the zero-failure steps of total ms = per_call * calls + per_second * step seconds, whose
+    per_call it returns. A step's average also spreads the work done every second whatever the
+    calls (health checks, the services' cycles, the bench's own watcher) over its calls, most at
+    the lowest rate. None with fewer than two steps or when they cannot tell the two apart."""
+    clean = [s for s in report.steps
+             if s.failed <= report.rejected_per_step and s is not report.overload_step and s.seconds > 0]
+    points = [(float(s.placed), s.seconds,
+               s.placed * sum(v for k, v in s.cpu_ms.items() if processes is None or k in processes))
+              for s in clean]
+    if len(points) < 2:
+        return None
+    a = sum(n * n for n, _, _ in points)
+    b = sum(n * t for n, t, _ in points)
+    d = sum(t * t for _, t, _ in points)
+    det = a * d - b * b
+    if det <= 1e-9 * a * d:  # every step the same calls per second: no way to split them
+        return None
+    return (d * sum(n * y for n, _, y in points) - b * sum(t * y for _, t, y in points)) / det
+
+
 def goals(kinline: StackReport, bare: StackReport) -> list[str]:
     """The issue's goals against this run: one line each, met or not."""
     k0, b0 = kinline.steps[0], bare.steps[0]
     k_total, b_total = sum(k0.cpu_ms.values()), sum(b0.cpu_ms.values())
+    # CPU goals on the calls' own cost (marginal_ms) when the steps give it, else the first step's.
+    k_cost, b_cost = marginal_ms(kinline), marginal_ms(bare)
+    k_cost, b_cost, basis = ((k_cost, b_cost, "marginal") if k_cost is not None and b_cost is not None
+                             else (k_total, b_total, "first step"))
+    agi = marginal_ms(kinline, ("agi",))
+    agi, agi_basis = (agi, "marginal") if agi is not None else (k0.cpu_ms.get("agi", 0.0), "first step")
     half = max((s for s in kinline.steps if kinline.knee and s.rate <= kinline.knee / 2),
                key=lambda s: s.rate, default=None)
     over = kinline.overload_step
@@ -549,9 +577,10 @@ def goals(kinline: StackReport, bare: StackReport) -> list[str]:
         "Goals (issue 9):",
         line("knee >= 0.5 of bare + MixMonitor", None if knee_ratio is None else knee_ratio >= 0.5,
              f"{_ratio(kinline.knee, bare.knee)}"),
-        line("whole switch CPU per call <= 2x bare + MixMonitor", k_total <= 2 * b_total if b_total else None,
-             f"{_ratio(k_total, b_total)}x"),
-        line("AGI server CPU per call <= 10 ms", k0.cpu_ms.get("agi", 0.0) <= 10, f"{_ms(k0.cpu_ms.get('agi'))} ms"),
+        line("whole switch CPU per call <= 2x bare + MixMonitor", k_cost <= 2 * b_cost if b_cost else None,
+             f"{basis}: {_ratio(k_cost, b_cost)}x; first step {_ratio(k_total, b_total)}x"),
+        line("AGI server CPU per call <= 10 ms", agi <= 10,
+             f"{agi_basis}: {_ms(agi)} ms; first step ({k0.rate:g}/s) {_ms(k0.cpu_ms.get('agi'))} ms"),
         line("post-dial delay p99 < 20 ms at half the knee", None if p99 is None else p99 < 20,
              f"{_ms(p99)} ms at {half.rate:g} calls/s" if half else "no step at half the knee"),
         line("at 1.5x the knee: no wrong number, every refused caller hears busy",
@@ -596,6 +625,13 @@ def table(plan: Plan, kinline: StackReport, bare: StackReport, load: tuple[float
         f"| CPU ms per call: Redis | {_ms(k_cpu['redis'])} | - | - |",
         f"| CPU ms per call: other services | {_ms(k_other)} | - | - |",
         f"| CPU ms per call: whole switch | {_ms(k_total)} | {_ms(b_total)} | {_ratio(k_total, b_total)} |",
+        f"| CPU ms per call, marginal (fit over the zero-failure steps): AGI server | "
+        f"{_ms(marginal_ms(kinline, ('agi',)))} | - | - |",
+        f"| CPU ms per call, marginal: Asterisk | {_ms(marginal_ms(kinline, ('asterisk',)))} | "
+        f"{_ms(marginal_ms(bare, ('asterisk',)))} | "
+        f"{_ratio(marginal_ms(kinline, ('asterisk',)), marginal_ms(bare, ('asterisk',)))} |",
+        f"| CPU ms per call, marginal: whole switch | {_ms(marginal_ms(kinline))} | {_ms(marginal_ms(bare))} | "
+        f"{_ratio(marginal_ms(kinline), marginal_ms(bare))} |",
         f"| AGI own time per call p50 / p99, ms | {_ms(pct(k0.agi_own_ms, 0.5))} / {_ms(pct(k0.agi_own_ms, 0.99))}"
         " | - | - |",
         f"| AGI wall time per call p50 / p99, ms | {_ms(pct(k0.agi_wall_ms, 0.5))} / "
@@ -662,6 +698,11 @@ def main(argv: list[str] | None = None) -> int:
                              f"{_ms(pct(s.pdd_ms, 0.5))}/{_ms(pct(s.pdd_ms, 0.99))}, wrong {s.wrong}, busy {s.busy}, "
                              f"peak in IVR {s.peak_ivr:.0f}, peak AGI p90 {s.peak_latency_ms:.0f} ms, "
                              f"failures {dict(s.failures)}\n")
+        sys.stdout.write(f"{report.name} CPU ms per call, marginal (bench.make_bench.marginal_ms): "
+                         + ", ".join(f"{name} {_ms(marginal_ms(report, procs))}"
+                                     for name, procs in (("agi", ("agi",)), ("asterisk", ("asterisk",)),
+                                                         ("whole switch", None)))
+                         + "\n")
         if opts.hold:
             sys.stdout.write(f"{report.name} recorded calls held: {report.held}\n")
         return 0
