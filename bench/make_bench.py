@@ -553,15 +553,25 @@ def marginal_ms(report: StackReport, processes: Sequence[str] | None = None) -> 
     return (d * sum(n * y for n, _, y in points) - b * sum(t * y for _, t, y in points)) / det
 
 
+# The marginal rows: the AGI server, Asterisk and the whole switch (every process).
+MARGINAL = {"AGI server": ("agi",), "Asterisk": ("asterisk",), "whole switch": None}
+
+
+def marginals(report: StackReport) -> dict[str, float | None]:
+    """marginal_ms of each MARGINAL row."""
+    return {name: marginal_ms(report, processes) for name, processes in MARGINAL.items()}
+
+
 def goals(kinline: StackReport, bare: StackReport) -> list[str]:
     """The issue's goals against this run: one line each, met or not."""
     k0, b0 = kinline.steps[0], bare.steps[0]
     k_total, b_total = sum(k0.cpu_ms.values()), sum(b0.cpu_ms.values())
     # CPU goals on the calls' own cost (marginal_ms) when the steps give it, else the first step's.
-    k_cost, b_cost = marginal_ms(kinline), marginal_ms(bare)
+    k_marginal = marginals(kinline)
+    k_cost, b_cost = k_marginal["whole switch"], marginals(bare)["whole switch"]
     k_cost, b_cost, basis = ((k_cost, b_cost, "marginal") if k_cost is not None and b_cost is not None
                              else (k_total, b_total, "first step"))
-    agi = marginal_ms(kinline, ("agi",))
+    agi = k_marginal["AGI server"]
     agi, agi_basis = (agi, "marginal") if agi is not None else (k0.cpu_ms.get("agi", 0.0), "first step")
     half = max((s for s in kinline.steps if kinline.knee and s.rate <= kinline.knee / 2),
                key=lambda s: s.rate, default=None)
@@ -607,6 +617,7 @@ def table(plan: Plan, kinline: StackReport, bare: StackReport, load: tuple[float
     k_other = sum(v for name, v in k0.cpu_ms.items() if name not in STACK_CPU)
     k_total = sum(k0.cpu_ms.values())
     b_total = sum(b0.cpu_ms.values())
+    k_marginal, b_marginal = marginals(kinline), marginals(bare)
     mode = "QUICK (pipeline check, not a measurement)" if plan.quick else "full"
     lines = [
         f"`make bench` {mode}, {time.strftime('%Y-%m-%d %H:%M')}, load average {load[0]:.2f} before, "
@@ -626,12 +637,9 @@ def table(plan: Plan, kinline: StackReport, bare: StackReport, load: tuple[float
         f"| CPU ms per call: other services | {_ms(k_other)} | - | - |",
         f"| CPU ms per call: whole switch | {_ms(k_total)} | {_ms(b_total)} | {_ratio(k_total, b_total)} |",
         f"| CPU ms per call, marginal (fit over the zero-failure steps): AGI server | "
-        f"{_ms(marginal_ms(kinline, ('agi',)))} | - | - |",
-        f"| CPU ms per call, marginal: Asterisk | {_ms(marginal_ms(kinline, ('asterisk',)))} | "
-        f"{_ms(marginal_ms(bare, ('asterisk',)))} | "
-        f"{_ratio(marginal_ms(kinline, ('asterisk',)), marginal_ms(bare, ('asterisk',)))} |",
-        f"| CPU ms per call, marginal: whole switch | {_ms(marginal_ms(kinline))} | {_ms(marginal_ms(bare))} | "
-        f"{_ratio(marginal_ms(kinline), marginal_ms(bare))} |",
+        f"{_ms(k_marginal['AGI server'])} | - | - |",
+        *(f"| CPU ms per call, marginal: {name} | {_ms(k_marginal[name])} | {_ms(b_marginal[name])} | "
+          f"{_ratio(k_marginal[name], b_marginal[name])} |" for name in ("Asterisk", "whole switch")),
         f"| AGI own time per call p50 / p99, ms | {_ms(pct(k0.agi_own_ms, 0.5))} / {_ms(pct(k0.agi_own_ms, 0.99))}"
         " | - | - |",
         f"| AGI wall time per call p50 / p99, ms | {_ms(pct(k0.agi_wall_ms, 0.5))} / "
@@ -699,10 +707,7 @@ def main(argv: list[str] | None = None) -> int:
                              f"peak in IVR {s.peak_ivr:.0f}, peak AGI p90 {s.peak_latency_ms:.0f} ms, "
                              f"failures {dict(s.failures)}\n")
         sys.stdout.write(f"{report.name} CPU ms per call, marginal (bench.make_bench.marginal_ms): "
-                         + ", ".join(f"{name} {_ms(marginal_ms(report, procs))}"
-                                     for name, procs in (("agi", ("agi",)), ("asterisk", ("asterisk",)),
-                                                         ("whole switch", None)))
-                         + "\n")
+                         + ", ".join(f"{name} {_ms(ms)}" for name, ms in marginals(report).items()) + "\n")
         if opts.hold:
             sys.stdout.write(f"{report.name} recorded calls held: {report.held}\n")
         return 0
