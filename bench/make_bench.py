@@ -34,6 +34,7 @@ import os
 import re
 import secrets
 import shutil
+import signal
 import sys
 import tempfile
 import threading
@@ -675,7 +676,15 @@ def table(plan: Plan, kinline: StackReport, bare: StackReport, load: tuple[float
     return "\n".join(lines) + "\n"
 
 
+def _stop(signum: int, _frame: object) -> None:
+    """SIGTERM (and SIGINT, which a shell's background job ignores) end the run through its
+    finally blocks: the stacks, SIPp and the state folder go with it, nothing is left running."""
+    raise SystemExit(128 + signum)
+
+
 def main(argv: list[str] | None = None) -> int:
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, _stop)
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="one small step per switch (a few seconds each)")
     parser.add_argument("--out", default=str(REPO / "var" / "bench" / "latest.md"))
