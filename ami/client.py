@@ -80,18 +80,19 @@ class AmiClient:
         with contextlib.suppress(ValueError):
             self._subscribers.remove(queue)
 
-    async def action(self, name: str, **fields: str) -> AmiMessage:
-        """Send an action, return its response; raise AmiActionError on ``Error``."""
+    async def action(self, name: str, /, *, action_id: str | None = None, **fields: str) -> AmiMessage:
+        """Send an action, return its response; raise AmiActionError on ``Error``. ``action_id``:
+        the caller's own ActionID (unique), to match the events the action brings later."""
         if not self.connected.is_set() or self._writer is None:
             raise AmiDisconnected("not connected to Asterisk")
-        reply = await self._send(name, fields)
+        reply = await self._send(name, fields, action_id)
         if reply.response.lower() == "error":
             raise AmiActionError(f"{name}: {reply.get('Message')}")
         return reply
 
-    async def _send(self, name: str, fields: dict[str, str]) -> AmiMessage:
+    async def _send(self, name: str, fields: dict[str, str], action_id: str | None = None) -> AmiMessage:
         assert self._writer is not None
-        action_id = f"kinline-{next(self._ids)}"
+        action_id = action_id or f"kinline-{next(self._ids)}"
         future: asyncio.Future[AmiMessage] = asyncio.get_running_loop().create_future()
         self._pending[action_id] = future
         try:
@@ -150,7 +151,9 @@ class AmiClient:
                 block = await reader.readuntil(b"\r\n\r\n")
                 message = parse_message(block.decode("utf-8", "replace"))
                 action_id = message.get("ActionID")
-                if message.response and action_id in self._pending:
+                # An event is never a reply, though some carry Response and the ActionID
+                # of the action that caused them (OriginateResponse).
+                if message.response and not message.event and action_id in self._pending:
                     future = self._pending[action_id]
                     if not future.done():
                         future.set_result(message)

@@ -9,6 +9,8 @@ import argparse
 import logging
 import os
 import tomllib
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -36,8 +38,14 @@ log = logging.getLogger("api")
 
 
 def build_app(deps: ApiDeps) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        if deps.app_tests is not None:
+            await deps.app_tests.aclose()  # stop waiting for test calls' ends
+
     app = FastAPI(title="Kinline relatives' API", version="1", openapi_url="/openapi.json",
-                  docs_url=None, redoc_url=None)
+                  docs_url=None, redoc_url=None, lifespan=lifespan)
     app.state.deps = deps
     instrument(app)  # every request counted; GET /metrics (not in the schema)
     for module in (auth, me, money, webhooks, history, devices):

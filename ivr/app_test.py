@@ -6,6 +6,11 @@ hold, no ledger entry, no call record. At most ``LIMIT`` per rolling ``WINDOW_S`
 relative; a relative with no active device is refused before anything is counted, and a
 call the switch could not start is not counted either (fail closed, the count given back).
 
+A call the switch took but never started (the AGI server down: the dial plan hangs up
+before waking or dialing anything) is given back too, once the switch says the call
+ended: its Originate failed and it left no wake step. Its outcome is then ``not_started``
+(the API's "failed"), and the relative may try again at once.
+
 The adapters: the API (api/routes/app_test.py) asks ``TestCalls.start``; the limit is
 kept by store/app_test.py (one Lua script: check and add at once); the switch is asked
 through ``Dialer`` (AMI Originate, api/originate.py); the call itself is
@@ -13,10 +18,13 @@ dialplan/app_test.conf and agi/routes/app_test.py."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import math
 import re
 import secrets
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -30,6 +38,15 @@ RING_S = 30  # the app's INVITE rings this long once a contact is there
 CALLER_NAME = "Kinline test"  # what the push (and the app's screen) shows
 ID_PREFIX = "test-"
 _ID = re.compile(r"^test-[0-9a-f]{16}$")
+# What the switch says when a call has ended (Dialer.ended).
+ANSWERED = "answered"  # the app answered: the guide and the echo ran
+FAILED = "failed"  # nobody answered: not reached, declined, or never started at all
+
+log = logging.getLogger(__name__)
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
 
 
 class TestCallError(KinlineError):
@@ -114,6 +131,11 @@ class Limiter(Protocol):
         """Uncount a call the switch never started."""
         ...
 
+    async def not_started(self, phone: str, call_id: str, now_ms: int) -> bool:
+        """Atomically: if the call left no wake step (nothing was woken, dialed or tried),
+        uncount it and record its outcome ``not_started``; True if it did so."""
+        ...
+
 
 class Devices(Protocol):
     async def active_devices(self, phone: str) -> list[str]:
@@ -126,17 +148,24 @@ class Dialer(Protocol):
         """Ask the switch to call the app; raise SwitchUnavailable if it cannot be asked."""
         ...
 
+    async def ended(self, call: TestCall) -> str | None:
+        """Wait for the switch's last word on a call ``call_app`` queued: ANSWERED, FAILED,
+        or None when it cannot be known (its bound passed, the connection was lost)."""
+        ...
+
 
 class TestCalls:
     __test__ = False  # not a pytest class
 
     def __init__(self, devices: Devices, limiter: Limiter, dialer: Dialer, *, limit: int = LIMIT,
-                 window_s: int = WINDOW_S) -> None:
+                 window_s: int = WINDOW_S, clock: Callable[[], int] = now_ms) -> None:
         self.devices = devices
         self.limiter = limiter
         self.dialer = dialer
         self.limit = limit
         self.window_s = window_s
+        self.clock = clock
+        self._watches: set[asyncio.Task[bool]] = set()
 
     async def start(self, phone: str, language: str, now_ms: int) -> TestCall:
         """Start a test call to the relative's app; raises NoAppDevice, TooManyTestCalls or
@@ -154,4 +183,28 @@ class TestCalls:
         except BaseException:
             await self.limiter.give_back(phone, call.call_id)
             raise
+        watch = asyncio.create_task(self.settle(call), name=f"test call {call.call_id}")
+        self._watches.add(watch)
+        watch.add_done_callback(self._watches.discard)
         return call
+
+    async def settle(self, call: TestCall) -> bool:
+        """Once the switch says the call ended: a call that failed without a single wake
+        step was never started (the AGI server down, the record gone): uncount it and mark it
+        ``not_started``. True if so. Any error here leaves the call counted (logged)."""
+        try:
+            if await self.dialer.ended(call) != FAILED:
+                return False
+            given_back = await self.limiter.not_started(call.phone, call.call_id, self.clock())
+        except Exception:
+            log.exception("test call %s: its end could not be settled: it stays counted", call.call_id)
+            return False
+        if given_back:
+            log.warning("test call %s: the switch never started it: not counted", call.call_id)
+        return given_back
+
+    async def aclose(self) -> None:
+        """Stop waiting for the calls' ends (the API shutting down): those stay counted."""
+        for watch in list(self._watches):
+            watch.cancel()
+        await asyncio.gather(*self._watches, return_exceptions=True)

@@ -7,7 +7,9 @@
   sent, contact, INVITE sent, answered) are its wake records (store/wake_records.py).
 
 The check and the count are one Lua script (``ivr.app_test.admit``'s rule), so concurrent
-requests of one relative never pass the limit together."""
+requests of one relative never pass the limit together. A call the switch ended without a
+single wake step is uncounted and marked ``not_started`` by one script too (``NOT_STARTED``),
+so a step written at that moment either keeps it counted or comes after the mark."""
 
 from __future__ import annotations
 
@@ -43,6 +45,19 @@ redis.call('EXPIRE', KEYS[2], ARGV[7])
 return {1, '0', n + 1}
 """
 
+# KEYS: the relative's counted calls, the call's wake records. ARGV: call_id, the
+# not_started step (JSON), keep_s. A call with any wake step was tried: left as it is (0);
+# else uncounted and its not_started step written (1). Once only: the step is a step.
+NOT_STARTED = """
+if redis.call('LLEN', KEYS[2]) > 0 then
+  return 0
+end
+redis.call('ZREM', KEYS[1], ARGV[1])
+redis.call('RPUSH', KEYS[2], ARGV[2])
+redis.call('EXPIRE', KEYS[2], ARGV[3])
+return 1
+"""
+
 
 @dataclass(frozen=True)
 class TestCallRecord:
@@ -64,6 +79,7 @@ class RedisTestCalls:
     def __init__(self, redis: aioredis.Redis) -> None:
         self.redis = redis
         self._admit = redis.register_script(ADMIT)
+        self._not_started = redis.register_script(NOT_STARTED)
 
     async def admit(self, phone: str, call: TestCall, now_ms: int, limit: int, window_s: int) -> Admission:
         allowed, oldest, used = await self._admit(
@@ -78,6 +94,12 @@ class RedisTestCalls:
             pipe.zrem(COUNT_KEY.format(phone=phone), call_id)
             pipe.delete(CALL_KEY.format(call_id=call_id))
             await pipe.execute()
+
+    async def not_started(self, phone: str, call_id: str, now_ms: int) -> bool:
+        step = wake_records.AttemptEvent(wake_records.NOT_STARTED, now_ms, result="the switch did not start the call")
+        done = await self._not_started(keys=[COUNT_KEY.format(phone=phone), wake_records.attempt_key(call_id)],
+                                       args=[call_id, step.to_json(), wake_records.KEEP_S])
+        return bool(int(done))
 
     async def get(self, call_id: str) -> TestCallRecord | None:
         raw = {_text(k): _text(v) for k, v in (await self.redis.hgetall(CALL_KEY.format(call_id=call_id))).items()}

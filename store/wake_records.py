@@ -5,7 +5,8 @@ The bridge writes `request_read`, `push_sent` (per device: provider, result, tri
 the provider's latency), `deactivated`, `contact_registered` (per device, the first
 contact after its push), `cancel_sent`, and `dropped` / `no_device` / `no_provider` /
 `directory_error` / `rejected` when nothing is pushed. The call side (the 00 routing)
-writes `invite_sent` and `answered` with `record`. Times are epoch milliseconds."""
+writes `invite_sent` and `answered` with `record`. A test call the switch never started
+gets `not_started` (store/app_test.py). Times are epoch milliseconds."""
 
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ DROPPED = "dropped"
 NO_DEVICE = "no_device"
 NO_PROVIDER = "no_provider"
 DIRECTORY_ERROR = "directory_error"
+NOT_STARTED = "not_started"
 
 
 @dataclass(frozen=True)

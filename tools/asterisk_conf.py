@@ -217,8 +217,9 @@ def manager_users_conf(host: str, secrets: Secrets) -> str:
     return (
         f"[{secrets.ami_user}]\nsecret = {secrets.ami_secret}\n{acl}"
         f"read = {AMI_READ_CLASSES}\nwrite =\n\n"
+        # The test call's end (api/originate.py) is its OriginateResponse: the only event it gets.
         f"[{secrets.ami_originate_user}]\nsecret = {secrets.ami_originate_secret}\n{acl}"
-        "read = call\nwrite = originate\n\n"
+        "read = call\nwrite = originate\neventfilter(action(include),name(OriginateResponse)) =\n\n"
         # The relatives' API asks which app devices are reachable (Getvar of PJSIP_AOR /
         # PJSIP_CONTACT). "reporting" runs only queries (Getvar, DBGet, CoreShowChannels,
         # PJSIPQualify...): no Originate, Reload, ModuleLoad or Command. No events.

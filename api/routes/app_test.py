@@ -49,12 +49,13 @@ class Step(BaseModel):
 
 class TestCallOutcome(BaseModel):
     call_id: str
-    status: str  # requested, pushed, registered, ringing, answered
+    status: str  # requested, pushed, registered, ringing, answered, failed (never started: not counted)
     requested_ms: int
     steps: list[Step]
 
 
-_STATUS = ((records.ANSWERED, "answered"), (records.INVITE_SENT, "ringing"),
+# failed: the switch ended the call before waking or dialing anything (not counted).
+_STATUS = ((records.NOT_STARTED, "failed"), (records.ANSWERED, "answered"), (records.INVITE_SENT, "ringing"),
            (records.CONTACT_REGISTERED, "registered"), (records.PUSH_SENT, "pushed"))
 
 
@@ -102,7 +103,8 @@ def router() -> APIRouter:
         """The platform calls my app (woken by push if needed): a voice guide, then I hear
         myself for a few seconds. Free; at most 5 per rolling hour (429 with Retry-After until
         the oldest leaves the hour); 409 without an active device; 503 if the switch cannot be
-        asked (neither counted). With an Idempotency-Key, a repeat gets the first answer."""
+        asked (neither counted). A call the switch took but could not start (its outcome
+        "failed") is given back once the switch ends it. With an Idempotency-Key, a repeat gets the first answer."""
         wanted = body or TestCallBody()
 
         async def act(_: str) -> tuple[int, dict[str, object]]:

@@ -31,7 +31,8 @@ def message(**fields: str) -> bytes:
 
 
 class FakeAmi:
-    """Asterisk's AMI: banner, Login, Ping, Command; other actions stay unanswered."""
+    """Asterisk's AMI: banner, Login, Ping, Command, an Async Originate (queued); other actions
+    stay unanswered."""
 
     def __init__(self, secret: str = SECRET) -> None:
         self.secret = secret
@@ -77,6 +78,9 @@ class FakeAmi:
                                              Message="Authentication failed"))
                         await writer.drain()
                         break  # Asterisk closes the session after a failed login
+                elif action == "originate" and fields.get("Async") == "true":  # queued; its end: an event
+                    writer.write(message(Response="Success", ActionID=action_id,
+                                         Message="Originate successfully queued"))
                 elif action == "ping":
                     writer.write(message(Response="Success", ActionID=action_id, Ping="Pong",
                                          Timestamp="1718031234.123456"))
@@ -330,3 +334,30 @@ async def test_close_while_waiting_to_reconnect(fake: FakeAmi) -> None:
     attempts = fake.accepted
     await asyncio.sleep(0.3)
     assert fake.accepted == attempts
+
+
+async def test_the_dialer_hears_each_test_call_end_by_its_action_id(fake: FakeAmi) -> None:
+    """api/originate.py: each Originate's ActionID is its call id; its OriginateResponse (which
+    carries a Response header and that ActionID) is an event, not a reply: ``ended`` says
+    answered or failed; another action's end or no end at all (the bound) says nothing."""
+    from api.originate import AmiDialer
+    from ivr.app_test import ANSWERED, FAILED, TestCall, new_call_id
+
+    dialer = AmiDialer("127.0.0.1", fake.port, USER, SECRET, timeout=1.0, end_bound_s=0.5)
+    first, second, silent = (TestCall(new_call_id(), "+79161234567", "ru", 0, 1) for _ in range(3))
+    try:
+        for c in (first, second, silent):
+            await dialer.call_app(c)
+        assert [a["ActionID"] for a in fake.actions if a.get("Action") == "Originate"] == [
+            first.call_id, second.call_id, silent.call_id]
+        ends = [asyncio.create_task(dialer.ended(c)) for c in (first, second, silent)]
+        await fake.event(Event="OriginateResponse", Privilege="call,all", ActionID="test-0000000000000000",
+                         Response="Failure", Reason="1")
+        await fake.event(Event="OriginateResponse", Privilege="call,all", ActionID=second.call_id,
+                         Response="Failure", Channel="Local/s@kinline-app-test-dial-00000001;1", Reason="1")
+        await fake.event(Event="OriginateResponse", Privilege="call,all", ActionID=first.call_id,
+                         Response="Success", Channel="Local/s@kinline-app-test-dial-00000000;1", Reason="4")
+        assert await asyncio.wait_for(asyncio.gather(*ends), STEP) == [ANSWERED, FAILED, None]
+        assert await dialer.ended(first) is None  # asked once: forgotten
+    finally:
+        await asyncio.wait_for(dialer.aclose(), STEP)

@@ -80,10 +80,28 @@ async def test_given_back_frees_the_place_and_the_record(tests_store: RedisTestC
     assert (await tests_store.admit("+79030000000", call(), T0, LIMIT, WINDOW_S)).allowed  # per relative
 
 
+async def test_not_started_uncounts_and_marks_only_a_call_without_a_step(tests_store: RedisTestCalls) -> None:
+    never, woken = call(), call()
+    for c in (never, woken):
+        assert (await tests_store.admit(PHONE, c, T0, LIMIT, WINDOW_S)).allowed
+    await records.record(tests_store.redis, woken.call_id, records.AttemptEvent(records.PUSH_SENT, T0 + 50))
+    assert await tests_store.not_started(PHONE, never.call_id, T0 + 100) is True
+    assert await tests_store.not_started(PHONE, never.call_id, T0 + 200) is False  # once
+    assert await tests_store.not_started(PHONE, woken.call_id, T0 + 100) is False  # it was tried: counted
+    counted = await tests_store.redis.zrange(COUNT_KEY.format(phone=PHONE), 0, -1)
+    assert counted == [woken.call_id]
+    assert await tests_store.get(never.call_id) is not None  # the record stays: its outcome is asked for
+    assert [(s.event, s.ms) for s in await tests_store.steps(never.call_id)] == [(records.NOT_STARTED, T0 + 100)]
+    assert 0 < await tests_store.redis.ttl(records.attempt_key(never.call_id)) <= records.KEEP_S
+
+
 class FakeDialer:
     def __init__(self) -> None:
         self.calls: list[TestCall] = []
         self.down = False
+
+    async def ended(self, call: TestCall) -> str | None:
+        return None  # these tests are about the count at the start: no end is ever known
 
     async def call_app(self, call: TestCall) -> None:
         if self.down:

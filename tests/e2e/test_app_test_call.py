@@ -212,7 +212,8 @@ async def test_a_sixth_test_call_in_the_hour_is_refused_with_retry_after(
 async def test_with_the_agi_server_down_no_app_is_called(
         e2e: E2E, store: RedisStore, devices: DeviceStore, fakes: FakePushServices, ami: AmiWatch,
         api: httpx.AsyncClient) -> None:
-    """Fail closed: the switch took the call, but without the AGI route nobody is woken or dialed."""
+    """Fail closed: the switch took the call, but without the AGI route nobody is woken or dialed;
+    once the switch ends it, the call is "failed" and given back (the relative may try again)."""
     card = await new_card(store, "open", 10_000)
     _, _, _, token, auth = await relative(store, devices, card)
     stack.stop_service(e2e.config, "agi")
@@ -225,7 +226,14 @@ async def test_with_the_agi_server_down_no_app_is_called(
         assert not [m for m in ami.events if m.event == "DialBegin"
                     and m.get("Channel").startswith("Local/s@kinline-app-test-dial-")]
         assert fakes.fcm.pushes_to(token) == []
-        outcome = await api.get(f"/v1/app/test-call/{r.json()['call_id']}", headers=auth)
-        assert outcome.json()["status"] == "requested" and outcome.json()["steps"] == []
+        assert r.json()["used"] == 1
+        deadline = time.monotonic() + STEP
+        while (outcome := (await api.get(f"/v1/app/test-call/{r.json()['call_id']}", headers=auth)).json())[
+                "status"] == "requested" and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)  # the API hears the Originate's end (OriginateResponse) just after the hangup
+        assert outcome["status"] == "failed", outcome
+        assert [step["event"] for step in outcome["steps"]] == ["not_started"]
+        again = await api.post("/v1/app/test-call", headers=auth)
+        assert again.status_code == 202 and again.json()["used"] == 1, again.text  # the first was given back
     finally:
         stack.start_service(e2e.config, "agi")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
@@ -15,6 +16,8 @@ from api.main import build_app
 from api.originate import CHANNEL, CONTEXT, originate_fields
 from api.payments import FakeProvider
 from ivr.app_test import (
+    ANSWERED,
+    FAILED,
     LIMIT,
     WINDOW_S,
     Admission,
@@ -103,6 +106,19 @@ class MemoryLimiter:
     async def give_back(self, phone: str, call_id: str) -> None:
         self.counted[phone] = [(c, t) for c, t in self.counted.get(phone, []) if c != call_id]
 
+    tried: set[str] = field(default_factory=set)  # calls with a wake step
+    not_started_at: dict[str, int] = field(default_factory=dict)
+    broken: bool = False
+
+    async def not_started(self, phone: str, call_id: str, now_ms: int) -> bool:
+        if self.broken:
+            raise ConnectionError("Redis down")
+        if call_id in self.tried or call_id in self.not_started_at:
+            return False
+        await self.give_back(phone, call_id)
+        self.not_started_at[call_id] = now_ms
+        return True
+
 
 @dataclass
 class FakeDevices:
@@ -116,11 +132,16 @@ class FakeDevices:
 class FakeDialer:
     down: bool = False
     calls: list[TestCall] = field(default_factory=list)
+    ends: dict[str, str | None] = field(default_factory=dict)  # call id -> what ended() says
+    end: str | None = None  # what it says of the others
 
     async def call_app(self, call: TestCall) -> None:
         if self.down:
             raise SwitchUnavailable("AMI down")
         self.calls.append(call)
+
+    async def ended(self, call: TestCall) -> str | None:
+        return self.ends.get(call.call_id, self.end)
 
 
 async def test_the_service_counts_only_calls_the_switch_took() -> None:
@@ -141,6 +162,42 @@ async def test_the_service_counts_only_calls_the_switch_took() -> None:
     assert refused.value.retry_after_s == WINDOW_S - 1
     with pytest.raises(ValueError):
         await calls.start(PHONE, "de", T0 + HOUR_MS + 10)
+
+
+async def test_a_call_the_switch_never_started_is_given_back_and_marked() -> None:
+    """The AGI server down: the Originate fails with no wake step: uncounted, marked at the
+    clock's time. A call that failed after a step (the app was woken or rung), one that was
+    answered, one whose end is unknown, and a store error all leave the count as it is."""
+    limiter, dialer = MemoryLimiter(), FakeDialer()
+    calls = TestCalls(FakeDevices(), limiter, dialer, clock=lambda: T0 + 500)
+    never, rung, answered, unknown, broken = [await calls.start(PHONE, "ru", T0 + i) for i in range(5)]
+    await calls.aclose()  # the watches start() left: this test settles each call itself
+    dialer.ends.update({never.call_id: FAILED, rung.call_id: FAILED, answered.call_id: ANSWERED,
+                        broken.call_id: FAILED})
+    limiter.tried.add(rung.call_id)
+    assert await calls.settle(never) is True
+    assert limiter.not_started_at == {never.call_id: T0 + 500}
+    assert await calls.settle(never) is False  # once
+    assert [await calls.settle(c) for c in (rung, answered, unknown)] == [False, False, False]
+    limiter.broken = True
+    assert await calls.settle(broken) is False  # logged, not raised
+    assert [c for c, _ in limiter.counted[PHONE]] == [c.call_id for c in (rung, answered, unknown, broken)]
+    assert (await calls.start(PHONE, "ru", T0 + 10)).used == LIMIT  # the place it freed
+
+
+async def test_start_settles_by_itself_once_the_switch_ends_the_call() -> None:
+    limiter, dialer = MemoryLimiter(), FakeDialer(end=FAILED)
+    calls = TestCalls(FakeDevices(), limiter, dialer)
+    never = await calls.start(PHONE, "fr", T0)
+    for _ in range(3):
+        await asyncio.sleep(0)  # its watch asks the dialer, then the limiter
+    assert never.call_id in limiter.not_started_at and limiter.counted[PHONE] == []
+    dialer.end = ANSWERED
+    answered = await calls.start(PHONE, "fr", T0 + 1)
+    for _ in range(3):
+        await asyncio.sleep(0)
+    assert answered.used == 1 and limiter.counted[PHONE] == [(answered.call_id, T0 + 1)]
+    await calls.aclose()
 
 
 # The API's answers, on the service above (no Redis: the deps' login and idempotency are fakes).
