@@ -23,7 +23,7 @@ from ami.client import AmiClient
 from ami.protocol import AmiMessage
 from guard.events import auth_failure
 from guard.firewall import Firewall, FirewallError, NftFirewall
-from guard.policy import FailureCounter
+from guard.policy import BLOCK_S, THRESHOLD, WINDOW_S, FailureCounter
 
 log = logging.getLogger("guard")
 
@@ -87,9 +87,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sip-port", type=int, default=5060, help="the terminals' SIP port (names the nft table)")
     parser.add_argument("--app-sip-port", type=int, action="append",
                         help="another SIP port to close to blocked addresses: the apps' door (may repeat)")
-    parser.add_argument("--threshold", type=int, default=10, help="failures that block an address")
-    parser.add_argument("--window", type=float, default=60.0, help="seconds the failures are counted over")
-    parser.add_argument("--block", type=int, default=300, help="seconds an address stays blocked")
+    parser.add_argument("--threshold", type=int, default=THRESHOLD, help="failures that block an address")
+    parser.add_argument("--window", type=float, default=WINDOW_S, help="seconds the failures are counted over")
+    parser.add_argument("--block", type=int, default=BLOCK_S, help="seconds an address stays blocked")
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")

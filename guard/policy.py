@@ -5,6 +5,12 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field
 
+# The rule's numbers: the guard's defaults (guard/main.py), and Kamailio's in a cluster
+# (kamailio/kamailio.cfg, where the nodes see only Kamailio's address).
+THRESHOLD = 10  # failures that block an address ...
+WINDOW_S = 60  # ... within this many seconds
+BLOCK_S = 300  # seconds it stays blocked
+
 
 @dataclass(frozen=True)
 class Block:
@@ -22,9 +28,9 @@ class FailureCounter:
     addresses are tracked: the one with the oldest last failure is forgotten first.
     """
 
-    threshold: int = 10
-    window_s: float = 60.0
-    block_s: int = 300
+    threshold: int = THRESHOLD
+    window_s: float = WINDOW_S
+    block_s: int = BLOCK_S
     max_addresses: int = 10_000
     _failures: dict[str, deque[float]] = field(default_factory=dict)
     _blocked_until: dict[str, float] = field(default_factory=dict)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from guard import policy as guard
 from tools.config import REPO, StackConfig, nodes
 
 TEMPLATE = REPO / "kamailio" / "kamailio.cfg"
@@ -26,7 +27,9 @@ def dispatcher_list(config: StackConfig) -> str:
 
 def render_cfg(config: StackConfig, list_path: Path, template: str | None = None) -> str:
     """kamailio.cfg with its {{fields}} filled; an unknown field is an error."""
-    values = {"listen_host": config.sip_host, "listen_port": str(config.sip_port), "dispatcher_list": str(list_path)}
+    values = {"listen_host": config.sip_host, "listen_port": str(config.sip_port), "dispatcher_list": str(list_path),
+              "guard_threshold": str(guard.THRESHOLD), "guard_window_s": str(guard.WINDOW_S),
+              "guard_block_s": str(guard.BLOCK_S)}
     text = TEMPLATE.read_text() if template is None else template
 
     def fill(match: re.Match[str]) -> str:

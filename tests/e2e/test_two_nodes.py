@@ -23,12 +23,14 @@ from typing import TypeVar
 
 import pytest
 
+from guard.policy import BLOCK_S, THRESHOLD
 from ivr.model import CallRecord
 from ivr.pin import PinHasher
 from ivr.tariffs import demo_tariff
 from store.redis_store import RedisStore
 from tests.e2e.conftest import FACILITIES
 from tests.e2e.harness import AmiWatch, SipAgent, watching
+from tests.e2e.rawsip import RawUac
 from tests.e2e.test_inmate_calls import INMATE_SERVICE, MOBILE, PIN, new_card
 from tools import stack
 from tools.asterisk_conf import TerminalLogin, save_terminals
@@ -237,6 +239,25 @@ async def test_calls_from_one_terminal_land_on_both_nodes_and_are_billed_exactly
     for _, cdr in done:
         data = cluster.config.path("recordings", Path(cdr.recording_path).name).read_bytes()
         assert hashlib.sha256(data).hexdigest() == cdr.recording_sha256
+
+
+def test_ten_refused_passwords_from_one_address_close_the_front_door_to_it_alone(cluster: Cluster) -> None:
+    """The guard's rule at Kamailio (the nodes see only its address): the 10th refused digest
+    from one source blocks it; after that, even the right password from there gets no answer,
+    while the terminals elsewhere still get through."""
+    t = cluster.terminal
+    target = (cluster.config.sip_host, cluster.config.sip_port)
+    attacker = "127.0.0.4"  # the whole 127/8 is loopback
+    with RawUac((attacker, 0), target) as uac:
+        outcomes = [uac.invite(t.name, f"badpassword{n}", exten="9999", timeout=2.0) for n in range(THRESHOLD + 2)]
+        right = uac.invite(t.name, t.password, exten="9999", timeout=2.0)
+    finals = [o.code for o in outcomes]
+    assert finals == [401] * THRESHOLD + [None, None], finals  # each refused, then nothing at all
+    assert right.codes == ()
+    log = cluster.config.path("logs", "kamailio.log").read_text()
+    assert f"[{attacker}] blocked for {BLOCK_S} s after {THRESHOLD} SIP authentication failures" in log
+    with RawUac(("127.0.0.1", 0), target) as good:
+        assert good.invite(t.name, t.password, exten="9999", timeout=5.0).code == 200
 
 
 async def test_a_killed_node_gets_no_new_calls_and_its_call_is_settled_by_its_reconciler(
