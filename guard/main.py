@@ -6,7 +6,9 @@ It logs in to AMI as the read-only user ($KINLINE_AMI_USER / $KINLINE_AMI_SECRET
 never on the command line) and counts SIP authentication failures per source
 address; ``--threshold`` of them within ``--window`` seconds block the address's
 packets to the SIP ports (the terminals' and, with ``--app-sip-port``, the apps' door:
-failures on either count together) for ``--block`` seconds.
+failures on either count together) for ``--block`` seconds. Failures from a ``--trust``
+address are never counted: a cluster node's guard trusts Kamailio, which relays every
+terminal's requests (it applies the rule to the terminals itself, kamailio/kamailio.cfg).
 """
 
 from __future__ import annotations
@@ -28,9 +30,14 @@ from guard.policy import BLOCK_S, THRESHOLD, WINDOW_S, FailureCounter
 log = logging.getLogger("guard")
 
 
-async def handle(message: AmiMessage, counter: FailureCounter, firewall: Firewall, now: float) -> None:
+async def handle(message: AmiMessage, counter: FailureCounter, firewall: Firewall, now: float,
+                 trusted: frozenset[str] = frozenset()) -> None:
     failure = auth_failure(message)
     if failure is None:
+        return
+    if failure.address in trusted:
+        log.debug("[%s] %s (account %r) from a trusted relay: not counted",
+                  failure.address, failure.kind, failure.account)
         return
     if counter.is_blocked(failure.address, now):
         log.debug("[%s] %s while blocked (a packet already on its way)", failure.address, failure.kind)
@@ -52,13 +59,15 @@ async def handle(message: AmiMessage, counter: FailureCounter, firewall: Firewal
 
 async def serve(args: argparse.Namespace, user: str, secret: str) -> None:
     counter = FailureCounter(args.threshold, args.window, args.block)
+    trusted = frozenset(args.trust or ())
     firewall = NftFirewall(args.sip_port, tuple(args.app_sip_port or ()))
     client = AmiClient(args.ami_host, args.ami_port, user, secret, events="security")
     events = client.subscribe()
     await client.start(timeout=30)
     await firewall.setup()
-    log.info("guarding SIP ports %s: %d failures in %.0f s block an address for %d s",
-             ", ".join(map(str, [args.sip_port, *(args.app_sip_port or ())])), args.threshold, args.window, args.block)
+    log.info("guarding SIP ports %s: %d failures in %.0f s block an address for %d s%s",
+             ", ".join(map(str, [args.sip_port, *(args.app_sip_port or ())])), args.threshold, args.window, args.block,
+             f" (trusted: {', '.join(sorted(trusted))})" if trusted else "")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -69,7 +78,7 @@ async def serve(args: argparse.Namespace, user: str, secret: str) -> None:
             getting = asyncio.create_task(events.get())
             done, _ = await asyncio.wait({getting, stopping}, return_when=asyncio.FIRST_COMPLETED)
             if getting in done:
-                await handle(getting.result(), counter, firewall, time.monotonic())
+                await handle(getting.result(), counter, firewall, time.monotonic(), trusted)
             else:
                 getting.cancel()
     finally:
@@ -90,6 +99,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threshold", type=int, default=THRESHOLD, help="failures that block an address")
     parser.add_argument("--window", type=float, default=WINDOW_S, help="seconds the failures are counted over")
     parser.add_argument("--block", type=int, default=BLOCK_S, help="seconds an address stays blocked")
+    parser.add_argument("--trust", action="append", metavar="ADDRESS",
+                        help="a relay whose failures are never counted (a cluster node: Kamailio; may repeat)")
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")

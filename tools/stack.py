@@ -47,10 +47,11 @@ from tools.prompts import generate as generate_prompts
 SERVICES = ("redis", "postgres", "history", "api", "agi", "asterisk", "pushbridge", "guard", "reconciler")
 # A cluster ([cluster] nodes >= 2): the shared services, then each node's own (in its
 # node config: its state folder, ports and pid files), then Kamailio on the terminals' port,
-# then what talks to node 1's AMI (the API, the push bridge). No guard: behind Kamailio
-# every terminal's failed login comes from Kamailio's address (README, "Two nodes").
+# then what talks to node 1's AMI (the API, the push bridge). Each node's guard watches its
+# own doors but trusts Kamailio: every terminal's failed login comes from Kamailio's address,
+# and Kamailio applies the guard's rule to the terminals itself (README, "Two nodes").
 CLUSTER_SHARED = ("redis", "postgres", "history")
-NODE_SERVICES = ("agi", "asterisk", "reconciler")
+NODE_SERVICES = ("agi", "asterisk", "guard", "reconciler")
 CLUSTER_FRONT = ("kamailio", "api", "pushbridge")
 # Asterisk drops root for the root's (Debian package's) own "asterisk" user.
 ASTERISK_COMMAND = ["/usr/sbin/asterisk", "-f", "-n", "-U", "asterisk", "-G", "asterisk",
@@ -395,7 +396,9 @@ def guard_argv(config: StackConfig) -> list[str]:
     """The SIP guard, for both doors (terminals' and apps' ports); AMI credentials from
     $KINLINE_AMI_USER / $KINLINE_AMI_SECRET."""
     return [sys.executable, "-m", "guard.main", "--ami-host", config.host, "--ami-port", str(config.ami_port),
-            "--sip-port", str(config.sip_port), "--app-sip-port", str(config.app_sip_port)]
+            "--sip-port", str(config.sip_port), "--app-sip-port", str(config.app_sip_port),
+            # a cluster node: Kamailio, on the stack's SIP address, relays every terminal
+            *(("--trust", config.sip_host) if config.node else ())]
 
 
 def pushbridge_argv(config: StackConfig) -> list[str]:

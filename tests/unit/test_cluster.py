@@ -123,13 +123,19 @@ def test_kamailio_dispatches_to_every_node_and_listens_on_the_terminals_port() -
         kamailio_conf.render_cfg(config, Path("/x"), template="listen={{nope}}")
 
 
-def test_a_cluster_runs_each_node_s_services_then_kamailio_and_no_guard() -> None:
+def test_a_cluster_runs_each_node_s_services_with_a_guard_that_trusts_kamailio() -> None:
     config = load_config("config/test-two-nodes.toml")
     order = [(owner.node, name) for owner, name in stack.cluster_services(config)]
     assert order == [(0, "redis"), (0, "postgres"), (0, "history"),
-                     (1, "agi"), (1, "asterisk"), (1, "reconciler"),
-                     (2, "agi"), (2, "asterisk"), (2, "reconciler"),
+                     (1, "agi"), (1, "asterisk"), (1, "guard"), (1, "reconciler"),
+                     (2, "agi"), (2, "asterisk"), (2, "guard"), (2, "reconciler"),
                      (0, "kamailio"), (0, "api"), (0, "pushbridge")]
+    for node in nodes(config):
+        argv = stack.guard_argv(node)
+        assert argv[argv.index("--trust") + 1] == config.sip_host  # Kamailio's address
+        assert argv[argv.index("--sip-port") + 1] == str(node.sip_port)
+        assert argv[argv.index("--app-sip-port") + 1] == str(node.app_sip_port)
+    assert "--trust" not in stack.guard_argv(load_config("config/test.toml"))  # one Asterisk: no relay
 
 
 class _Store:

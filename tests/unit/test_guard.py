@@ -167,3 +167,17 @@ async def test_a_failed_block_is_logged_not_raised(caplog: pytest.LogCaptureFixt
     firewall = FakeFirewall()
     await handle(_event("InvalidAccountID"), counter, firewall, 2.0)
     assert firewall.blocks == [("127.0.0.2", 120)]
+
+
+async def test_a_trusted_relay_is_never_counted_nor_blocked() -> None:
+    """A cluster node's guard: Kamailio (here 127.0.0.2) relays every terminal's failures."""
+    counter = FailureCounter(threshold=2, window_s=60, block_s=120)
+    firewall = FakeFirewall()
+    trusted = frozenset({"127.0.0.2"})
+    for n in range(5):
+        await handle(_event("ChallengeResponseFailed"), counter, firewall, float(n), trusted)
+    assert firewall.blocks == [] and counter.counted("127.0.0.2") == 0
+    for n in range(2):  # anyone else still is
+        await handle(_event("InvalidAccountID", remote="IPV4/UDP/127.0.0.3/5060"), counter, firewall, float(n),
+                     trusted)
+    assert firewall.blocks == [("127.0.0.3", 120)]
