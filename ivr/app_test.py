@@ -150,7 +150,7 @@ class Dialer(Protocol):
 
     async def ended(self, call: TestCall) -> str | None:
         """Wait for the switch's last word on a call ``call_app`` queued: ANSWERED, FAILED,
-        or None when it cannot be known (its bound passed, the connection was lost)."""
+        or None when none came within the adapter's bound (e.g. lost with its connection)."""
         ...
 
 
