@@ -569,13 +569,14 @@ def marginals(report: StackReport) -> dict[str, float | None]:
     return {name: marginal_ms(report, processes) for name, processes in MARGINAL.items()}
 
 
-def goals(kinline: StackReport, bare: StackReport) -> list[str]:
-    """The issue's goals against this run: one line each, met or not."""
+def goals(kinline: StackReport, bare: StackReport, k_marginal: dict[str, float | None],
+          b_marginal: dict[str, float | None]) -> list[str]:
+    """The issue's goals against this run: one line each, met or not (``*_marginal``: the
+    reports' ``marginals``)."""
     k0, b0 = kinline.steps[0], bare.steps[0]
     k_total, b_total = sum(k0.cpu_ms.values()), sum(b0.cpu_ms.values())
     # CPU goals on the calls' own cost (marginal_ms) when the steps give it, else the first step's.
-    k_marginal = marginals(kinline)
-    k_cost, b_cost = k_marginal["whole switch"], marginals(bare)["whole switch"]
+    k_cost, b_cost = k_marginal["whole switch"], b_marginal["whole switch"]
     k_cost, b_cost, basis = ((k_cost, b_cost, "marginal") if k_cost is not None and b_cost is not None
                              else (k_total, b_total, "first step"))
     agi = k_marginal["AGI server"]
@@ -671,7 +672,7 @@ def table(plan: Plan, kinline: StackReport, bare: StackReport, load: tuple[float
             lines.append(f"| {report.name} | {s.rate:g} | {s.placed} | {s.good} | {reasons} | {s.wrong} | "
                          f"{s.busy if report is kinline else '-'} | {_ms(sum(s.cpu_ms.values()))} | "
                          f"{_ms(pct(s.pdd_ms, 0.5))} / {_ms(pct(s.pdd_ms, 0.99))} | {peaks} | {s.load:.1f} |")
-    lines += ["", *goals(kinline, bare)]
+    lines += ["", *goals(kinline, bare, k_marginal, b_marginal)]
     if plan.reject:
         lines += ["", f"{plan.reject} call(s) per step dialed a number the relative refuses (486): they must "
                   "count as failed; the knee does not hold them against a step."]

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -15,6 +16,7 @@ from typing import Any
 
 from ami.client import AmiClient
 from ami.protocol import AmiMessage
+from guard.firewall import table_name
 from tools.config import StackConfig, load_secrets
 
 AGENT = Path(__file__).resolve().parent.parent / "agents" / "sipagent.py"
@@ -243,3 +245,17 @@ class AmiWatch:
 
     def close(self) -> None:
         self.client.unsubscribe(self.queue)
+
+
+def guard_blocked(config: StackConfig) -> str:
+    """The addresses the guard of ``config``'s Asterisk (a stack or a cluster node) has blocked: its
+    nftables set, as ``nft list set`` prints it."""
+    done = subprocess.run(["nft", "list", "set", "inet", table_name(config.sip_port), "blocked4"],
+                          capture_output=True, text=True, timeout=10)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def guard_unblock(config: StackConfig, address: str) -> None:
+    subprocess.run(["nft", "delete", "element", "inet", table_name(config.sip_port), "blocked4",
+                    f"{{ {address} }}"], capture_output=True, timeout=10)

@@ -37,8 +37,8 @@ import pytest
 
 from ami.client import AmiClient
 from ami.protocol import AmiActionError
-from guard.firewall import table_name
 from tests.e2e.conftest import E2E
+from tests.e2e.harness import guard_blocked, guard_unblock
 from tests.e2e.rawsip import RawUac, digest
 from tools import stack
 from tools.config import REPO, StackConfig, load_config, load_secrets
@@ -143,16 +143,6 @@ class RawRegistrar:
         return None if final is None else int(final.split()[1])
 
 
-def _blocked(e2e: E2E) -> str:
-    done = subprocess.run(["nft", "list", "set", "inet", table_name(e2e.config.sip_port), "blocked4"],
-                          capture_output=True, text=True, timeout=10)
-    assert done.returncode == 0, done.stderr
-    return done.stdout
-
-
-def _unblock(e2e: E2E, address: str) -> None:
-    subprocess.run(["nft", "delete", "element", "inet", table_name(e2e.config.sip_port), "blocked4",
-                    f"{{ {address} }}"], capture_output=True, timeout=10)
 
 
 @dataclass
@@ -210,14 +200,14 @@ async def test_twenty_bad_app_registrations_block_the_source_on_both_doors(
     door = (e2e.config.app_sip_host, e2e.config.app_sip_port)
     assert (app_account.server, app_account.port) == door
     user, password = app_account.username, app_account.password
-    _unblock(e2e, ATTACKER)
+    guard_unblock(e2e.config, ATTACKER)
     try:
         with RawRegistrar(ATTACKER, door, user) as attacker:
             finals = [attacker.register(f"badpassword{n}") for n in range(20)]
             # The block follows the 10th failure by the time an AMI event and an nft
             # command take; the 20 attempts may all be answered before it lands.
             for _ in range(50):
-                if ATTACKER in _blocked(e2e):
+                if ATTACKER in guard_blocked(e2e.config):
                     break
                 await asyncio.sleep(0.1)
             # Blocked on the apps' door: even the right password gets no answer at all.
@@ -226,7 +216,7 @@ async def test_twenty_bad_app_registrations_block_the_source_on_both_doors(
         first_silent = finals.index(None) if None in finals else len(finals)
         assert all(code == 401 for code in finals[:first_silent]), finals
         assert all(code is None for code in finals[first_silent:]), finals
-        assert ATTACKER in _blocked(e2e)
+        assert ATTACKER in guard_blocked(e2e.config)
         assert right is None
         guard_log = e2e.config.path("logs", "guard.log").read_text()
         assert f"[{ATTACKER}] blocked for 300 s after 10 SIP authentication failures" in guard_log
@@ -239,7 +229,7 @@ async def test_twenty_bad_app_registrations_block_the_source_on_both_doors(
             assert app.register(password, timeout=3.0) == 200
             assert app.register(password, expires=0, timeout=3.0) == 200
     finally:
-        _unblock(e2e, ATTACKER)
+        guard_unblock(e2e.config, ATTACKER)
 
 
 # --- Behind NAT: a stack of its own ------------------------------------------------------

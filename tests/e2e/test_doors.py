@@ -20,9 +20,8 @@ import pytest
 
 from ami.client import AmiClient
 from ami.protocol import AmiActionError
-from guard.firewall import table_name
 from tests.e2e.conftest import E2E
-from tests.e2e.harness import SipAgent
+from tests.e2e.harness import SipAgent, guard_blocked, guard_unblock
 from tests.e2e.rawsip import RawUac
 from tools import stack
 from tools.asterisk_conf import asterisk_ids
@@ -70,16 +69,6 @@ def _sipvicious(source: str, tool: str, *args: str) -> str:
     return done.stdout + done.stderr
 
 
-def _blocked(e2e: E2E) -> str:
-    done = subprocess.run(["nft", "list", "set", "inet", table_name(e2e.config.sip_port), "blocked4"],
-                          capture_output=True, text=True, timeout=10)
-    assert done.returncode == 0, done.stderr
-    return done.stdout
-
-
-def _unblock(e2e: E2E, address: str) -> None:
-    subprocess.run(["nft", "delete", "element", "inet", table_name(e2e.config.sip_port), "blocked4",
-                    f"{{ {address} }}"], capture_output=True, timeout=10)
 
 
 async def _canary_call(e2e: E2E) -> None:
@@ -139,23 +128,23 @@ def test_svcrack_finds_no_password_before_it_is_blocked(e2e: E2E, tmp_path: Path
         out = _sipvicious("127.0.0.5", "svcrack", "-u", t.name, "-d", str(late), "-p", port, e2e.config.host)
         assert t.password not in out, out
         assert "found nothing" in out, out
-        assert "127.0.0.5" in _blocked(e2e)
+        assert "127.0.0.5" in guard_blocked(e2e.config)
     finally:
-        _unblock(e2e, "127.0.0.5")
+        guard_unblock(e2e.config, "127.0.0.5")
 
 
 async def test_twenty_bad_passwords_block_the_source_but_not_other_terminals(e2e: E2E) -> None:
     t = e2e.terminal
     target = (e2e.config.host, e2e.config.sip_port)
     attacker = "127.0.0.2"
-    _unblock(e2e, attacker)
+    guard_unblock(e2e.config, attacker)
     try:
         with RawUac((attacker, 0), target) as uac:
             outcomes = [uac.invite(t.name, f"badpassword{n}", exten="9999", timeout=1.0) for n in range(20)]
             # The block follows the 10th failure by the time an AMI event and an nft
             # command take; the 20 attempts may all be answered before it lands.
             for _ in range(50):
-                if attacker in _blocked(e2e):
+                if attacker in guard_blocked(e2e.config):
                     break
                 await asyncio.sleep(0.1)
             # Blocked: even the right password from there gets no answer at all.
@@ -165,7 +154,7 @@ async def test_twenty_bad_passwords_block_the_source_but_not_other_terminals(e2e
         first_silent = finals.index(None) if None in finals else len(finals)
         assert all(code == 401 for code in finals[:first_silent]), finals
         assert all(code is None for code in finals[first_silent:]), finals
-        assert attacker in _blocked(e2e)
+        assert attacker in guard_blocked(e2e.config)
         assert right.codes == ()
         guard_log = e2e.config.path("logs", "guard.log").read_text()
         assert f"[{attacker}] blocked for 300 s after 10 SIP authentication failures" in guard_log
@@ -174,7 +163,7 @@ async def test_twenty_bad_passwords_block_the_source_but_not_other_terminals(e2e
             assert good.invite(t.name, t.password, exten="9999").code == 200
         await _canary_call(e2e)
     finally:
-        _unblock(e2e, attacker)
+        guard_unblock(e2e.config, attacker)
 
 
 def test_the_torture_set_is_the_whole_of_rfc4475_section_3() -> None:

@@ -14,7 +14,6 @@ import hashlib
 import os
 import secrets
 import signal
-import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -24,14 +23,13 @@ from typing import TypeVar
 
 import pytest
 
-from guard.firewall import table_name
 from guard.policy import BLOCK_S, THRESHOLD
 from ivr.model import CallRecord
 from ivr.pin import PinHasher
 from ivr.tariffs import demo_tariff
 from store.redis_store import RedisStore
 from tests.e2e.conftest import FACILITIES
-from tests.e2e.harness import AmiWatch, SipAgent, watching
+from tests.e2e.harness import AmiWatch, SipAgent, guard_blocked, watching
 from tests.e2e.rawsip import RawUac
 from tests.e2e.test_app_door import RawRegistrar
 from tests.e2e.test_inmate_calls import INMATE_SERVICE, MOBILE, PIN, new_card
@@ -263,13 +261,6 @@ def test_ten_refused_passwords_from_one_address_close_the_front_door_to_it_alone
         assert good.invite(t.name, t.password, exten="9999", timeout=5.0).code == 200
 
 
-def _blocked(node: StackConfig) -> str:
-    done = subprocess.run(["nft", "list", "set", "inet", table_name(node.sip_port), "blocked4"],
-                          capture_output=True, text=True, timeout=10)
-    assert done.returncode == 0, done.stderr
-    return done.stdout
-
-
 async def test_each_node_s_guard_blocks_an_app_door_attacker_but_never_kamailio(cluster: Cluster) -> None:
     """Node 2's apps' door under attack: its guard blocks the source. The terminals' failed
     logins all come from Kamailio's address (the test above sent ten): no guard counts them."""
@@ -278,10 +269,10 @@ async def test_each_node_s_guard_blocks_an_app_door_attacker_but_never_kamailio(
     with RawRegistrar(attacker, (node.app_sip_host, node.app_sip_port), "app-" + "0" * 16) as registrar:
         finals = [registrar.register(f"badpassword{n}") for n in range(THRESHOLD * 2)]
         for _ in range(50):  # the block follows the 10th failure by an AMI event and an nft command
-            if attacker in _blocked(node):
+            if attacker in guard_blocked(node):
                 break
             await asyncio.sleep(0.1)
-        assert attacker in _blocked(node), finals
+        assert attacker in guard_blocked(node), finals
         assert registrar.register("anything", timeout=2.0) is None  # no answer at all
     assert finals[0] == 401
     log = node.path("logs", "guard.log").read_text()
@@ -291,7 +282,7 @@ async def test_each_node_s_guard_blocks_an_app_door_attacker_but_never_kamailio(
         each_log = each.path("logs", "guard.log").read_text()
         assert f"(trusted: {kamailio})" in each_log
         assert f"[{kamailio}]" not in each_log  # never counted (a count is logged at INFO)
-        assert kamailio not in _blocked(each)
+        assert kamailio not in guard_blocked(each)
 
 
 async def test_a_killed_node_gets_no_new_calls_and_its_call_is_settled_by_its_reconciler(
