@@ -15,7 +15,7 @@ import signal
 import socket
 import subprocess
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 CONF = Path(__file__).resolve().parent / "bare_asterisk"
@@ -27,6 +27,8 @@ COMMAND = ["/usr/sbin/asterisk", "-f", "-n", "-U", "asterisk", "-G", "asterisk",
 # Folders the bare Asterisk writes: state sub-folder -> where the root has a mount point for it.
 WRITABLE = {"spool": "/var/spool/asterisk", "logs": "/var/log/asterisk", "run": "/var/lib/kinline/run",
             "astdb": "/var/lib/kinline/db", "recordings": "/var/lib/kinline/recordings"}
+SOUNDS = "/usr/share/asterisk/sounds/kinline"  # as tools/stack.py mounts Kinline's prompts
+NAMES = "/var/lib/kinline/names"
 
 
 class BareError(Exception):
@@ -48,6 +50,11 @@ class BareConfig:
     relative_port: int  # the SIPp relative: the trunk's contact
     rtp_start: int
     rtp_end: int
+    # Kinline's call shape (bench/bare_asterisk/extensions.conf [shaped]): Kinline's prompts
+    # and an inmate's recorded name, mounted read-only where Kinline's Asterisk has them.
+    sounds: Path | None = None
+    names: Path | None = None
+    shaped: dict[str, str] = field(default_factory=dict)  # its globals: the files each step plays
 
     def path(self, *parts: str) -> Path:
         return self.state.joinpath(*parts)
@@ -85,6 +92,7 @@ def write_config(cfg: BareConfig, terminals: list[Terminal]) -> None:
               "rtp_start": cfg.rtp_start, "rtp_end": cfg.rtp_end, "terminals": sections}
     for name in ("pjsip.conf", "rtp.conf"):
         (etc / name).write_text((CONF / f"{name}.in").read_text().format(**values))
+    (etc / "shaped.conf").write_text("".join(f"{key} = {value}\n" for key, value in cfg.shaped.items()))
     uid, gid = _root_owner(cfg.root)
     for sub in WRITABLE:
         cfg.path(sub).mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -99,6 +107,7 @@ def argv(cfg: BareConfig) -> list[str]:
     script = ["set -e", f"mount --bind {root} {root}", f"mount -o remount,bind,ro {root}",
               f"mount -t tmpfs -o mode=1777,size=16m tmpfs {shlex.quote(str(cfg.root / 'tmp'))}"]
     mounts = [(cfg.path("etc"), "/etc/asterisk", True), *((cfg.path(s), d, False) for s, d in WRITABLE.items())]
+    mounts += [(src, dest, True) for src, dest in ((cfg.sounds, SOUNDS), (cfg.names, NAMES)) if src is not None]
     for src, dest, ro in mounts:
         target = shlex.quote(f"{cfg.root}{dest}")
         script.append(f"mount --bind {shlex.quote(str(src))} {target}")

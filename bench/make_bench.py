@@ -7,8 +7,12 @@ folder of its own, on ports apart from the dev and test stacks:
 - Kinline: the whole stack (tools/stack.py) from config/test.toml moved by
   KINLINE_PORT_OFFSET=9 (SIP 15960, trunk 15980; RTP 60000-63999, KINLINE_RTP);
 - bare: Asterisk alone (bench/bare_stack.py; SIP 25960, trunk 25980, RTP 40000-43999),
-  digest-authenticated terminals, Answer, MixMonitor, Dial to the trunk.
-Both are stopped at the end, also on failure or Ctrl-C.
+  digest-authenticated terminals, Answer, MixMonitor, Dial to the trunk;
+- then the same bare Asterisk, started again, with Kinline's call and no Kinline behind it
+  (bench/bare_asterisk/extensions.conf [shaped]: Kinline's prompts and entries in Read(),
+  the relative's introduction in Dial's U() with ringback, L(), MixMonitor, goodbye): what
+  the call's audio costs Asterisk, so that the table says what Kinline's decisions add.
+All are stopped at the end, also on failure or Ctrl-C.
 
 SIPp terminals call with digest auth (bench/sipp/terminal.xml); Kinline's get the card,
 PIN and number as SIP INFO digits, each after the prompts before it (their lengths read
@@ -18,7 +22,8 @@ and hangs up after the talk time (Kinline: after the relative's introduction too
 The rate is stepped (RFC 7501 style). A call is good only if the relative answered an
 INVITE for exactly its number (each call dials its own) and, for Kinline, its card has
 exactly one call record, answered, for that number, with the tariff's amount for its
-answered seconds. The knee is the highest rate whose step had no failure.
+answered seconds; for the bare Asterisk, its recording (named by the number) holds audio,
+so the call was bridged. The knee is the highest rate whose step had no failure.
 --quick: one small step per switch (1 call/s for 5 s) that proves the pipeline; its
 figures are not a measurement. CPU is summed per process from /proc/<pid>/stat
 (/proc/stat under-counts bursty load here); per call = the step's CPU / its calls.
@@ -48,7 +53,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from agi.deps import say_facility_name
-from agi.prompts import sound_file
+from agi.prompts import facility_file, sound_file
 from bench import agi_calls, bare_stack
 from bench.procstat import AGI_LINE, CLK_TCK, cpu_ticks, pct, rss_kb
 from bench.sipp_load import CallSpec, Entry, HoldRun, Step, StepLogs
@@ -92,6 +97,7 @@ class Plan:
     # Recorded calls held (full mode): long calls placed at these rates, at most this many.
     hold_rates: dict[str, float] = field(default_factory=dict)
     hold_max: dict[str, int] = field(default_factory=dict)
+    shaped_rates: tuple[float, ...] = ()  # Kinline's call on the bare Asterisk (none: not run)
 
 
 @dataclass
@@ -152,6 +158,8 @@ class CpuMeter:
 HOLD_CPU = 0.8  # of the whole box (every core)
 HOLD_S = 900  # long calls: none ends during the ramp
 HOLD_BATCH = 40
+# Long calls placed at these rates (calls/s) in the ramp: Kinline's stay under its overload level.
+HOLD_RATES = {"kinline": 2.0, "bare": 10.0, "shaped": 4.0}
 # Near the limit the batches shrink, so the count held is known to a few calls, not to 40:
 # (box CPU below, calls per batch), the first that applies.
 HOLD_STEPS = ((0.60, 40), (0.72, 20), (1.0, 10))
@@ -287,21 +295,27 @@ def kinline_stack(state: Path) -> Iterator[tuple[StackConfig, list[TerminalLogin
         stack.down(config)
 
 
-def prompt_seconds(config: StackConfig, items: Sequence[str], language: str = "en") -> float:
+def prompt_seconds(prompts: Path, items: Sequence[str], language: str = "en") -> float:
     total = 0.0
     for item in items:
-        path = config.path("prompts", sound_file(language, item).removeprefix("kinline/") + ".wav")
+        path = prompts / (sound_file(language, item).removeprefix("kinline/") + ".wav")
         with wave.open(str(path)) as wav:
             total += wav.getnframes() / wav.getframerate()
     return total
 
 
-def kinline_entries(config: StackConfig, balance: int) -> tuple[Entry, ...]:
-    """How long to wait before each entry: after the welcome, after the card, after the balance."""
-    welcome = prompt_seconds(config, [p.WELCOME])
-    balance_s = prompt_seconds(config, [p.YOUR_BALANCE, *p.money(balance, "RUB", "en")])
+def kinline_entries(prompts: Path, balance: int) -> tuple[Entry, ...]:
+    """How long to wait before each entry: after the welcome, after the card, after the balance
+    (keys: the card, PIN and number are the call's own, filled in by ``keyed``)."""
+    welcome = prompt_seconds(prompts, [p.WELCOME])
+    balance_s = prompt_seconds(prompts, [p.YOUR_BALANCE, *p.money(balance, "RUB", "en")])
     return (Entry(int((welcome + 0.8) * 1000), "card#"), Entry(700, "pin#"), Entry(int((balance_s + 1.0) * 1000),
                                                                                    "number#"))
+
+
+def keyed(entries: Sequence[Entry], card: str, number: str) -> tuple[Entry, ...]:
+    """``entries``' waits with this call's card, PIN and number."""
+    return tuple(Entry(e.wait_ms, keys + "#") for e, keys in zip(entries, (card, PIN, number), strict=True))
 
 
 def _number(i: int, reject: bool) -> str:
@@ -370,15 +384,25 @@ async def judge_kinline(config: StackConfig, pairs: Sequence[tuple[str, str]], l
     return verdicts
 
 
-def judge_bare(numbers: Sequence[str], logs: StepLogs) -> Counter[str]:
+WAV_HEADER = 44
+RECORDED_MIN_BYTES = WAV_HEADER + 16_000  # one second of 8 kHz 16-bit audio: the call was bridged
+
+
+def judge_bare(numbers: Sequence[str], logs: StepLogs, recordings: Path) -> Counter[str]:
+    """Failure reasons by call ('' = good): the relative answered its number once, and the
+    call was bridged (its recording, named by the number, holds a second of audio or more:
+    MixMonitor's b() records only once bridged)."""
     verdicts: Counter[str] = Counter()
     for number in numbers:
+        recording = recordings / f"{number}.wav"
         if not logs.invites.get(number):
             verdicts["never dialed"] += 1
         elif len(logs.invites[number]) > 1 or logs.answered.get(number, 0) > 1:
             verdicts["dialed more than once"] += 1
         elif logs.answered.get(number, 0) != 1:
             verdicts["not answered"] += 1
+        elif not recording.exists() or recording.stat().st_size < RECORDED_MIN_BYTES:
+            verdicts["not bridged"] += 1
         else:
             verdicts[""] += 1
     return verdicts
@@ -409,14 +433,13 @@ def run_kinline(plan: Plan, work: Path) -> StackReport:
     with kinline_stack(work / "kinline") as (config, logins):
         pids = {name: stack.service_state(config, name).pid for name in stack.SERVICES}
         alive = {name: pid for name, pid in pids.items() if pid is not None}
-        entries = kinline_entries(config, balance)
+        entries = kinline_entries(config.path("prompts"), balance)
         agi_log = config.path("logs", "agi.log")
         def step_at(n: int, rate: float) -> StepResult:
             count = max(1, round(rate * plan.step_s))
             pairs = asyncio.run(provision(config, n, count, plan.reject, balance))
             calls = [CallSpec(logins[i % len(logins)].name, logins[i % len(logins)].password, number,
-                              (Entry(entries[0].wait_ms, card + "#"), Entry(entries[1].wait_ms, PIN + "#"),
-                               Entry(entries[2].wait_ms, number + "#")))
+                              keyed(entries, card, number))
                      for i, (card, number) in enumerate(pairs)]
             step = Step(work / f"kinline-step{n + 1}", HOST, config.sip_port, config.trunk_port,
                         KINLINE_TERMINAL_PORT, MEDIA["kinline"], "100", (INTRO_ALLOWANCE_S + plan.talk_s) * 1000,
@@ -460,8 +483,7 @@ def run_kinline(plan: Plan, work: Path) -> StackReport:
 
             def kinline_batch(first: int, n: int) -> list[CallSpec]:
                 return [CallSpec(logins[i % len(logins)].name, logins[i % len(logins)].password, number,
-                                 (Entry(entries[0].wait_ms, card + "#"), Entry(entries[1].wait_ms, PIN + "#"),
-                                  Entry(entries[2].wait_ms, number + "#")))
+                                 keyed(entries, card, number))
                         for i, (card, number) in enumerate(pairs[first:first + n], start=first)]
 
             setup_s = sum(e.wait_ms for e in entries) / 1000 + INTRO_ALLOWANCE_S + 5
@@ -472,25 +494,74 @@ def run_kinline(plan: Plan, work: Path) -> StackReport:
     return report
 
 
-def run_bare(plan: Plan, work: Path) -> StackReport:
-    report = StackReport("bare Asterisk + MixMonitor", plan.reject)
+BARE = "bare Asterisk + MixMonitor"
+SHAPED = "bare Asterisk, Kinline's call"
+SHAPED_BALANCE = 10_000  # the balance said in words (Kinline's bench cards have it too)
+
+
+def shaped_sounds(work: Path) -> tuple[Path, Path, dict[str, str]]:
+    """For the bare Asterisk's [shaped] call: Kinline's prompts (the bench's cache and the bench
+    facility's name) and one inmate's recorded name, in ``work``; and the dial plan's globals,
+    the files Kinline's Asterisk plays at each point of a bench call (agi/routes/inmate_call.py):
+    the welcome and the card's prompt, the PIN's, the balance in words and the number's, the
+    relative's introduction (who calls, that the call is recorded), the limit's warning, goodbye."""
+    sounds, names = work / "sounds", work / "names"
+    PROMPT_CACHE.mkdir(parents=True, exist_ok=True)
+    generate_prompts(PROMPT_CACHE)
+    shutil.copytree(PROMPT_CACHE, sounds, dirs_exist_ok=True)
+    facility = Facility(FACILITY, "Bench colony", "UTC", "RUB", "en", "mon-sun 00:00-23:59")
+    say_facility_name(sounds, facility)
+    names.mkdir(parents=True, exist_ok=True)
+    agi_calls.give_name(names / "bench-inmate.wav")
+
+    def files(*items: str) -> str:
+        return "&".join(sound_file("en", item) for item in items)
+
+    return sounds, names, {
+        "SHAPED_CARD": files(p.WELCOME, p.ENTER_CARD),
+        "SHAPED_PIN": files(p.ENTER_PIN),
+        "SHAPED_NUMBER": files(p.YOUR_BALANCE, *p.money(SHAPED_BALANCE, "RUB", "en"), p.ENTER_NUMBER),
+        "SHAPED_INTRO": files(p.CALLEE_INTRO, f"file:kinline/{facility_file('en', facility.name)}",
+                              f"file:{bare_stack.NAMES}/bench-inmate", p.CALL_RECORDED),
+        "SHAPED_WARNING": files(p.LIMIT_WARNING),
+        "SHAPED_GOODBYE": files(p.GOODBYE),
+    }
+
+
+def run_bare(plan: Plan, work: Path, shaped: bool = False) -> StackReport:
+    """The bare Asterisk: its own call (Answer, MixMonitor, Dial) or, ``shaped``, Kinline's
+    call without Kinline (bench/bare_asterisk/extensions.conf [shaped]: the same prompts,
+    entries, introduction, ringback and goodbye, no AGI behind them)."""
+    key = "shaped" if shaped else "bare"
+    report = StackReport(SHAPED if shaped else BARE, plan.reject)
     root = Path(os.environ.get("KINLINE_ASTERISK_ROOT", "/var/cache/kinline/asterisk-root"))
-    cfg = bare_stack.BareConfig(root, work / "bare", HOST, BARE_SIP, BARE_TRUNK, *BARE_RTP)
+    cfg = bare_stack.BareConfig(root, work / key, HOST, BARE_SIP, BARE_TRUNK, *BARE_RTP)
+    entries: tuple[Entry, ...] = ()
+    exten, intro_s = "[field2]", 0
+    if shaped:
+        sounds, names, files = shaped_sounds(work / key)
+        cfg = dataclasses.replace(cfg, sounds=sounds, names=names, shaped=files)
+        entries, exten, intro_s = kinline_entries(sounds, SHAPED_BALANCE), "100", INTRO_ALLOWANCE_S
     terminals = [bare_stack.Terminal(f"bare-term-{i}", secrets.token_hex(12)) for i in range(TERMINALS)]
+
+    def spec(i: int, number: str) -> CallSpec:
+        terminal = terminals[i % len(terminals)]
+        return CallSpec(terminal.name, terminal.password, number,
+                        keyed(entries, f"{i + 1:06d}", number) if entries else ())
+
     proc = bare_stack.start(cfg, terminals)
     try:
-        for n, rate in enumerate(plan.bare_rates):
+        for n, rate in enumerate(plan.shaped_rates if shaped else plan.bare_rates):
             count = max(1, round(rate * plan.step_s))
             numbers = [_number((n + 1) * 100_000 + i, i < plan.reject) for i in range(count)]
-            calls = [CallSpec(terminals[i % len(terminals)].name, terminals[i % len(terminals)].password, number)
-                     for i, number in enumerate(numbers)]
-            step = Step(work / f"bare-step{n + 1}", HOST, BARE_SIP, BARE_TRUNK, BARE_TERMINAL, MEDIA["bare"],
-                        "[field2]", plan.talk_s * 1000, REJECT_PREFIX)
+            calls = [spec(i, number) for i, number in enumerate(numbers)]
+            step = Step(work / f"{key}-step{n + 1}", HOST, BARE_SIP, BARE_TRUNK, BARE_TERMINAL, MEDIA["bare"],
+                        exten, (intro_s + plan.talk_s) * 1000, REJECT_PREFIX)
             meter = CpuMeter({"asterisk": proc.pid})
             started = time.monotonic()
-            logs = step.run(calls, rate, call_max_s=plan.talk_s + 3)
-            verdicts = judge_bare(numbers, logs)
-            result = StepResult("bare", rate, count, verdicts[""], Counter({k: v for k, v in verdicts.items() if k}),
+            logs = step.run(calls, rate, call_max_s=intro_s + plan.talk_s + 3)
+            verdicts = judge_bare(numbers, logs, cfg.path("recordings"))
+            result = StepResult(key, rate, count, verdicts[""], Counter({k: v for k, v in verdicts.items() if k}),
                                 meter.per_call_ms(count), pdd_ms=pdd(numbers, logs),
                                 seconds=time.monotonic() - started, wrong=wrong_numbers(numbers, logs))
             report.steps.append(result)
@@ -498,20 +569,20 @@ def run_bare(plan: Plan, work: Path) -> StackReport:
             _progress(result)
             if result.failed > plan.reject and not plan.quick:
                 break
-        if "bare" in plan.hold_rates:
-            count = plan.hold_max["bare"]
+        if key in plan.hold_rates:
+            count = plan.hold_max[key]
             numbers = [_number(900_000 + i, False) for i in range(count)]
-            run = HoldRun(work / "bare-hold", HOST, BARE_SIP, BARE_TRUNK, 26000, MEDIA["bare"], "[field2]",
+            run = HoldRun(work / f"{key}-hold", HOST, BARE_SIP, BARE_TRUNK, 26000, MEDIA["bare"], exten,
                           HOLD_S * 1000)
 
-            def bare_batch(first: int, n: int) -> list[CallSpec]:
-                return [CallSpec(terminals[i % len(terminals)].name, terminals[i % len(terminals)].password, number)
-                        for i, number in enumerate(numbers[first:first + n], start=first)]
+            def batch(first: int, n: int) -> list[CallSpec]:
+                return [spec(i, number) for i, number in enumerate(numbers[first:first + n], start=first)]
 
-            report.held = hold_ramp(run, bare_batch, {"asterisk": proc.pid},
+            setup_s = sum(e.wait_ms for e in entries) / 1000 + intro_s + 5
+            report.held = hold_ramp(run, batch, {"asterisk": proc.pid},
                                     lambda: count_bridged(bare_stack.cli(proc.pid, "bridge show all").stdout),
-                                    plan.hold_rates["bare"], HOLD_BATCH, count, 5)
-            sys.stderr.write(f"bench: bare held {report.held} recorded calls\n")
+                                    plan.hold_rates[key], HOLD_BATCH, count, setup_s)
+            sys.stderr.write(f"bench: {report.name} held {report.held} recorded calls\n")
     finally:
         bare_stack.stop(proc)
     return report
@@ -596,9 +667,11 @@ def goals(kinline: StackReport, bare: StackReport, k_marginal: dict[str, float |
         line("knee >= 0.5 of bare + MixMonitor", None if knee_ratio is None else knee_ratio >= 0.5,
              f"{_ratio(kinline.knee, bare.knee)}"),
         line("whole switch CPU per call <= 2x bare + MixMonitor", k_cost <= 2 * b_cost if b_cost else None,
-             f"{basis}: {_ratio(k_cost, b_cost)}x; first step {_ratio(k_total, b_total)}x"),
+             f"{basis}: {_ratio(k_cost, b_cost)}x"
+             + (f"; first step {_ratio(k_total, b_total)}x" if basis == "marginal" else "")),
         line("AGI server CPU per call <= 10 ms", agi <= 10,
-             f"{agi_basis}: {_ms(agi)} ms; first step ({k0.rate:g}/s) {_ms(k0.cpu_ms.get('agi'))} ms"),
+             f"{agi_basis}: {_ms(agi)} ms"
+             + (f"; first step ({k0.rate:g}/s) {_ms(k0.cpu_ms.get('agi'))} ms" if agi_basis == "marginal" else "")),
         line("post-dial delay p99 < 20 ms at half the knee", None if p99 is None else p99 < 20,
              f"{_ms(p99)} ms at {half.rate:g} calls/s" if half else "no step at half the knee"),
         line("at 1.5x the knee: no wrong number, every refused caller hears busy",
@@ -619,53 +692,75 @@ def alone_rss(alone: agi_calls.Report) -> str:
 
 
 def table(plan: Plan, kinline: StackReport, bare: StackReport, load: tuple[float, float],
-          alone: agi_calls.Report) -> str:
+          alone: agi_calls.Report, shaped: StackReport | None = None) -> str:
+    """The bench's table. ``shaped``: Kinline's call on the bare Asterisk (no AGI, Redis or
+    billing behind it), in two more columns: the switch and Kinline's ratio to it."""
     k0, b0 = kinline.steps[0], bare.steps[0]
+    s0 = shaped.steps[0] if shaped and shaped.steps else None
     k_cpu = {name: k0.cpu_ms.get(name, 0.0) for name in STACK_CPU}
     k_other = sum(v for name, v in k0.cpu_ms.items() if name not in STACK_CPU)
     k_total = sum(k0.cpu_ms.values())
     b_total = sum(b0.cpu_ms.values())
+    s_total = sum(s0.cpu_ms.values()) if s0 else None
     k_marginal, b_marginal = marginals(kinline), marginals(bare)
+    s_marginal = marginals(shaped) if shaped else dict.fromkeys(MARGINAL)
     mode = "QUICK (pipeline check, not a measurement)" if plan.quick else "full"
+
+    Value = float | None | str
+
+    def row(label: str, k: Value, b: Value = None, s: Value = None,
+            number: Callable[[str], float | None] | None = None) -> str:
+        """A row of the summary: the values, Kinline / bare and, with ``shaped``, Kinline / shaped
+        (of text values: the ratio of what ``number`` reads in them, none without it)."""
+        def num(value: Value) -> float | None:
+            return (number(value) if number else None) if isinstance(value, str) else value
+
+        cells = [label, *(v if isinstance(v, str) else _ms(v) for v in (k, b)), _ratio(num(k), num(b))]
+        if shaped:
+            cells += [s if isinstance(s, str) else _ms(s), _ratio(num(k), num(s))]
+        return "| " + " | ".join(cells) + " |"
+
+    def p50_99(values: list[float]) -> str:
+        return f"{_ms(pct(values, 0.5))} / {_ms(pct(values, 0.99))}"
+
+    def calls(report: StackReport | None) -> str:
+        return f"{sum(s.good for s in report.steps)} / {sum(s.placed for s in report.steps)}" if report else "-"
+
+    firsts = f"Kinline {k0.rate:g}/s, bare {b0.rate:g}/s" + (f", Kinline's call on bare {s0.rate:g}/s" if s0 else "")
     lines = [
         f"`make bench` {mode}, {time.strftime('%Y-%m-%d %H:%M')}, load average {load[0]:.2f} before, "
         f"{load[1]:.2f} after, {os.cpu_count()} cores; talk {plan.talk_s} s, steps of {plan.step_s} s of arrivals. "
-        f"Per-call figures at the first step (Kinline {k0.rate:g}/s, bare {b0.rate:g}/s).",
+        f"Per-call figures at the first step ({firsts}).",
         "",
-        "| | Kinline | bare Asterisk + MixMonitor | Kinline / bare |",
-        "|---|---|---|---|",
-        f"| zero-failure knee, calls/s | {_ms(kinline.knee)} | {_ms(bare.knee)} | {_ratio(kinline.knee, bare.knee)} |",
-        f"| good / placed calls, all steps | {sum(s.good for s in kinline.steps)} / "
-        f"{sum(s.placed for s in kinline.steps)} | {sum(s.good for s in bare.steps)} / "
-        f"{sum(s.placed for s in bare.steps)} | - |",
-        f"| CPU ms per call: Asterisk | {_ms(k_cpu['asterisk'])} | {_ms(b0.cpu_ms.get('asterisk'))} | "
-        f"{_ratio(k_cpu['asterisk'], b0.cpu_ms.get('asterisk'))} |",
-        f"| CPU ms per call: AGI server | {_ms(k_cpu['agi'])} | - | - |",
-        f"| CPU ms per call: Redis | {_ms(k_cpu['redis'])} | - | - |",
-        f"| CPU ms per call: other services | {_ms(k_other)} | - | - |",
-        f"| CPU ms per call: whole switch | {_ms(k_total)} | {_ms(b_total)} | {_ratio(k_total, b_total)} |",
-        f"| CPU ms per call, marginal (fit over the zero-failure steps): AGI server | "
-        f"{_ms(k_marginal['AGI server'])} | - | - |",
-        *(f"| CPU ms per call, marginal: {name} | {_ms(k_marginal[name])} | {_ms(b_marginal[name])} | "
-          f"{_ratio(k_marginal[name], b_marginal[name])} |" for name in ("Asterisk", "whole switch")),
-        f"| AGI own time per call p50 / p99, ms | {_ms(pct(k0.agi_own_ms, 0.5))} / {_ms(pct(k0.agi_own_ms, 0.99))}"
-        " | - | - |",
-        f"| AGI wall time per call p50 / p99, ms | {_ms(pct(k0.agi_wall_ms, 0.5))} / "
-        f"{_ms(pct(k0.agi_wall_ms, 0.99))} | - | - |",
-        f"| post-dial delay p50 / p99, ms | {_ms(pct(k0.pdd_ms, 0.5))} / {_ms(pct(k0.pdd_ms, 0.99))} | "
-        f"{_ms(pct(b0.pdd_ms, 0.5))} / {_ms(pct(b0.pdd_ms, 0.99))} | "
-        f"{_ratio(pct(k0.pdd_ms, 0.5), pct(b0.pdd_ms, 0.5))} |",
-        f"| recorded calls held at <= {HOLD_CPU:.0%} box CPU (switch + SIPp) | {kinline.held} | {bare.held} | "
-        f"{_ratio(_num(kinline.held), _num(bare.held))} |",
-        f"| AGI server RSS after {kinline.calls_served} calls | "
-        f"{'-' if kinline.rss_kb is None else f'{kinline.rss_kb / 1024:.0f} MB'} | - | - |",
-        f"| AGI server alone (bench/agi_calls.py, a fake Asterisk): RSS before / after | {alone_rss(alone)} | - | - |",
+        f"| | Kinline | {BARE} | Kinline / bare |" + (f" {SHAPED} (no AGI) | Kinline / that |" if shaped else ""),
+        "|---|---|---|---|" + ("---|---|" if shaped else ""),
+        row("zero-failure knee, calls/s", kinline.knee, bare.knee, shaped.knee if shaped else None),
+        row("good / placed calls, all steps", calls(kinline), calls(bare), calls(shaped)),
+        row("CPU ms per call: Asterisk", k_cpu["asterisk"], b0.cpu_ms.get("asterisk"),
+            s0.cpu_ms.get("asterisk") if s0 else None),
+        row("CPU ms per call: AGI server", k_cpu["agi"], "-", "-"),
+        row("CPU ms per call: Redis", k_cpu["redis"], "-", "-"),
+        row("CPU ms per call: other services", k_other, "-", "-"),
+        row("CPU ms per call: whole switch", k_total, b_total, s_total),
+        row("CPU ms per call, marginal (fit over the zero-failure steps): AGI server", k_marginal["AGI server"],
+            "-", "-"),
+        *(row(f"CPU ms per call, marginal: {name}", k_marginal[name], b_marginal[name], s_marginal[name])
+          for name in ("Asterisk", "whole switch")),
+        row("AGI own time per call p50 / p99, ms", p50_99(k0.agi_own_ms), "-", "-"),
+        row("AGI wall time per call p50 / p99, ms", p50_99(k0.agi_wall_ms), "-", "-"),
+        row("post-dial delay p50 / p99, ms", p50_99(k0.pdd_ms), p50_99(b0.pdd_ms), p50_99(s0.pdd_ms) if s0 else "-",
+            number=pct_text),
+        row(f"recorded calls held at <= {HOLD_CPU:.0%} box CPU (switch + SIPp)", kinline.held, bare.held,
+            shaped.held if shaped else "-", number=_num),
+        row(f"AGI server RSS after {kinline.calls_served} calls",
+            "-" if kinline.rss_kb is None else f"{kinline.rss_kb / 1024:.0f} MB", "-", "-"),
+        row("AGI server alone (bench/agi_calls.py, a fake Asterisk): RSS before / after", alone_rss(alone), "-", "-"),
         "",
         "| switch | calls/s | placed | good | failures | wrong numbers | refused busy | whole switch CPU ms/call "
         "| post-dial p50 / p99 ms | peak in IVR / AGI p90 ms | load |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for report in (kinline, bare):
+    for report in (kinline, bare, *([shaped] if shaped else [])):
         for s in report.steps:
             reasons = ", ".join(f"{k}: {v}" for k, v in s.failures.items()) or "0"
             peaks = f"{s.peak_ivr:.0f} / {s.peak_latency_ms:.0f}" if report is kinline else "-"
@@ -673,14 +768,40 @@ def table(plan: Plan, kinline: StackReport, bare: StackReport, load: tuple[float
                          f"{s.busy if report is kinline else '-'} | {_ms(sum(s.cpu_ms.values()))} | "
                          f"{_ms(pct(s.pdd_ms, 0.5))} / {_ms(pct(s.pdd_ms, 0.99))} | {peaks} | {s.load:.1f} |")
     lines += ["", *goals(kinline, bare, k_marginal, b_marginal)]
+    if shaped:
+        lines += ["", *like_for_like(kinline, shaped, k_marginal, s_marginal)]
     if plan.reject:
         lines += ["", f"{plan.reject} call(s) per step dialed a number the relative refuses (486): they must "
                   "count as failed; the knee does not hold them against a step."]
-    lines += ["", "Post-dial delay: Kinline from the last '#' (SIP INFO) to the INVITE at the relative; bare from "
-              "the terminal's authenticated INVITE to the INVITE at the relative (Answer() waits for the caller's "
-              "first RTP). A call is good only if the relative answered its own number once and (Kinline) its card "
-              "has one call record with the tariff's amount."]
+    lines += ["", "Post-dial delay: Kinline (and its call on bare) from the last '#' (SIP INFO) to the INVITE at the "
+              "relative; bare from the terminal's authenticated INVITE to the INVITE at the relative (Answer() waits "
+              "for the caller's first RTP). A call is good only if the relative answered its own number once and "
+              "(Kinline) its card has one call record with the tariff's amount. Kinline's call on bare (bench/"
+              "bare_asterisk/extensions.conf [shaped]): the same prompts, entries, introduction, ringback, limit, "
+              "recording and goodbye, from a static dial plan; no check, reservation or bill behind them."]
     return "\n".join(lines) + "\n"
+
+
+def pct_text(text: str) -> float | None:
+    """The p50 of a "p50 / p99" cell (None for "-")."""
+    first = text.split(" / ", 1)[0]
+    return None if first == "-" else float(first)
+
+
+def like_for_like(kinline: StackReport, shaped: StackReport, k_marginal: dict[str, float | None],
+                  s_marginal: dict[str, float | None]) -> list[str]:
+    """What Kinline's decisions cost over its own call's media (not goals of the issue)."""
+    k, s = k_marginal["whole switch"], s_marginal["whole switch"]
+    basis = "marginal"
+    if k is None or s is None:
+        k, s, basis = sum(kinline.steps[0].cpu_ms.values()), sum(shaped.steps[0].cpu_ms.values()), "first step"
+    return [
+        "Against Kinline's call on the bare Asterisk (the same audio, no decision behind it):",
+        f"- knee: {_ratio(kinline.knee, shaped.knee)} of it ({_ms(kinline.knee)} vs {_ms(shaped.knee)} calls/s)",
+        f"- whole switch CPU per call: {_ratio(k, s)}x ({basis}: {_ms(k)} vs {_ms(s)} ms; Kinline's decisions "
+        f"{_ms(None if k is None or s is None else k - s)} ms a call)",
+        f"- recorded calls held: {_ratio(_num(kinline.held), _num(shaped.held))} of it",
+    ]
 
 
 def _stop(signum: int, _frame: object) -> None:
@@ -698,8 +819,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reject", type=int, default=0,
                         help="calls per step that dial a number the relative refuses (they must count as failed)")
     parser.add_argument("--keep", action="store_true", help="keep the state folders (SIPp logs) after the run")
-    parser.add_argument("--only", choices=("kinline", "bare"),
-                        help="one switch only, at --rates, no hold ramp (for profiling; prints no table)")
+    parser.add_argument("--only", choices=("kinline", "bare", "shaped"),
+                        help="one switch only, at --rates, no hold ramp (for profiling; prints no table); "
+                             "shaped: Kinline's call on the bare Asterisk")
     parser.add_argument("--rates", default="4", help="with --only: comma-separated calls/s, one step each")
     parser.add_argument("--step-s", type=int, default=30, help="with --only: seconds of arrivals per step")
     parser.add_argument("--hold", type=int, default=0,
@@ -707,11 +829,13 @@ def main(argv: list[str] | None = None) -> int:
     opts = parser.parse_args(argv)
     if opts.only:
         rates = tuple(float(r) for r in opts.rates.split(","))
-        hold: dict[str, float] = {"kinline": 2, "bare": 10} if opts.hold else {}
-        plan = Plan(False, rates, rates, opts.step_s, 5, opts.reject, hold, {"kinline": opts.hold, "bare": opts.hold})
+        hold: dict[str, float] = HOLD_RATES if opts.hold else {}
+        plan = Plan(False, rates, rates, opts.step_s, 5, opts.reject, hold, dict.fromkeys(HOLD_RATES, opts.hold),
+                    rates)
         work = Path(tempfile.mkdtemp(prefix="kinline-bench-"))
         try:
-            report = (run_kinline if opts.only == "kinline" else run_bare)(plan, work)
+            report = (run_kinline(plan, work) if opts.only == "kinline"
+                      else run_bare(plan, work, shaped=opts.only == "shaped"))
         finally:
             if not opts.keep:
                 shutil.rmtree(work, ignore_errors=True)
@@ -728,15 +852,16 @@ def main(argv: list[str] | None = None) -> int:
             sys.stdout.write(f"{report.name} recorded calls held: {report.held}\n")
         return 0
     if opts.quick:
-        plan = Plan(True, (1,), (1,), 5, 2, opts.reject)
+        plan = Plan(True, (1,), (1,), 5, 2, opts.reject, shaped_rates=(1,))
     else:
         # Batches of 40 long calls; the CPU is read once a batch is bridged (no set-up under way).
         plan = Plan(False, (2, 4, 6, 8, 10, 12, 16), (10, 20, 30, 40, 50, 60, 80), 30, 5, opts.reject,
-                    {"kinline": 2, "bare": 10}, {"kinline": 480, "bare": 480})
+                    HOLD_RATES, dict.fromkeys(HOLD_RATES, 480), (4, 8, 12, 16, 20, 24, 30))
     work = Path(tempfile.mkdtemp(prefix="kinline-bench-"))
     load_before = os.getloadavg()[0]
     try:
         bare = run_bare(plan, work)
+        shaped = run_bare(plan, work, shaped=True)
         kinline = run_kinline(plan, work)
         # The AGI server alone over many calls (bench/agi_calls.py): does its memory grow?
         alone = agi_calls.run(agi_calls.Options(calls=30 if plan.quick else AGI_ALONE_CALLS))
@@ -745,7 +870,7 @@ def main(argv: list[str] | None = None) -> int:
             sys.stderr.write(f"bench: state kept in {work}\n")
         else:
             shutil.rmtree(work, ignore_errors=True)
-    text = table(plan, kinline, bare, (load_before, os.getloadavg()[0]), alone)
+    text = table(plan, kinline, bare, (load_before, os.getloadavg()[0]), alone, shaped)
     out = Path(opts.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)
