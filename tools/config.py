@@ -7,7 +7,7 @@ import os
 import re
 import secrets
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -194,23 +194,18 @@ def load_config(path: Path | str | None = None) -> StackConfig:
         history_retention_s=days * 24 * 3600,
         agi_max_in_ivr=max_in_ivr,
         agi_max_latency_ms=max_latency_ms,
-        cluster_nodes=_cluster_nodes(raw, subnets),
+        cluster_nodes=_cluster_nodes(raw),
     )
 
 
-def _cluster_nodes(raw: Mapping[str, object], subnets: Mapping[str, tuple[str, ...]] | None) -> int:
-    """[cluster] nodes, checked. Behind Kamailio, Asterisk sees every terminal's request
-    coming from Kamailio's address: the terminals' subnets (an endpoint ACL on the source
-    address) cannot be checked there, so a cluster refuses them rather than accept nothing."""
+def _cluster_nodes(raw: Mapping[str, object]) -> int:
+    """[cluster] nodes, checked."""
     cluster = raw.get("cluster", {})
     if not isinstance(cluster, dict):
         raise ValueError("[cluster] must be a table")
     nodes = cluster.get("nodes", 1)
     if type(nodes) is not int or not 1 <= nodes <= MAX_NODES:
         raise ValueError(f"cluster.nodes must be a whole number 1-{MAX_NODES}, not {nodes!r}")
-    if nodes > 1 and subnets is not None:
-        raise ValueError("cluster.nodes > 1 with [terminal_subnets]: behind Kamailio Asterisk sees Kamailio's "
-                         "address, not the terminal's; the subnet ACL is not supported there yet")
     return nodes
 
 
@@ -239,7 +234,35 @@ def node_config(config: StackConfig, node: int) -> StackConfig:
         rtp_start=config.rtp_start + k * size,
         rtp_end=config.rtp_start + (k + 1) * size - 1,
         state=config.state / f"node{node}",
+        # Behind Kamailio a node sees every terminal's request come from Kamailio's address:
+        # Kamailio checks the terminals' subnets (tools/kamailio_conf.py); a node takes the
+        # terminals from Kamailio's address alone, so none reaches a node's port past it.
+        terminal_subnets=None if config.terminal_subnets is None else OnlyFrom(
+            (str(ipaddress.ip_network(config.sip_host)),)),
     )
+
+
+class OnlyFrom(Mapping[str, tuple[str, ...]]):
+    """[terminal_subnets] that give every facility the same subnets (a node behind Kamailio:
+    Kamailio's address). Iterates as empty: no facility of its own."""
+
+    def __init__(self, subnets: tuple[str, ...]) -> None:
+        self.subnets = subnets
+
+    def __getitem__(self, facility: str) -> tuple[str, ...]:
+        return self.subnets
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(())
+
+    def __len__(self) -> int:
+        return 0
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, OnlyFrom) and other.subnets == self.subnets
+
+    def __hash__(self) -> int:
+        return hash(self.subnets)
 
 
 def nodes(config: StackConfig) -> list[StackConfig]:

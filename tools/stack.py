@@ -706,9 +706,19 @@ def asterisk_cli(config: StackConfig, command: str) -> str:
 
 def apply_terminals(config: StackConfig) -> str:
     """Render terminals.json into Asterisk's config and reload it if it runs; say what happened.
-    A cluster: into every node's config, each node reloaded."""
+    A cluster: into every node's config, each node reloaded; and into Kamailio's check of the
+    terminals' subnets, Kamailio restarted if it runs and the check changed (it reads it when
+    it starts; connected calls go on, their requests follow record-route; a request in flight
+    during the restart, ~1 s, is retransmitted by its terminal or the call tried again)."""
     if config.clustered:
-        return "; ".join(f"node {node.node}: {apply_terminals(node)}" for node in nodes(config))
+        said = "; ".join(f"node {node.node}: {apply_terminals(node)}" for node in nodes(config))
+        path = kamailio_conf.folder(config) / "terminals.cfg"
+        before = path.read_text() if path.exists() else None
+        if kamailio_conf.write_terminals(config).read_text() != before and _pid(config, "kamailio") is not None:
+            stop_service(config, "kamailio")
+            start_service(config, "kamailio")
+            said += "; Kamailio restarted (the terminals' subnets)"
+        return said
     write_generated(config, load_secrets(config))
     try:
         asterisk_cli(config, "module reload res_pjsip.so")

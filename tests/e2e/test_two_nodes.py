@@ -17,7 +17,7 @@ import signal
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TypeVar
 
@@ -42,6 +42,7 @@ pytestmark = pytest.mark.e2e
 BALANCE = 10_000
 FEE_AND_ONE_MINUTE = 150 + 359  # the demo tariff's mobile fee + one started minute
 CALLS = 4  # and 3 more in the second test: 7 calls from one terminal in all
+TERMINALS_NET = "127.0.0.0/29"  # facility "open"'s terminals: 127.0.0.1 and the guard test's 127.0.0.4 in it
 T = TypeVar("T")
 
 
@@ -58,7 +59,9 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     before = os.environ.get("KINLINE_STATE")
     # new_card's give_name() writes the inmate's name under $KINLINE_STATE: the nodes share it
     os.environ["KINLINE_STATE"] = str(state)
-    config = load_config("config/test-two-nodes.toml")
+    # The terminals' subnets as production has them: Kamailio checks them, the nodes take
+    # terminals from Kamailio's address alone (127.0.0.1 here: the tests' own terminals).
+    config = replace(load_config("config/test-two-nodes.toml"), terminal_subnets={"open": (TERMINALS_NET,)})
     terminal = TerminalLogin("term-two", secrets.token_hex(12), "en", "open")
     save_terminals(config, [terminal.stored()])
     stack.up(config)
@@ -259,6 +262,25 @@ def test_ten_refused_passwords_from_one_address_close_the_front_door_to_it_alone
     assert f"[{attacker}] blocked for {BLOCK_S} s after {THRESHOLD} SIP authentication failures" in log
     with RawUac(("127.0.0.1", 0), target) as good:
         assert good.invite(t.name, t.password, exten="9999", timeout=5.0).code == 200
+
+
+def test_a_terminal_s_password_from_outside_its_facility_s_subnets_is_refused(cluster: Cluster) -> None:
+    """[terminal_subnets] in a cluster: Kamailio refuses a terminal's right password from outside
+    its facility's subnets (403, logged), and a node reached past Kamailio takes a terminal from
+    Kamailio's address only (its endpoint ACL: Asterisk's 401, as for an unknown user)."""
+    t = cluster.terminal
+    outsider = "127.0.0.9"
+    with RawUac((outsider, 0), (cluster.config.sip_host, cluster.config.sip_port)) as uac:
+        refused = uac.invite(t.name, t.password, exten="9999", timeout=3.0)
+    assert refused.code == 403, refused  # the first INVITE was challenged by a node, the answer refused here
+    log = cluster.config.path("logs", "kamailio.log").read_text()
+    assert f"[{outsider}] INVITE as terminal {t.name} refused: not from its facility's subnets" in log
+    node = cluster.nodes[1]
+    with RawUac((outsider, 0), (node.sip_host, node.sip_port)) as uac:
+        past = uac.invite(t.name, t.password, exten="9999", timeout=3.0)
+    assert past.code == 401 and past.codes[-1] == 401, past  # the right password, refused by the ACL
+    with RawUac(("127.0.0.1", 0), (cluster.config.sip_host, cluster.config.sip_port)) as good:
+        assert good.invite(t.name, t.password, exten="9999", timeout=5.0).code == 200  # from inside the net
 
 
 async def test_each_node_s_guard_blocks_an_app_door_attacker_but_never_kamailio(cluster: Cluster) -> None:

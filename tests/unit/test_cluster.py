@@ -16,7 +16,7 @@ from ivr.model import OpenAttempt
 from reconciler.main import NodeAttempts
 from tests.unit.test_settlement import PLAN
 from tools import kamailio_conf, stack
-from tools.asterisk_conf import asterisk_options_conf, render
+from tools.asterisk_conf import Terminal, asterisk_options_conf, render, terminals_conf
 from tools.config import Secrets, StackConfig, load_config, node_config, nodes
 
 SECRETS = Secrets("ami", "a" * 32, "orig", "b" * 32, "r" * 48, "c" * 64, realtime_password="d" * 48)
@@ -101,7 +101,6 @@ def test_a_node_renders_its_own_ports_and_systemname() -> None:
 @pytest.mark.parametrize(("extra", "message"), [
     ("[cluster]\nnodes = 5\n", "1-4"),
     ("[cluster]\nnodes = \"2\"\n", "1-4"),
-    ("[cluster]\nnodes = 2\n[terminal_subnets]\nopen = [\"10.1.0.0/16\"]\n", "Kamailio"),
 ])
 def test_bad_cluster_configs_are_refused(tmp_path: Path, extra: str, message: str) -> None:
     with pytest.raises(ValueError, match=message):
@@ -121,6 +120,39 @@ def test_kamailio_dispatches_to_every_node_and_listens_on_the_terminals_port() -
     assert "record_route();" in cfg and 'ds_select_dst("1", "4")' in cfg
     with pytest.raises(ValueError, match="unknown field"):
         kamailio_conf.render_cfg(config, Path("/x"), template="listen={{nope}}")
+
+
+def test_kamailio_takes_a_terminal_only_from_its_facility_s_subnets() -> None:
+    terminals = [Terminal("t-open", "0" * 32, "en", "open"), Terminal("t-two", "0" * 32, "en", "two"),
+                 Terminal("t-none", "0" * 32, "en", "none")]
+    subnets = {"open": ("10.1.0.0/16",), "two": ("10.2.0.0/24", "192.0.2.8/29")}
+    route = kamailio_conf.terminals_cfg(terminals, subnets)
+    assert route.count("route[TERMINAL_SOURCE] {") == 1
+    assert '\tif ($var(user) == "t-open") {\n\t\tif (is_in_subnet("$si", "10.1.0.0/16")) { return(1); }\n' in route
+    assert ('if (is_in_subnet("$si", "10.2.0.0/24") || is_in_subnet("$si", "192.0.2.8/29")) { return(1); }'
+            in route)
+    # A facility with no subnets: its terminal is taken from nowhere (refused straight away).
+    assert '\tif ($var(user) == "t-none") {\n\t\t$var(refused) = 1;\n\t\treturn(-1);\n\t}\n' in route
+    assert route.endswith("\treturn(1);\n}\n")  # not a terminal's name: the node answers it
+    # Without [terminal_subnets] (dev, test): every source is taken.
+    assert "if ($var(user)" not in kamailio_conf.terminals_cfg(terminals, None)
+    with pytest.raises(ValueError, match="cannot go in Kamailio's config"):
+        kamailio_conf.terminals_cfg([Terminal('x"; exit; "', "0" * 32, "en", "open")], subnets)
+    cfg = kamailio_conf.render_cfg(load_config("config/test-two-nodes.toml"), Path("/x/dispatcher.list"))
+    assert 'include_file "/x/terminals.cfg"' in cfg and 'loadmodule "ipops.so"' in cfg
+
+
+def test_behind_kamailio_a_node_takes_terminals_from_kamailio_s_address_alone(tmp_path: Path) -> None:
+    config = load_config(_write(tmp_path, "[cluster]\nnodes = 2\n[terminal_subnets]\nopen = [\"10.1.0.0/16\"]\n"))
+    assert config.terminal_subnets == {"open": ("10.1.0.0/16",)}  # Kamailio's check
+    for node in nodes(config):
+        assert node.terminal_subnets is not None
+        for facility in ("open", "any other"):
+            assert node.terminal_subnets.get(facility) == (f"{config.sip_host}/32",)
+        conf = terminals_conf([Terminal("t1", "0" * 32, "en", "open")], node.terminal_subnets)
+        assert f"deny = 0.0.0.0/0.0.0.0\npermit = {config.sip_host}/32\n" in conf
+    # No subnets for the stack: no ACL on the nodes either (dev, test).
+    assert all(node.terminal_subnets is None for node in nodes(load_config(_write(tmp_path, "[cluster]\nnodes = 2\n"))))
 
 
 def test_a_cluster_runs_each_node_s_services_with_a_guard_that_trusts_kamailio() -> None:
@@ -161,12 +193,27 @@ def test_a_node_s_reconciler_sees_only_its_own_calls_and_card_locks() -> None:
     assert asyncio.run(attempts.card_locks()) == {"1001": "kinline-n1-1795000000.7"}
 
 
-def test_terminals_are_applied_to_every_node(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_terminals_are_applied_to_every_node_and_to_kamailio(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     config = load_config("config/test-two-nodes.toml")
     written: list[int] = []
     monkeypatch.setattr(stack, "load_secrets", lambda c: SECRETS)
     monkeypatch.setattr(stack, "write_generated", lambda c, s: written.append(c.node))
     monkeypatch.setattr(stack, "asterisk_cli", lambda c, command: "")
+    cfg = tmp_path / "kamailio" / "terminals.cfg"
+    monkeypatch.setattr(kamailio_conf, "folder", lambda c: cfg.parent)
+    running = {"kamailio": 4242}
+    monkeypatch.setattr(stack, "_pid", lambda c, name: running.get(name))
+    restarts: list[str] = []
+    monkeypatch.setattr(stack, "stop_service", lambda c, name: restarts.append(f"stop {name}"))
+    monkeypatch.setattr(stack, "start_service", lambda c, name: restarts.append(f"start {name}"))
+    monkeypatch.setattr(kamailio_conf, "load_terminals", lambda c: [Terminal("t1", "0" * 32, "en", "open")])
+    config = replace(config, terminal_subnets={"open": ("10.1.0.0/16",)})
+    said = stack.apply_terminals(config)
+    assert said == ("node 1: Asterisk reloaded res_pjsip; node 2: Asterisk reloaded res_pjsip; "
+                    "Kamailio restarted (the terminals' subnets)")
+    assert written == [1, 2] and restarts == ["stop kamailio", "start kamailio"]
+    assert '$var(user) == "t1"' in cfg.read_text()
+    # The same terminals again: Kamailio's check unchanged, Kamailio left running.
     assert stack.apply_terminals(config) == "node 1: Asterisk reloaded res_pjsip; node 2: Asterisk reloaded res_pjsip"
-    assert written == [1, 2]
+    assert restarts == ["stop kamailio", "start kamailio"]
     assert not nodes(config)[0].clustered and nodes(nodes(config)[1]) == [nodes(config)[1]]
