@@ -98,6 +98,7 @@ class Plan:
     hold_rates: dict[str, float] = field(default_factory=dict)
     hold_max: dict[str, int] = field(default_factory=dict)
     shaped_rates: tuple[float, ...] = ()  # Kinline's call on the bare Asterisk (none: not run)
+    max_in_ivr: int | None = None  # Kinline's overload level for the run (None: config/test.toml's)
 
 
 @dataclass
@@ -273,12 +274,14 @@ class AgiWatch:
 
 
 @contextmanager
-def kinline_stack(state: Path) -> Iterator[tuple[StackConfig, list[TerminalLogin]]]:
+def kinline_stack(state: Path, max_in_ivr: int | None = None) -> Iterator[tuple[StackConfig, list[TerminalLogin]]]:
     """The whole Kinline stack in ``state``, on offset 9's ports, stopped on the way out."""
     os.environ["KINLINE_STATE"] = str(state)
     os.environ["KINLINE_PORT_OFFSET"] = OFFSET
     # Its own RTP range, wide enough for the hold ramp (offset 9's 39000-39999 holds 250 calls).
     config = dataclasses.replace(load_config("config/test.toml"), rtp_start=KINLINE_RTP[0], rtp_end=KINLINE_RTP[1])
+    if max_in_ivr is not None:
+        config = dataclasses.replace(config, agi_max_in_ivr=max_in_ivr)
     logins = [TerminalLogin(f"bench-term-{i}", secrets.token_hex(12), "en", FACILITY) for i in range(TERMINALS)]
     config.state.mkdir(mode=0o700, parents=True, exist_ok=True)
     save_terminals(config, [t.stored() for t in logins])
@@ -430,7 +433,7 @@ def pdd(numbers: Sequence[str], logs: StepLogs) -> list[float]:
 def run_kinline(plan: Plan, work: Path) -> StackReport:
     report = StackReport("Kinline", plan.reject)
     balance = 10_000
-    with kinline_stack(work / "kinline") as (config, logins):
+    with kinline_stack(work / "kinline", plan.max_in_ivr) as (config, logins):
         pids = {name: stack.service_state(config, name).pid for name in stack.SERVICES}
         alive = {name: pid for name, pid in pids.items() if pid is not None}
         entries = kinline_entries(config.path("prompts"), balance)
@@ -836,12 +839,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--step-s", type=int, default=30, help="with --only: seconds of arrivals per step")
     parser.add_argument("--hold", type=int, default=0,
                         help="with --only: then the recorded-calls ramp, up to this many calls")
+    parser.add_argument("--max-in-ivr", type=int, default=None,
+                        help="Kinline's overload level (calls in the IVR) for this run; default config/test.toml's")
     opts = parser.parse_args(argv)
     if opts.only:
         rates = tuple(float(r) for r in opts.rates.split(","))
         hold: dict[str, float] = HOLD_RATES if opts.hold else {}
         plan = Plan(False, rates, rates, opts.step_s, 5, opts.reject, hold, dict.fromkeys(HOLD_RATES, opts.hold),
-                    rates)
+                    rates, opts.max_in_ivr)
         work = Path(tempfile.mkdtemp(prefix="kinline-bench-"))
         try:
             report = (run_kinline(plan, work) if opts.only == "kinline"
