@@ -80,6 +80,8 @@ PROMPT_CACHE = REPO / "var" / "bench" / "prompts"
 REJECT_PREFIX = "7999"  # the relative answers 486 to these numbers
 PIN = "2468"
 FACILITY = "bench"
+BENCH_FACILITY = Facility(FACILITY, "Bench colony", "UTC", "RUB", "en", "mon-sun 00:00-23:59")
+BALANCE = 10_000  # minor units on every bench card: the balance said in words (Kinline and its call on bare)
 TERMINALS = 10
 INTRO_ALLOWANCE_S = 9  # Kinline: the relative hears who calls and that it is recorded first
 AGI_ALONE_CALLS = 10_000  # the AGI server's memory over this many calls (bench/agi_calls.py, ~1 min)
@@ -273,6 +275,14 @@ class AgiWatch:
         return round(scrape(self.port).get(BUSY_SERIES, 0.0) - self._busy_before)
 
 
+def copy_prompts(folder: Path) -> None:
+    """Kinline's prompt files into ``folder``. espeak takes ~30 s for every prompt: they are kept
+    between runs (PROMPT_CACHE) and made again only when a text changes."""
+    PROMPT_CACHE.mkdir(parents=True, exist_ok=True)
+    generate_prompts(PROMPT_CACHE)
+    shutil.copytree(PROMPT_CACHE, folder, dirs_exist_ok=True)
+
+
 @contextmanager
 def kinline_stack(state: Path, max_in_ivr: int | None = None) -> Iterator[tuple[StackConfig, list[TerminalLogin]]]:
     """The whole Kinline stack in ``state``, on offset 9's ports, stopped on the way out."""
@@ -285,10 +295,7 @@ def kinline_stack(state: Path, max_in_ivr: int | None = None) -> Iterator[tuple[
     logins = [TerminalLogin(f"bench-term-{i}", secrets.token_hex(12), "en", FACILITY) for i in range(TERMINALS)]
     config.state.mkdir(mode=0o700, parents=True, exist_ok=True)
     save_terminals(config, [t.stored() for t in logins])
-    # espeak takes ~30 s for every prompt: kept between runs, made again only when a text changes.
-    PROMPT_CACHE.mkdir(parents=True, exist_ok=True)
-    generate_prompts(PROMPT_CACHE)
-    shutil.copytree(PROMPT_CACHE, config.path("prompts"), dirs_exist_ok=True)
+    copy_prompts(config.path("prompts"))
     started = time.monotonic()
     stack.up(config)
     sys.stderr.write(f"bench: Kinline stack up in {time.monotonic() - started:.0f} s\n")
@@ -307,34 +314,32 @@ def prompt_seconds(prompts: Path, items: Sequence[str], language: str = "en") ->
     return total
 
 
-def kinline_entries(prompts: Path, balance: int) -> tuple[Entry, ...]:
-    """How long to wait before each entry: after the welcome, after the card, after the balance
-    (keys: the card, PIN and number are the call's own, filled in by ``keyed``)."""
+def entry_waits(prompts: Path) -> tuple[int, int, int]:
+    """How long (ms) to wait before each entry: after the welcome, after the card, after the
+    balance of BALANCE in words (the prompt files in ``prompts``)."""
     welcome = prompt_seconds(prompts, [p.WELCOME])
-    balance_s = prompt_seconds(prompts, [p.YOUR_BALANCE, *p.money(balance, "RUB", "en")])
-    return (Entry(int((welcome + 0.8) * 1000), "card#"), Entry(700, "pin#"), Entry(int((balance_s + 1.0) * 1000),
-                                                                                   "number#"))
+    balance_s = prompt_seconds(prompts, [p.YOUR_BALANCE, *p.money(BALANCE, "RUB", "en")])
+    return int((welcome + 0.8) * 1000), 700, int((balance_s + 1.0) * 1000)
 
 
-def keyed(entries: Sequence[Entry], card: str, number: str) -> tuple[Entry, ...]:
-    """``entries``' waits with this call's card, PIN and number."""
-    return tuple(Entry(e.wait_ms, keys + "#") for e, keys in zip(entries, (card, PIN, number), strict=True))
+def keyed(waits: Sequence[int], card: str, number: str) -> tuple[Entry, ...]:
+    """One call's entries: its card, the PIN and its number, each '#'-ended, after ``waits``."""
+    return tuple(Entry(wait, keys + "#") for wait, keys in zip(waits, (card, PIN, number), strict=True))
 
 
 def _number(i: int, reject: bool) -> str:
     return f"{REJECT_PREFIX if reject else '7916'}{i:07d}"
 
 
-async def provision(config: StackConfig, step_no: int, count: int, reject: int, balance: int) -> list[tuple[str, str]]:
-    """``count`` new cards (an inmate each, named, topped up, one allowed number each):
+async def provision(config: StackConfig, step_no: int, count: int, reject: int) -> list[tuple[str, str]]:
+    """``count`` new cards (an inmate each, named, topped up with BALANCE, one allowed number each):
     (card, number) pairs; the first ``reject`` numbers are ones the relative refuses."""
     store = RedisStore.from_url(config.redis_url, PinHasher.from_hex(load_secrets(config).pin_key))
     pairs = []
     try:
         if step_no == 0:
-            facility = Facility(FACILITY, "Bench colony", "UTC", "RUB", "en", "mon-sun 00:00-23:59")
-            await store.put_facility(facility)
-            say_facility_name(config.path("prompts"), facility)  # as `kinline facility add` does
+            await store.put_facility(BENCH_FACILITY)
+            say_facility_name(config.path("prompts"), BENCH_FACILITY)  # as `kinline facility add` does
             await store.put_tariff(FACILITY, demo_tariff())
         for i in range(count):
             card = f"{step_no + 1}{i:05d}"
@@ -343,7 +348,7 @@ async def provision(config: StackConfig, step_no: int, count: int, reject: int, 
             await store.put_inmate(inmate)
             agi_calls.give_name(config.path("names", f"{inmate.id}.wav"))
             await store.create_card(card, inmate.id, FACILITY, PIN, "en")
-            await store.top_up(card, balance, f"bench-{card}")
+            await store.top_up(card, BALANCE, f"bench-{card}")
             await store.allow_number(card, AllowedNumber(f"+{number}", "Relative"))
             pairs.append((card, number))
     finally:
@@ -432,17 +437,16 @@ def pdd(numbers: Sequence[str], logs: StepLogs) -> list[float]:
 
 def run_kinline(plan: Plan, work: Path) -> StackReport:
     report = StackReport("Kinline", plan.reject)
-    balance = 10_000
     with kinline_stack(work / "kinline", plan.max_in_ivr) as (config, logins):
         pids = {name: stack.service_state(config, name).pid for name in stack.SERVICES}
         alive = {name: pid for name, pid in pids.items() if pid is not None}
-        entries = kinline_entries(config.path("prompts"), balance)
+        waits = entry_waits(config.path("prompts"))
         agi_log = config.path("logs", "agi.log")
         def step_at(n: int, rate: float) -> StepResult:
             count = max(1, round(rate * plan.step_s))
-            pairs = asyncio.run(provision(config, n, count, plan.reject, balance))
+            pairs = asyncio.run(provision(config, n, count, plan.reject))
             calls = [CallSpec(logins[i % len(logins)].name, logins[i % len(logins)].password, number,
-                              keyed(entries, card, number))
+                              keyed(waits, card, number))
                      for i, (card, number) in enumerate(pairs)]
             step = Step(work / f"kinline-step{n + 1}", HOST, config.sip_port, config.trunk_port,
                         KINLINE_TERMINAL_PORT, MEDIA["kinline"], "100", (INTRO_ALLOWANCE_S + plan.talk_s) * 1000,
@@ -485,16 +489,16 @@ def run_kinline(plan: Plan, work: Path) -> StackReport:
             stack.start_service(config, "asterisk")
             alive["asterisk"] = stack.service_state(config, "asterisk").pid or 0
             count = plan.hold_max["kinline"]
-            pairs = asyncio.run(provision(config, len(plan.kinline_rates) + 2, count, 0, balance))
+            pairs = asyncio.run(provision(config, len(plan.kinline_rates) + 2, count, 0))
             run = HoldRun(work / "kinline-hold", HOST, config.sip_port, config.trunk_port, 16000, MEDIA["kinline"],
                           "100", HOLD_S * 1000)
 
             def kinline_batch(first: int, n: int) -> list[CallSpec]:
                 return [CallSpec(logins[i % len(logins)].name, logins[i % len(logins)].password, number,
-                                 keyed(entries, card, number))
+                                 keyed(waits, card, number))
                         for i, (card, number) in enumerate(pairs[first:first + n], start=first)]
 
-            setup_s = sum(e.wait_ms for e in entries) / 1000 + INTRO_ALLOWANCE_S + 5
+            setup_s = sum(waits) / 1000 + INTRO_ALLOWANCE_S + 5
             report.held = hold_ramp(run, kinline_batch, alive,
                                     lambda: count_bridged(stack.asterisk_cli(config, "bridge show all")),
                                     plan.hold_rates["kinline"], HOLD_BATCH, count, setup_s)
@@ -504,7 +508,6 @@ def run_kinline(plan: Plan, work: Path) -> StackReport:
 
 BARE = "bare Asterisk + MixMonitor"
 SHAPED = "bare Asterisk, Kinline's call"
-SHAPED_BALANCE = 10_000  # the balance said in words (Kinline's bench cards have it too)
 
 
 def shaped_sounds(work: Path) -> tuple[Path, Path, dict[str, str]]:
@@ -514,11 +517,8 @@ def shaped_sounds(work: Path) -> tuple[Path, Path, dict[str, str]]:
     the welcome and the card's prompt, the PIN's, the balance in words and the number's, the
     relative's introduction (who calls, that the call is recorded), the limit's warning, goodbye."""
     sounds, names = work / "sounds", work / "names"
-    PROMPT_CACHE.mkdir(parents=True, exist_ok=True)
-    generate_prompts(PROMPT_CACHE)
-    shutil.copytree(PROMPT_CACHE, sounds, dirs_exist_ok=True)
-    facility = Facility(FACILITY, "Bench colony", "UTC", "RUB", "en", "mon-sun 00:00-23:59")
-    say_facility_name(sounds, facility)
+    copy_prompts(sounds)
+    say_facility_name(sounds, BENCH_FACILITY)
     names.mkdir(parents=True, exist_ok=True)
     agi_calls.give_name(names / "bench-inmate.wav")
 
@@ -528,8 +528,8 @@ def shaped_sounds(work: Path) -> tuple[Path, Path, dict[str, str]]:
     return sounds, names, {
         "SHAPED_CARD": files(p.WELCOME, p.ENTER_CARD),
         "SHAPED_PIN": files(p.ENTER_PIN),
-        "SHAPED_NUMBER": files(p.YOUR_BALANCE, *p.money(SHAPED_BALANCE, "RUB", "en"), p.ENTER_NUMBER),
-        "SHAPED_INTRO": files(p.CALLEE_INTRO, f"file:kinline/{facility_file('en', facility.name)}",
+        "SHAPED_NUMBER": files(p.YOUR_BALANCE, *p.money(BALANCE, "RUB", "en"), p.ENTER_NUMBER),
+        "SHAPED_INTRO": files(p.CALLEE_INTRO, f"file:kinline/{facility_file('en', BENCH_FACILITY.name)}",
                               f"file:{bare_stack.NAMES}/bench-inmate", p.CALL_RECORDED),
         "SHAPED_WARNING": files(p.LIMIT_WARNING),
         "SHAPED_GOODBYE": files(p.GOODBYE),
@@ -544,18 +544,18 @@ def run_bare(plan: Plan, work: Path, shaped: bool = False) -> StackReport:
     report = StackReport(SHAPED if shaped else BARE, plan.reject)
     root = Path(os.environ.get("KINLINE_ASTERISK_ROOT", "/var/cache/kinline/asterisk-root"))
     cfg = bare_stack.BareConfig(root, work / key, HOST, BARE_SIP, BARE_TRUNK, *BARE_RTP)
-    entries: tuple[Entry, ...] = ()
+    waits: tuple[int, ...] = ()
     exten, intro_s = "[field2]", 0
     if shaped:
         sounds, names, files = shaped_sounds(work / key)
         cfg = dataclasses.replace(cfg, sounds=sounds, names=names, shaped=files)
-        entries, exten, intro_s = kinline_entries(sounds, SHAPED_BALANCE), "100", INTRO_ALLOWANCE_S
+        waits, exten, intro_s = entry_waits(sounds), "100", INTRO_ALLOWANCE_S
     terminals = [bare_stack.Terminal(f"bare-term-{i}", secrets.token_hex(12)) for i in range(TERMINALS)]
 
     def spec(i: int, number: str) -> CallSpec:
         terminal = terminals[i % len(terminals)]
         return CallSpec(terminal.name, terminal.password, number,
-                        keyed(entries, f"{i + 1:06d}", number) if entries else ())
+                        keyed(waits, f"{i + 1:06d}", number) if waits else ())
 
     proc = bare_stack.start(cfg, terminals)
     try:
@@ -591,7 +591,7 @@ def run_bare(plan: Plan, work: Path, shaped: bool = False) -> StackReport:
             def batch(first: int, n: int) -> list[CallSpec]:
                 return [spec(i, number) for i, number in enumerate(numbers[first:first + n], start=first)]
 
-            setup_s = sum(e.wait_ms for e in entries) / 1000 + intro_s + 5
+            setup_s = sum(waits) / 1000 + intro_s + 5
             report.held = hold_ramp(run, batch, {"asterisk": proc.pid},
                                     lambda: count_bridged(bare_stack.cli(proc.pid, "bridge show all").stdout),
                                     plan.hold_rates[key], HOLD_BATCH, count, setup_s)
