@@ -76,6 +76,7 @@ from ivr.pin import PinHasher
 from ivr.ports import PIN_FAILURE_WINDOW_S, PIN_FAILURES_TO_LOCK, Attempts, Directory, Wallet
 from ivr.tariffs import Rate, RouteKind, Tariff
 from store import lua
+from store.redis_wire import WireRedis
 
 PREFIX = "kl:"
 LEDGER = f"{PREFIX}ledger"
@@ -109,8 +110,9 @@ def connect(url: str) -> aioredis.Redis:
         health_check_interval=1,
         retry=Retry(NoBackoff(), 1),
         retry_on_error=[RedisConnectionError],
+        protocol=2,  # WireRedis parses RESP2; the pool's connections speak the same
     )
-    return aioredis.Redis.from_pool(pool)
+    return WireRedis.from_pool(pool)
 
 
 @dataclass(frozen=True)
