@@ -92,14 +92,15 @@ MAX_AMOUNT = 10**15  # minor units; keeps every sum exact in Lua's doubles
 
 
 def connect(url: str) -> aioredis.Redis:
-    """A client on a blocking pool: under load a caller waits up to 2 s for a
-    connection instead of failing at once; every socket operation times out
-    after 2 s (then RedisError propagates: the call is refused).
+    """A client whose plain commands share one pipelined connection (store/redis_wire.py);
+    pipelines, pub/sub and blocking commands use a blocking pool: under load a caller waits
+    up to 2 s for a connection instead of failing at once. Every reply is awaited at most
+    2 s (then RedisError propagates: the call is refused).
 
-    After Redis restarts, every pooled connection is stale: a connection idle
-    for a second is checked with a PING first, and a command that meets a
-    dropped connection is sent once more on a new one. (A money script run
-    twice moves nothing: each is idempotent by its id.)"""
+    After Redis restarts, every connection is stale: the wire's is replaced at once (the
+    kernel closed it), a pooled one idle for a second is checked with a PING first, and a
+    command that meets a dropped connection is sent once more on a new one. (A money script
+    run twice moves nothing: each is idempotent by its id.)"""
     pool = aioredis.BlockingConnectionPool.from_url(
         url,
         max_connections=64,
