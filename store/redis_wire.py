@@ -60,18 +60,22 @@ class _Wire(asyncio.Protocol):
         self.lost: Exception | None = None
         self.loop = asyncio.get_running_loop()
 
+    def serves(self, loop: asyncio.AbstractEventLoop) -> bool:
+        """Usable from ``loop``: still connected, and made in it."""
+        return self.lost is None and self.loop is loop
+
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
 
     def send(self, packed: bytes) -> asyncio.Future[Any]:
         """Queue a request; it leaves with the others of this loop turn."""
-        reply: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        reply: asyncio.Future[Any] = self.loop.create_future()
         if self.lost is not None:
             reply.set_exception(RedisConnectionError(f"Redis connection lost: {self.lost}"))
             return reply
         if not self.outgoing:
-            asyncio.get_running_loop().call_soon(self._flush)
+            self.loop.call_soon(self._flush)
         self.outgoing.append(packed)
         self.waiting.append(reply)
         return reply
@@ -157,12 +161,13 @@ class WireRedis(aioredis.Redis):
             raise RedisTimeoutError(f"Redis gave no reply in {timeout} s") from None
 
     async def _connected(self) -> _Wire:
-        if (wire := self._wire) is not None and wire.lost is None and wire.loop is asyncio.get_running_loop():
+        loop = asyncio.get_running_loop()
+        if (wire := self._wire) is not None and wire.serves(loop):
             return wire
-        if self._connecting is None or self._connecting_loop is not asyncio.get_running_loop():
-            self._connecting, self._connecting_loop = asyncio.Lock(), asyncio.get_running_loop()
+        if self._connecting is None or self._connecting_loop is not loop:
+            self._connecting, self._connecting_loop = asyncio.Lock(), loop
         async with self._connecting:
-            if (wire := self._wire) is not None and wire.lost is None and wire.loop is asyncio.get_running_loop():
+            if (wire := self._wire) is not None and wire.serves(loop):
                 return wire
             self._wire = await self._connect()
             return self._wire

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 from collections.abc import AsyncIterator
 
 import pytest
@@ -168,7 +169,7 @@ async def test_a_cancelled_caller_does_not_shift_the_replies(late: tuple[LateSer
 
 
 async def test_nothing_listening_is_a_connection_error() -> None:
-    with contextlib.closing(__import__("socket").socket()) as sock:
+    with socket.socket() as sock:
         sock.bind((HOST, 0))
         port = sock.getsockname()[1]  # bound, not listening: refused
         c = _client(port, 1)
