@@ -9,7 +9,11 @@ call the switch could not start is not counted either (fail closed, the count gi
 A call the switch took but never started (the AGI server down: the dial plan hangs up
 before waking or dialing anything) is given back too, once the switch says the call
 ended: its Originate failed and it left no wake step. Its outcome is then ``not_started``
-(the API's "failed"), and the relative may try again at once.
+(the API's "failed"), and the relative may try again at once. When that word is lost (the
+API restarted, or its AMI connection dropped, while the call was on), the relative's next
+request or outcome question settles it (``TestCalls.sweep``): a call counted longer ago than
+the switch may take to reach the app (``Dialer.end_bound_s``) with no wake step was never
+started either.
 
 The adapters: the API (api/routes/app_test.py) asks ``TestCalls.start``; the limit is
 kept by store/app_test.py (one Lua script: check and add at once); the switch is asked
@@ -136,6 +140,10 @@ class Limiter(Protocol):
         uncount it and record its outcome ``not_started``; True if it did so."""
         ...
 
+    async def counted_before(self, phone: str, before_ms: int) -> list[str]:
+        """The ids of the relative's counted calls counted before ``before_ms`` (epoch ms)."""
+        ...
+
 
 class Devices(Protocol):
     async def active_devices(self, phone: str) -> list[str]:
@@ -144,6 +152,8 @@ class Devices(Protocol):
 
 
 class Dialer(Protocol):
+    end_bound_s: float  # the longest the switch takes from the request to a call's end
+
     async def call_app(self, call: TestCall) -> None:
         """Ask the switch to call the app; raise SwitchUnavailable if it cannot be asked."""
         ...
@@ -171,6 +181,7 @@ class TestCalls:
         """Start a test call to the relative's app; raises NoAppDevice, TooManyTestCalls or
         SwitchUnavailable (the last two leave the count as it was before)."""
         check_language(language)
+        await self.sweep(phone, now_ms)
         if not await self.devices.active_devices(phone):
             raise NoAppDevice("no active app device: register the app first")
         call = TestCall(new_call_id(), phone, language, now_ms, 0, self.limit)
@@ -202,6 +213,20 @@ class TestCalls:
         if given_back:
             log.warning("test call %s: the switch never started it: not counted", call.call_id)
         return given_back
+
+    async def sweep(self, phone: str, now_ms: int) -> list[str]:
+        """Settle the relative's counted calls whose end this process never heard (it
+        restarted, or its AMI connection dropped, while they were on): one counted longer
+        ago than the switch may take to end it and with no wake step was never started, so it
+        is uncounted and marked ``not_started``. The ids so settled (a call with a step, or one
+        just settled by its watch, is left as it is: the store's check is atomic)."""
+        before_ms = now_ms - math.ceil(self.dialer.end_bound_s * 1000)
+        settled = [call_id for call_id in await self.limiter.counted_before(phone, before_ms)
+                   if await self.limiter.not_started(phone, call_id, now_ms)]
+        for call_id in settled:
+            log.warning("test call %s: its end was never heard and it left no step: never started, not counted",
+                        call_id)
+        return settled
 
     async def aclose(self) -> None:
         """Stop waiting for the calls' ends (the API shutting down): those stay counted."""

@@ -101,6 +101,11 @@ class RedisTestCalls:
                                        args=[call_id, step.to_json(), wake_records.KEEP_S])
         return bool(int(done))
 
+    async def counted_before(self, phone: str, before_ms: int) -> list[str]:
+        found: list[str | bytes] = await self.redis.zrangebyscore(  # type: ignore[assignment]
+            COUNT_KEY.format(phone=phone), "-inf", f"({before_ms}")
+        return [_text(item) for item in found]
+
     async def get(self, call_id: str) -> TestCallRecord | None:
         raw = {_text(k): _text(v) for k, v in (await self.redis.hgetall(CALL_KEY.format(call_id=call_id))).items()}
         if not raw.get("phone"):

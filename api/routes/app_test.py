@@ -118,13 +118,17 @@ def router() -> APIRouter:
     @r.get("/test-call/{call_id}", responses={404: {"model": Problem}})
     async def outcome(call_id: CallPath, phone: str = Depends(current_phone),
                       deps: ApiDeps = Depends(get_deps)) -> TestCallOutcome:  # noqa: B008
-        """How far my test call got, from its wake records."""
+        """How far my test call got, from its wake records ("failed": the switch never
+        started it, and it is not counted)."""
         if deps.test_records is None:
             raise HTTPException(503, "test calls are unavailable", headers={"Retry-After": "5"})
         found = await deps.test_records.get(call_id)
         if found is None or found.phone != phone:
             raise HTTPException(404, "no such test call")
         steps = await deps.test_records.steps(call_id)
+        if not steps and deps.app_tests is not None:  # its end may have been lost: settle it now
+            await deps.app_tests.sweep(phone, time.time_ns() // 1_000_000)
+            steps = await deps.test_records.steps(call_id)
         seen = {s.event for s in steps}
         status = next((name for event, name in _STATUS if event in seen), "requested")
         return TestCallOutcome(call_id=call_id, status=status, requested_ms=found.requested_ms,

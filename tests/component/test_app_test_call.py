@@ -99,6 +99,7 @@ class FakeDialer:
     def __init__(self) -> None:
         self.calls: list[TestCall] = []
         self.down = False
+        self.end_bound_s = 3600.0  # the calls' ends are never known (below): none is swept
 
     async def ended(self, call: TestCall) -> str | None:
         return None  # these tests are about the count at the start: no end is ever known
@@ -188,6 +189,38 @@ async def test_api_a_repeat_with_the_same_idempotency_key_starts_no_other_call(
     other = await http.post("/v1/app/test-call", json={"language": "en"}, headers={**auth, "Idempotency-Key": "k1"})
     assert other.status_code == 422  # the same key for another request
     assert (await http.post("/v1/app/test-call", headers={**auth, "Idempotency-Key": "k2"})).json()["used"] == 2
+
+
+async def test_calls_whose_end_the_api_never_heard_are_settled_once_the_switch_s_bound_passed(
+        http: httpx.AsyncClient, api: Api, dialer: FakeDialer, flushed: RedisServer) -> None:
+    """The API restarted (or lost AMI) while its test calls were on: no end ever reaches it
+    (this dialer never tells one). Once the switch's bound has passed, asking a call's outcome
+    settles the relative's calls that left no step (uncounted, "failed"); a call that woke the
+    app stays counted, and the relative may call again."""
+    auth = await login(http, api)
+    r = await http.post("/v1/app/devices", json={"platform": "fcm", "token": "t" * 40, "app_id": "ru.kinline.app"},
+                        headers=auth)
+    assert r.status_code == 201, r.text
+    started = [(await http.post("/v1/app/test-call", headers=auth)).json()["call_id"] for _ in range(LIMIT)]
+    assert (await http.post("/v1/app/test-call", headers=auth)).status_code == 429
+    woken, never = started[0], started[1:]
+    client = connect(flushed.url)
+    try:
+        await records.record(client, woken, records.AttemptEvent(records.PUSH_SENT, T0, device_id="d", result="ok"))
+        outcome = await http.get(f"/v1/app/test-call/{never[0]}", headers=auth)
+        assert outcome.json()["status"] == "requested"  # inside the bound: it may still be on
+        dialer.end_bound_s = 0.0  # the bound has passed for every call
+        outcome = await http.get(f"/v1/app/test-call/{never[0]}", headers=auth)
+        assert outcome.status_code == 200 and outcome.json()["status"] == "failed", outcome.text
+        counted = await client.zrange(COUNT_KEY.format(phone=PHONE), 0, -1)
+        assert counted == [woken]  # all four without a step, the one asked for and the others
+        for call_id in never[1:]:
+            assert (await http.get(f"/v1/app/test-call/{call_id}", headers=auth)).json()["status"] == "failed"
+        assert (await http.get(f"/v1/app/test-call/{woken}", headers=auth)).json()["status"] == "pushed"
+        again = await http.post("/v1/app/test-call", headers=auth)
+        assert again.status_code == 202 and again.json()["used"] == 2, again.text
+    finally:
+        await client.aclose()
 
 
 def test_schemathesis_finds_no_server_error_in_the_test_call(api: Api, flushed: RedisServer) -> None:

@@ -119,6 +119,9 @@ class MemoryLimiter:
         self.not_started_at[call_id] = now_ms
         return True
 
+    async def counted_before(self, phone: str, before_ms: int) -> list[str]:
+        return [c for c, t in self.counted.get(phone, []) if t < before_ms]
+
 
 @dataclass
 class FakeDevices:
@@ -134,6 +137,7 @@ class FakeDialer:
     calls: list[TestCall] = field(default_factory=list)
     ends: dict[str, str | None] = field(default_factory=dict)  # call id -> what ended() says
     end: str | None = None  # what it says of the others
+    end_bound_s: float = 90.0
 
     async def call_app(self, call: TestCall) -> None:
         if self.down:
@@ -197,6 +201,25 @@ async def test_start_settles_by_itself_once_the_switch_ends_the_call() -> None:
     for _ in range(3):
         await asyncio.sleep(0)
     assert answered.used == 1 and limiter.counted[PHONE] == [(answered.call_id, T0 + 1)]
+    await calls.aclose()
+
+
+async def test_a_call_whose_end_was_never_heard_is_settled_by_the_next_request() -> None:
+    """The API restarted (or lost AMI) while its calls were on: no end ever comes. Once the
+    switch's bound has passed since a call was counted, the relative's next request uncounts
+    it if it left no step; a call with a step, and one still inside the bound, stay counted."""
+    limiter, dialer = MemoryLimiter(), FakeDialer()  # ended() says None: the end is unknown
+    calls = TestCalls(FakeDevices(), limiter, dialer)
+    bound_ms = int(dialer.end_bound_s * 1000)
+    never, woken, recent = [await calls.start(PHONE, "ru", t) for t in (T0, T0 + 1, T0 + bound_ms)]
+    await calls.aclose()
+    limiter.tried.add(woken.call_id)
+    assert await calls.sweep(PHONE, T0 + bound_ms) == []  # exactly at the bound: maybe still on
+    assert await calls.sweep(PHONE, T0 + bound_ms + 1) == [never.call_id]
+    assert limiter.not_started_at == {never.call_id: T0 + bound_ms + 1}
+    assert [c for c, _ in limiter.counted[PHONE]] == [woken.call_id, recent.call_id]
+    again = await calls.start(PHONE, "ru", T0 + 2 * bound_ms + 1)  # sweeps `recent` first
+    assert again.used == 2 and recent.call_id in limiter.not_started_at
     await calls.aclose()
 
 
