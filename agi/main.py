@@ -13,12 +13,20 @@ import signal
 import tomllib
 from pathlib import Path
 
+from agi.apps_node import AppsNodeContacts
 from agi.deps import CallDeps
 from agi.name_files import NameFolder
 from agi.overload import LoadMonitor
 from agi.routes.accept import make_accept
 from agi.routes.after_dial import make_after_dial
-from agi.routes.app_dial import AppRouting, StoreDevices, make_app_answered, make_app_invite, make_app_leg
+from agi.routes.app_dial import (
+    AppRouting,
+    StoreDevices,
+    make_app_answered,
+    make_app_invite,
+    make_app_leg,
+    make_app_relay_answered,
+)
 from agi.routes.app_test import make_app_test_routes
 from agi.routes.greeting import greeting
 from agi.routes.hangup import make_hangup
@@ -52,6 +60,7 @@ def build_routes(deps: CallDeps, app: AppRouting | None = None) -> dict[str, Rou
         routes.update(make_app_test_routes(app, RedisTestCalls(app.redis)))  # the free audio test call
         routes["app_leg"] = make_app_leg(app)
         routes["app_invite"] = make_app_invite(app)
+        routes["app_relay_answered"] = make_app_relay_answered(app)
     return routes
 
 
@@ -65,7 +74,10 @@ def load_pin_key(secrets_file: Path) -> PinHasher:
 
 async def serve(host: str, port: int, redis_url: str, recordings: Path, names_dir: Path, prompts: Path,
                 pins: PinHasher, postgres_url: str = "", app_window_s: float = WINDOW_S,
-                metrics_port: int | None = None, overload: Levels | None = None) -> None:
+                metrics_port: int | None = None, overload: Levels | None = None,
+                apps_node: AppsNodeContacts | None = None, relay_endpoint: str = "") -> None:
+    """``apps_node``, ``relay_endpoint``: a cluster's node other than the apps' node (calls
+    to the app go through it, agi/apps_node.py)."""
     client = connect(redis_url)
     metrics = AgiMetrics()
     load = LoadMonitor(overload if overload is not None else Levels())
@@ -84,7 +96,8 @@ async def serve(host: str, port: int, redis_url: str, recordings: Path, names_di
     # Calls to the app ("00") need the device registry (PostgreSQL); without it "00" is refused.
     device_store = DeviceStore(postgres_url) if postgres_url else None
     apps = StoreDevices(device_store) if device_store else None
-    app = AppRouting(client, apps, window_s=app_window_s) if apps else None
+    app = AppRouting(client, apps, window_s=app_window_s, apps_node=apps_node,
+                     relay_endpoint=relay_endpoint) if apps else None
     calls = InmateCalls(store, store, pins=pins, relatives=RelativeStore(client), names=names, apps=apps)
     log.info("overload control: %s", load.describe())
     deps = CallDeps(calls, recordings, prompts, names, metrics, load)
@@ -103,6 +116,8 @@ async def serve(host: str, port: int, redis_url: str, recordings: Path, names_di
         await endpoint.stop()
     if device_store is not None:
         await device_store.aclose()
+    if apps_node is not None:
+        await apps_node.aclose()
     await client.aclose()
 
 
@@ -134,6 +149,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-agi-latency-ms", type=float, default=DEFAULT_MAX_AGI_LATENCY_MS,
                         help="overload control: refuse new calls while quick AGI commands take this long (p90, "
                              f"default {DEFAULT_MAX_AGI_LATENCY_MS}; 0: off)")
+    parser.add_argument("--apps-node", default="", metavar="AMI_HOST:PORT,ENDPOINT",
+                        help="a cluster's node other than the apps' node: that node's AMI (the status user from "
+                             "$KINLINE_AMI_STATUS_USER / _SECRET) and this Asterisk's endpoint to it: calls to "
+                             "the app go through it")
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
     # No thread, process or multiprocessing names on the records (the format shows none):
@@ -148,9 +167,17 @@ def main(argv: list[str] | None = None) -> None:
     except ValueError as exc:
         parser.error(str(exc))
     pins = load_pin_key(args.secrets)
+    apps_node, relay_endpoint = None, ""
+    if args.apps_node:
+        address, _, relay_endpoint = args.apps_node.partition(",")
+        ami_host, _, ami_port = address.rpartition(":")
+        if not ami_host or not ami_port.isdigit() or not relay_endpoint:
+            parser.error("--apps-node wants AMI_HOST:PORT,ENDPOINT")
+        apps_node = AppsNodeContacts(ami_host, int(ami_port), os.environ.get("KINLINE_AMI_STATUS_USER", ""),
+                                     os.environ.get("KINLINE_AMI_STATUS_SECRET", ""))
     asyncio.run(serve(args.host, args.port, args.redis_url, args.recordings, args.names, args.prompts, pins,
                       args.postgres_url, args.app_window_s, args.metrics_port,
-                      overload))
+                      overload, apps_node, relay_endpoint))
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from tools.config import POSTGRES_DB, REALTIME_USER, Secrets, StackConfig
+from tools.config import APPS_NODE, NODE_ENDPOINT, POSTGRES_DB, REALTIME_USER, Secrets, StackConfig, peer_sip_port
 
 _SAFE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 _PASSWORD = re.compile(r"^[A-Za-z0-9]{12,64}$")
@@ -268,6 +268,32 @@ def app_transport_conf(config: StackConfig) -> str:
     return text
 
 
+def nodes_conf(config: StackConfig) -> str:
+    """A cluster's nodes to one another: the apps' node takes each other node's relays (calls
+    to the app taken there, dialplan kinline-from-node), identified by that node's address
+    and SIP port only; every other node dials the apps' node through its endpoint. One
+    Asterisk: nothing."""
+    if not config.node:
+        return "; one Asterisk: no other node (tools/asterisk_conf.py)\n"
+    common = ("type = endpoint\ncontext = kinline-from-node\ndisallow = all\nallow = ulaw,alaw\n"
+              "direct_media = no\ndtmf_mode = rfc4733\nrtp_symmetric = yes\nsend_rpid = no\n"
+              "allow_transfer = no\nallow_subscribe = no\nidentify_by = ip\n"
+              # a node gone silent mid-call: its relay is hung up, and the call settled as dropped
+              f"rtp_timeout = {TRUNK_RTP_TIMEOUT_S}\nrtp_timeout_hold = {TRUNK_RTP_TIMEOUT_HOLD_S}\n")
+    text = f"; node {config.node} of a cluster (tools/asterisk_conf.py)\n"
+    if config.node == APPS_NODE:
+        for other in range(1, config.cluster_nodes + 1):
+            if other == APPS_NODE:
+                continue
+            name = NODE_ENDPOINT.format(node=other)
+            text += (f"\n[{name}]\n{common}\n[{name}-identify]\ntype = identify\nendpoint = {name}\n"
+                     f"match = {config.sip_host}:{peer_sip_port(config, other)}\n")
+        return text
+    name = NODE_ENDPOINT.format(node=APPS_NODE)
+    return (text + f"\n[{name}]\ntype = aor\ncontact = sip:{config.sip_host}:{peer_sip_port(config, APPS_NODE)}\n"
+            f"qualify_frequency = 0\n\n[{name}]\n{common}aors = {name}\n")
+
+
 def asterisk_options_conf(config: StackConfig) -> str:
     """asterisk.conf [options] lines of this Asterisk: a cluster node's systemname."""
     if not config.systemname:
@@ -302,6 +328,7 @@ def render(config: StackConfig, secrets: Secrets) -> dict[str, str]:
             f"[trunk-identify]\ntype = identify\nendpoint = trunk\nmatch = {config.carrier}\n"
         ),
         "pjsip_terminals.conf": terminals_conf(load_terminals(config), config.terminal_subnets),
+        "pjsip_nodes.conf": nodes_conf(config),
         # The relatives' apps: their own door (store/devices.py names it in ps_endpoints.transport).
         "pjsip_app_transport.conf": app_transport_conf(config),
         "res_pgsql.conf": res_pgsql_conf(config, secrets),

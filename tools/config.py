@@ -265,6 +265,20 @@ class OnlyFrom(Mapping[str, tuple[str, ...]]):
         return hash(self.subnets)
 
 
+APPS_NODE = 1  # the node apps register with (its apps' door), the API and the push bridge talk to
+NODE_ENDPOINT = "kinline-node{node}"  # node n's PJSIP endpoint on the others (tools/asterisk_conf.py)
+
+
+def peer_sip_port(node: StackConfig, other: int) -> int:
+    """Node ``other``'s SIP port, from node ``node``'s own config (node_config: sip_port + n)."""
+    return node.sip_port - node.node + other
+
+
+def apps_node_ami_port(node: StackConfig) -> int:
+    """The apps' node's AMI port, from another node's config (node_config: ami_port + n - 1)."""
+    return node.ami_port - (node.node - APPS_NODE)
+
+
 def nodes(config: StackConfig) -> list[StackConfig]:
     """The Asterisk nodes of a stack: its node configs, or the stack itself when it has one Asterisk."""
     if not config.clustered:

@@ -30,6 +30,8 @@ from store.devices import ensure_schema as ensure_device_schema
 from tools import kamailio_conf, postgres
 from tools.asterisk_conf import asterisk_ids, write_generated
 from tools.config import (
+    APPS_NODE,
+    NODE_ENDPOINT,
     NODE_SHARED,
     POSTGRES_DB,
     REALTIME_USER,
@@ -37,6 +39,7 @@ from tools.config import (
     REPO,
     Secrets,
     StackConfig,
+    apps_node_ami_port,
     load_config,
     load_secrets,
     nodes,
@@ -368,6 +371,9 @@ def agi_argv(config: StackConfig) -> list[str]:
             "--metrics-port", str(config.agi_metrics_port),
             # overload control: past these, new calls hear "all lines are busy" ([agi], 0: off)
             "--max-in-ivr", str(config.agi_max_in_ivr), "--max-agi-latency-ms", str(config.agi_max_latency_ms),
+            # a cluster's node other than the apps' node: calls to the app go through that node
+            *(["--apps-node", f"{config.host}:{apps_node_ami_port(config)},{NODE_ENDPOINT.format(node=APPS_NODE)}"]
+              if config.node > APPS_NODE else []),
             "--log-level", os.environ.get("KINLINE_AGI_LOG_LEVEL", "INFO")]
 
 

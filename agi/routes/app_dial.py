@@ -20,10 +20,12 @@ import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
+from typing import Protocol
 
 import redis.asyncio as aioredis
 
 from agi import variables as v
+from agi.apps_node import AppsNodeUnavailable
 from agi.caller import AgiCaller
 from agi.channel import AgiChannel
 from agi.plan_vars import plan_from_text
@@ -31,7 +33,7 @@ from agi.prompts import sound_file
 from agi.protocol import AgiEnvironment, AgiHangup
 from agi.server import Route
 from ivr import prompts as p
-from ivr.app_call import WINDOW_S, AppDevices, Reach, reach, ring_leg
+from ivr.app_call import WINDOW_S, AppDevices, Contacts, Reach, reach, ring_leg
 from ivr.call_plan import CallPlan
 from ivr.devices import device_of_endpoint, endpoint_id, is_device_id
 from ivr.inmate_call import RING_S
@@ -53,6 +55,7 @@ from store.devices import DeviceStore
 log = logging.getLogger(__name__)
 
 LEG = "Local/{device_id}@kinline-app-leg/n"  # dialplan [kinline-app-leg]
+RELAY = "PJSIP/{device_id}@{endpoint}"  # a cluster: through the apps' node (dialplan [kinline-from-node])
 CANCELLED_KEY = "kl:appcancel:{call_id}"
 CANCELLED_KEEP_S = 3600
 
@@ -70,6 +73,30 @@ class ChannelContacts:
 
     def leg(self, device_id: str) -> str:
         return LEG.format(device_id=device_id)
+
+
+class AppsNode(Protocol):
+    async def registered(self, endpoint: str) -> bool:
+        """Whether the app endpoint has a contact on the apps' node now (agi/apps_node.py);
+        raises AppsNodeUnavailable when that node does not answer."""
+        ...
+
+
+class RelayedContacts:
+    """On a cluster's node other than the apps' node: apps register there, so a device is
+    registered when the apps' node lists a contact for it, and both its registered dial
+    string and its leg are a relay to that node (``PJSIP/<device>@kinline-node1``), whose
+    dial plan (``kinline-from-node``) rings the device's contacts now or once woken."""
+
+    def __init__(self, apps_node: AppsNode, endpoint: str) -> None:
+        self.apps_node = apps_node
+        self.endpoint = endpoint
+
+    async def dial_string(self, device_id: str) -> str:
+        return self.leg(device_id) if await self.apps_node.registered(endpoint_id(device_id)) else ""
+
+    def leg(self, device_id: str) -> str:
+        return RELAY.format(device_id=device_id, endpoint=self.endpoint)
 
 
 class ChannelLine:
@@ -205,11 +232,17 @@ class AppRouting:
     """What plan_and_dial and after_dial need for app calls (wired in agi/main.py)."""
 
     def __init__(self, redis: aioredis.Redis, devices: AppDevices, *, window_s: float = WINDOW_S,
-                 ring_s: int = RING_S) -> None:
+                 ring_s: int = RING_S, apps_node: AppsNode | None = None, relay_endpoint: str = "") -> None:
+        """``apps_node`` and ``relay_endpoint``: on a cluster's node that is not the apps'
+        node, where the apps register and how this node's dial plan reaches it."""
         self.redis = redis
         self.devices = devices
         self.window_s = window_s
         self.ring_s = ring_s
+        self.relay = RelayedContacts(apps_node, relay_endpoint) if apps_node is not None else None
+
+    def _contacts(self, channel: AgiChannel) -> Contacts:
+        return self.relay if self.relay is not None else ChannelContacts(channel)
 
     async def target(self, channel: AgiChannel, caller: AgiCaller, plan: CallPlan, facility_name: str) -> Reach:
         """The contacts to dial for ``plan`` (waking the app if none is registered);
@@ -239,14 +272,21 @@ class AppRouting:
         per device; the legs' wait is left on the channel (inherited by Dial's channels)
         and Dial's timeout is the rest of the window plus a leg's own ring time."""
         device_ids = await self.devices.active_devices(phone)
-        found = await reach(device_ids, ChannelContacts(channel), self._listening(call_id, phone, caller_name),
-                            Announcement(channel, caller), window_s=self.window_s)
-        channel.log.info("app of %s...: %s, %d device(s) to dial of %d", phone[:5], found.outcome,
-                         len(found.dialed), len(device_ids))
+        try:
+            found = await reach(device_ids, self._contacts(channel), self._listening(call_id, phone, caller_name),
+                                Announcement(channel, caller), window_s=self.window_s)
+        except AppsNodeUnavailable as err:  # a cluster's apps' node down: the app cannot be reached
+            channel.log.error("app of %s...: not reached: %s", phone[:5], err)
+            return Reach("", (), False, "apps' node unavailable")
+        channel.log.info("app of %s...: %s, %d device(s) to dial of %d%s", phone[:5], found.outcome,
+                         len(found.dialed), len(device_ids), " (through the apps' node)" if self.relay else "")
         if found.outcome == "woken":
             wait = LegWait(call_id, phone, now_ms() + int(found.left_s * 1000))
             await channel.set_variable(f"__{v.APP_WAIT}", wait.encode())
             await channel.set_variable(v.RING_S, self.ring_s + math.ceil(found.left_s))
+        elif found.target and self.relay is not None:
+            # Registered: the apps' node's legs dial the contacts it lists now, no wait.
+            await channel.set_variable(f"__{v.APP_WAIT}", LegWait(call_id, phone, now_ms()).encode())
         return found
 
     async def leg(self, channel: AgiChannel, device_id: str) -> str:
@@ -258,7 +298,7 @@ class AppRouting:
             channel.log.error("app leg %r without its call's wait: nothing to dial", device_id)
             return ""
         await channel.set_variable(v.LEG_CALL_ID, wait.call_id)
-        found = await ring_leg(device_id, ChannelContacts(channel),
+        found = await ring_leg(device_id, ChannelContacts(channel),  # on the apps' node: its own contacts
                                self._listening(wait.call_id, wait.phone, "", device_id), ChannelLine(channel),
                                left_s=(wait.deadline_ms - now_ms()) / 1000)
         channel.log.info("call %s: app device %s: %s", wait.call_id, device_id, found.outcome)
@@ -288,6 +328,18 @@ class AppRouting:
             device_id=device_of_endpoint(endpoint) or ""))
         await cancel_wake(self.redis, call_id, plan.e164, "", self.window_s)
 
+    async def relay_answered(self, channel: AgiChannel, call_id: str) -> None:
+        """On the apps' node, at the answer of an app dialed for another node's call (its
+        relay: the wait on the channel names the call and the relative): record who answered
+        and cancel the push, as ``answered`` does where the caller is."""
+        wait = LegWait.decode(await channel.get_variable(v.APP_WAIT) or "")
+        device_id = device_of_endpoint(await channel.get_variable(v.ENDPOINT) or "")
+        if wait is None or wait.call_id != call_id or device_id is None:
+            channel.log.error("call %s: app_relay_answered without the call's wait or on no app's channel", call_id)
+            return
+        await records.record(self.redis, call_id, records.AttemptEvent(records.ANSWERED, now_ms(), device_id=device_id))
+        await cancel_wake(self.redis, call_id, wait.phone, "", self.window_s)
+
     async def after_dial(self, plan: CallPlan) -> None:
         """After Dial, whatever happened: the cancel, if the bridge did not send it."""
         await cancel_wake(self.redis, plan.call_id, plan.e164, "", self.window_s)
@@ -303,6 +355,18 @@ def make_app_answered(app: AppRouting) -> Route:
         await app.answered(channel, env.arguments[0], env.arguments[1])
 
     return app_answered
+
+
+def make_app_relay_answered(app: AppRouting) -> Route:
+    """``app_relay_answered`` (dialplan kinline-relay-answered, on the apps' node, on the app's
+    channel at its answer; argument: the call id)."""
+    async def app_relay_answered(channel: AgiChannel, env: AgiEnvironment) -> None:
+        if not env.arguments:
+            channel.log.error("app_relay_answered needs the call id")
+            return
+        await app.relay_answered(channel, env.arguments[0])
+
+    return app_relay_answered
 
 
 def make_app_leg(app: AppRouting) -> Route:

@@ -22,17 +22,23 @@ from pathlib import Path
 from typing import TypeVar
 
 import pytest
+import redis.asyncio as aioredis
 
 from guard.policy import BLOCK_S, THRESHOLD
-from ivr.model import CallRecord
+from ivr.devices import endpoint_id
+from ivr.model import AllowedNumber, CallRecord
 from ivr.pin import PinHasher
 from ivr.tariffs import demo_tariff
+from store import wake_records as records
+from store.app_wake import WAKE_STREAM
+from store.devices import DeviceStore
 from store.redis_store import RedisStore
 from tests.e2e.conftest import FACILITIES
 from tests.e2e.harness import AmiWatch, SipAgent, guard_blocked, watching
 from tests.e2e.rawsip import RawUac
 from tests.e2e.test_app_door import RawRegistrar
 from tests.e2e.test_inmate_calls import INMATE_SERVICE, MOBILE, PIN, new_card
+from tests.fakes.push_providers import FakePushServices
 from tools import stack
 from tools.asterisk_conf import TerminalLogin, save_terminals
 from tools.config import StackConfig, load_config, load_secrets, nodes
@@ -41,6 +47,8 @@ pytestmark = pytest.mark.e2e
 
 BALANCE = 10_000
 FEE_AND_ONE_MINUTE = 150 + 359  # the demo tariff's mobile fee + one started minute
+APP_FEE, APP_RATE = 150, 205  # the demo tariff: connection fee, app_audio per minute
+APP_WINDOW_S = 15  # how long a call waits for a woken app
 CALLS = 4  # and 3 more in the second test: 7 calls from one terminal in all
 TERMINALS_NET = "127.0.0.0/29"  # facility "open"'s terminals: 127.0.0.1 and the guard test's 127.0.0.4 in it
 T = TypeVar("T")
@@ -54,9 +62,13 @@ class Cluster:
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+def cluster(tmp_path_factory: pytest.TempPathFactory, fakes: FakePushServices) -> Iterator[Cluster]:
     state = tmp_path_factory.mktemp("two-nodes")
     before = os.environ.get("KINLINE_STATE")
+    # The push bridge pushes to the fakes; a woken app is awaited APP_WINDOW_S (both nodes).
+    push_env = {"KINLINE_PUSH_CONFIG": str(fakes.write_config(tmp_path_factory.mktemp("push"))),
+                "KINLINE_APP_WINDOW_S": str(APP_WINDOW_S)}
+    os.environ.update(push_env)
     # new_card's give_name() writes the inmate's name under $KINLINE_STATE: the nodes share it
     os.environ["KINLINE_STATE"] = str(state)
     # The terminals' subnets as production has them: Kamailio checks them, the nodes take
@@ -70,6 +82,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         yield Cluster(config, nodes(config), terminal)
     finally:
         stack.down(config)
+        for key in push_env:
+            os.environ.pop(key, None)
         if before is None:
             os.environ.pop("KINLINE_STATE", None)
         else:
@@ -305,6 +319,103 @@ async def test_each_node_s_guard_blocks_an_app_door_attacker_but_never_kamailio(
         assert f"(trusted: {kamailio})" in each_log
         assert f"[{kamailio}]" not in each_log  # never counted (a count is logged at INFO)
         assert kamailio not in guard_blocked(each)
+
+
+async def _app_call_on_node_2(cluster: Cluster, store: RedisStore, terminal: Terminal, watches: list[AmiWatch],
+                              fakes: FakePushServices, *, registered: bool) -> None:
+    """A card's "00" call that Kamailio gave node 2, to an app registered with node 1 before
+    the call (``registered``) or only once its push came; it answers, talks, hangs up."""
+    card = await new_card(store, "open", BALANCE)
+    registry = DeviceStore(cluster.config.postgres_url)
+    token = f"e2e-fcm-{secrets.token_hex(8)}"
+    try:
+        phone = f"+7916{secrets.randbelow(10**7):07d}"
+        await store.allow_number(card, AllowedNumber(phone, "Daughter"))
+        device, password = await registry.register(phone, "fcm", token, "org.kinline.app")
+    finally:
+        await registry.aclose()
+    apps_door = cluster.nodes[0]
+    apps: list[SipAgent] = []
+
+    async def app_registers() -> SipAgent:
+        registrar = f"sip:{apps_door.app_sip_host}:{apps_door.app_sip_port}"
+        agent = await SipAgent.start("register", "--registrar", registrar,
+                                     "--user", endpoint_id(device.device_id), "--password", password,
+                                     "--rtp-port", "20900", "--ring", "0.3")
+        apps.append(agent)
+        await agent.wait_for("reg", lambda e: e["code"] == 200, timeout=20)
+        return agent
+
+    try:
+        if registered:
+            app = await app_registers()
+        for _ in range(3):  # round robin: node 2 within two calls
+            call = await terminal.call()
+            if call.node == 2:
+                break
+            await call.agent.close()
+        assert call.node == 2, "no call on node 2"
+        for prompt, digits in (("enter-card", card), ("enter-pin", PIN), ("enter-number", "00" + phone[1:])):
+            await call.prompt(prompt)
+            await call.agent.send(f"dtmf {digits}# info")
+        if not registered:
+            await call.prompt("app-connecting")
+            await _eventually(lambda: asyncio.sleep(0, bool(fakes.fcm.pushes_to(token))), 20,
+                              "the push at the fake FCM")
+            app = await app_registers()
+        await app.wait_for("incoming", timeout=30)
+        await app.wait_for("state", lambda e: e["state"] == "CONFIRMED", timeout=30)
+        await call.ami.wait_for("BridgeEnter", lambda m: m.get("Uniqueid") == call.uid, timeout=30)
+        # node 1 took node 2's relay and rang the app from it
+        await watches[0].wait_for("Newchannel", lambda m: m.get("Channel").startswith("PJSIP/kinline-node2-"),
+                                  timeout=5)
+        await asyncio.sleep(3.5)
+        await app.send("hangup")
+        await call.ami.wait_for("Hangup", lambda m: m.get("Uniqueid") == call.uid, timeout=20)
+    finally:
+        for agent in apps:
+            await agent.close()
+    cdr = await _billed_once(store, card)
+    assert cdr.call_id.startswith("kinline-n2-"), "billed by the node that took the call"
+    assert (cdr.dial_status, cdr.number, cdr.route_kind) == ("ANSWER", phone, "app_audio")
+    assert cdr.amount == APP_FEE + APP_RATE  # one started minute at the app's rate
+    assert 2 <= cdr.answered_s <= 6
+    client = aioredis.from_url(cluster.config.redis_url, decode_responses=True)
+    try:
+        [attempt] = records.per_device(await records.read_attempts(client, cdr.call_id))
+        wakes = [f["kind"] for _, f in await client.xrange(WAKE_STREAM) if f.get("call_id") == cdr.call_id]
+    finally:
+        await client.aclose()
+    assert attempt.device_id == device.device_id
+    assert attempt.invite_ms is not None and attempt.answered_ms is not None  # recorded by node 1
+    assert attempt.invite_ms <= attempt.answered_ms
+    if registered:
+        assert attempt.push_sent_ms is None and fakes.fcm.pushes_to(token) == []
+        assert wakes == ["cancel"]  # once: at the app's answer (node 1) or after Dial (node 2), not twice
+    else:
+        [push] = fakes.fcm.pushes_to(token)
+        assert push.data["call_id"] == cdr.call_id  # the push named the call the INVITE belongs to
+        assert attempt.push_result == "delivered" and attempt.contact_ms is not None
+        assert attempt.contact_ms <= attempt.invite_ms
+        assert wakes == ["wake", "cancel"]
+
+
+async def test_an_app_call_taken_by_node_2_rings_the_app_registered_on_node_1_and_is_billed_once(
+    cluster: Cluster, store: RedisStore, terminal: Terminal, watches: list[AmiWatch], fakes: FakePushServices
+) -> None:
+    """Apps register with node 1 (its apps' door) only. A "00" call that Kamailio gave node 2
+    asks node 1's AMI whether the app is registered, dials it through node 1 (a relay: node 1
+    rings the app's contact and records its INVITE and answer), plays the introduction and
+    bills the call on node 2, under node 2's call id, exactly once. No push."""
+    await _app_call_on_node_2(cluster, store, terminal, watches, fakes, registered=True)
+
+
+async def test_an_app_woken_for_a_call_on_node_2_registers_on_node_1_and_is_rung_through_it(
+    cluster: Cluster, store: RedisStore, terminal: Terminal, watches: list[AmiWatch], fakes: FakePushServices
+) -> None:
+    """The app not registered: node 2 asks for the push, hears the contact (the push bridge
+    follows node 1) and dials a relay leg; node 1 rings the app once its contact is listed."""
+    await _app_call_on_node_2(cluster, store, terminal, watches, fakes, registered=False)
 
 
 async def test_a_killed_node_gets_no_new_calls_and_its_call_is_settled_by_its_reconciler(

@@ -7,13 +7,16 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import socket
+import time
 from typing import Any
 
 import pytest
 
+from agi.apps_node import AppsNodeContacts, AppsNodeUnavailable
 from agi.channel import AgiChannel
 from agi.protocol import AgiHangup
-from agi.routes.app_dial import LEG, LegWait, RedisWake
+from agi.routes.app_dial import LEG, LegWait, RedisWake, RelayedContacts
 from store.app_wake import device_of, unwakeable_call, unwakeable_message
 
 
@@ -29,6 +32,37 @@ def test_a_garbled_wait_is_none() -> None:
 
 def test_a_leg_is_a_local_channel_per_device() -> None:
     assert LEG.format(device_id="0123456789abcdef") == "Local/0123456789abcdef@kinline-app-leg/n"
+
+
+class AppsNode:
+    def __init__(self, *registered: str) -> None:
+        self.registered_endpoints = set(registered)
+        self.asked: list[str] = []
+
+    async def registered(self, endpoint: str) -> bool:
+        self.asked.append(endpoint)
+        return endpoint in self.registered_endpoints
+
+
+async def test_on_another_node_an_app_is_dialed_through_the_apps_node_when_registered_there() -> None:
+    apps_node = AppsNode("app-0123456789abcdef")
+    relayed = RelayedContacts(apps_node, "kinline-node1")
+    assert await relayed.dial_string("0123456789abcdef") == "PJSIP/0123456789abcdef@kinline-node1"
+    assert await relayed.dial_string("fedcba9876543210") == ""  # not registered: woken first
+    assert relayed.leg("fedcba9876543210") == "PJSIP/fedcba9876543210@kinline-node1"  # the apps' node waits
+    assert apps_node.asked == ["app-0123456789abcdef", "app-fedcba9876543210"]
+
+
+async def test_an_apps_node_that_does_not_answer_is_unavailable_within_the_bound() -> None:
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    apps_node = AppsNodeContacts("127.0.0.1", port, "kinline-status", "x", timeout=0.3)
+    began = time.monotonic()
+    with pytest.raises(AppsNodeUnavailable):
+        await apps_node.registered("app-0123456789abcdef")
+    assert time.monotonic() - began < 2
+    await apps_node.aclose()
 
 
 class PubSub:

@@ -98,6 +98,28 @@ def test_a_node_renders_its_own_ports_and_systemname() -> None:
     assert f"KINLINE_AGI = agi://{two.host}:{two.agi_port}\n" in files["globals.conf"]
 
 
+def test_the_apps_node_takes_the_other_nodes_relays_and_they_dial_it() -> None:
+    """Apps register with node 1: it identifies node 2's relays by node 2's address and SIP
+    port (never Kamailio's: the terminals come from there); node 2 dials node 1's SIP port and
+    its AGI server asks node 1's AMI; one Asterisk has neither."""
+    config = load_config("config/test-two-nodes.toml")
+    one, two = nodes(config)
+    first = render(replace(one, state=Path("/nonexistent")), SECRETS)["pjsip_nodes.conf"]
+    second = render(replace(two, state=Path("/nonexistent")), SECRETS)["pjsip_nodes.conf"]
+    assert "[kinline-node2]\ntype = endpoint\ncontext = kinline-from-node\n" in first
+    assert f"match = {two.sip_host}:{two.sip_port}\n" in first
+    assert f":{config.sip_port}\n" not in first  # Kamailio's port
+    assert "type = aor" not in first and "kinline-node1" not in first
+    assert f"[kinline-node1]\ntype = aor\ncontact = sip:{one.sip_host}:{one.sip_port}\n" in second
+    assert "aors = kinline-node1\n" in second and "type = identify" not in second
+    single = render(replace(load_config("config/test.toml"), state=Path("/nonexistent")), SECRETS)
+    assert "type =" not in single["pjsip_nodes.conf"]
+    argv = stack.agi_argv(two)
+    assert argv[argv.index("--apps-node") + 1] == f"{one.host}:{one.ami_port},kinline-node1"
+    assert one.ami_port == config.ami_port  # node 1 keeps the stack's AMI (the API's, the push bridge's)
+    assert "--apps-node" not in stack.agi_argv(one) and "--apps-node" not in stack.agi_argv(config)
+
+
 @pytest.mark.parametrize(("extra", "message"), [
     ("[cluster]\nnodes = 5\n", "1-4"),
     ("[cluster]\nnodes = \"2\"\n", "1-4"),
