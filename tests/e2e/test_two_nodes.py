@@ -18,6 +18,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TypeVar
 
@@ -28,11 +29,13 @@ from guard.policy import BLOCK_S, THRESHOLD
 from ivr.devices import endpoint_id
 from ivr.model import AllowedNumber, CallRecord
 from ivr.pin import PinHasher
+from ivr.relatives import CardSettings, code_hash, token_hash
 from ivr.tariffs import demo_tariff
 from store import wake_records as records
 from store.app_wake import WAKE_STREAM
 from store.devices import DeviceStore
 from store.redis_store import RedisStore
+from store.relatives import RelativeStore
 from tests.e2e.conftest import FACILITIES
 from tests.e2e.harness import AmiWatch, SipAgent, guard_blocked, watching
 from tests.e2e.rawsip import RawUac
@@ -322,18 +325,26 @@ async def test_each_node_s_guard_blocks_an_app_door_attacker_but_never_kamailio(
 
 
 async def _app_call_on_node_2(cluster: Cluster, store: RedisStore, terminal: Terminal, watches: list[AmiWatch],
-                              fakes: FakePushServices, *, registered: bool) -> None:
+                              fakes: FakePushServices, *, registered: bool, relative_pays: bool = False) -> None:
     """A card's "00" call that Kamailio gave node 2, to an app registered with node 1 before
-    the call (``registered``) or only once its push came; it answers, talks, hangs up."""
+    the call (``registered``) or only once its push came; it answers, talks, hangs up.
+    ``relative_pays``: "01" + "00", the relative accepts in the app's menu (key 1) and pays."""
     card = await new_card(store, "open", BALANCE)
     registry = DeviceStore(cluster.config.postgres_url)
     token = f"e2e-fcm-{secrets.token_hex(8)}"
+    phone = f"+7916{secrets.randbelow(10**7):07d}"
     try:
-        phone = f"+7916{secrets.randbelow(10**7):07d}"
         await store.allow_number(card, AllowedNumber(phone, "Daughter"))
         device, password = await registry.register(phone, "fcm", token, "org.kinline.app")
     finally:
         await registry.aclose()
+    relatives = RelativeStore(store.redis)
+    if relative_pays:  # a relative's account, with money, that takes the card's calls
+        assert await relatives.issue_code(phone, code_hash(phone, "123456"), datetime.now(UTC))
+        assert await relatives.check_code(phone, code_hash(phone, "123456"), token_hash(f"tok-{phone}")) == "ok"
+        await relatives.create_payment(f"pay-{phone}", phone, BALANCE)
+        assert await relatives.credit_payment(f"pay-{phone}", BALANCE) == (True, BALANCE)
+        await relatives.put_card_settings(phone, card, CardSettings(always_in_touch=True))
     apps_door = cluster.nodes[0]
     apps: list[SipAgent] = []
 
@@ -355,7 +366,8 @@ async def _app_call_on_node_2(cluster: Cluster, store: RedisStore, terminal: Ter
                 break
             await call.agent.close()
         assert call.node == 2, "no call on node 2"
-        for prompt, digits in (("enter-card", card), ("enter-pin", PIN), ("enter-number", "00" + phone[1:])):
+        number = ("0100" if relative_pays else "00") + phone[1:]
+        for prompt, digits in (("enter-card", card), ("enter-pin", PIN), ("enter-number", number)):
             await call.prompt(prompt)
             await call.agent.send(f"dtmf {digits}# info")
         if not registered:
@@ -365,6 +377,11 @@ async def _app_call_on_node_2(cluster: Cluster, store: RedisStore, terminal: Ter
             app = await app_registers()
         await app.wait_for("incoming", timeout=30)
         await app.wait_for("state", lambda e: e["state"] == "CONFIRMED", timeout=30)
+        if relative_pays:  # the menu runs on node 2's relay; the app's key crosses node 1
+            dial = await call.ami.wait_for("DialBegin", lambda m: m.get("Uniqueid") == call.uid, timeout=30)
+            assert dial.get("DestChannel").startswith("PJSIP/kinline-node1-")
+            await call.ami.wait_played(dial.get("DestUniqueid"), "kinline/en/accept-menu", timeout=60)
+            await app.send("dtmf 1 rfc2833")
         await call.ami.wait_for("BridgeEnter", lambda m: m.get("Uniqueid") == call.uid, timeout=30)
         # node 1 took node 2's relay and rang the app from it
         await watches[0].wait_for("Newchannel", lambda m: m.get("Channel").startswith("PJSIP/kinline-node2-"),
@@ -375,7 +392,19 @@ async def _app_call_on_node_2(cluster: Cluster, store: RedisStore, terminal: Ter
     finally:
         for agent in apps:
             await agent.close()
-    cdr = await _billed_once(store, card)
+    if relative_pays:
+        async def record() -> CallRecord | None:
+            found = await store.call_records(card)
+            return found[0] if found else None
+
+        cdr = await _eventually(record, 30, f"card {card}'s call record")
+        await _eventually(lambda: _free(store, card), 30, f"card {card} to be free")
+        assert [r.call_id for r in await store.call_records(card)] == [cdr.call_id], "exactly one call record"
+        assert cdr.payer == "callee"
+        assert await relatives.balance(phone) == BALANCE - cdr.amount  # the relative paid
+        assert (await store.card(card)).balance == BALANCE  # type: ignore[union-attr]
+    else:
+        cdr = await _billed_once(store, card)
     assert cdr.call_id.startswith("kinline-n2-"), "billed by the node that took the call"
     assert (cdr.dial_status, cdr.number, cdr.route_kind) == ("ANSWER", phone, "app_audio")
     assert cdr.amount == APP_FEE + APP_RATE  # one started minute at the app's rate
@@ -416,6 +445,14 @@ async def test_an_app_woken_for_a_call_on_node_2_registers_on_node_1_and_is_rung
     """The app not registered: node 2 asks for the push, hears the contact (the push bridge
     follows node 1) and dials a relay leg; node 1 rings the app once its contact is listed."""
     await _app_call_on_node_2(cluster, store, terminal, watches, fakes, registered=False)
+
+
+async def test_01_00_on_node_2_the_relative_accepts_in_the_app_through_node_1_and_pays(
+    cluster: Cluster, store: RedisStore, terminal: Terminal, watches: list[AmiWatch], fakes: FakePushServices
+) -> None:
+    """The relative pays ("01" + "00"): node 2 plays the accept menu over its relay to node 1;
+    the app's key (RFC 4733) crosses node 1 back; accepted, the relative's account is charged."""
+    await _app_call_on_node_2(cluster, store, terminal, watches, fakes, registered=True, relative_pays=True)
 
 
 async def test_a_killed_node_gets_no_new_calls_and_its_call_is_settled_by_its_reconciler(
