@@ -18,13 +18,13 @@ import logging
 import os
 import signal
 import sys
-import time
 
 import asyncpg
 from redis.exceptions import RedisError
 
 from history.copier import RETENTION_S, Copier
 from history.schema import SchemaTooNew, ensure_schema
+from ivr.clock import now_ms
 from store.redis_store import connect
 
 log = logging.getLogger("history")
@@ -33,9 +33,6 @@ INTERVAL_S = 1.0
 MAX_BACKOFF_S = 30.0
 CONNECT_TIMEOUT_S = 5.0
 
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 def _problem(err: BaseException) -> str:

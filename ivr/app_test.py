@@ -27,11 +27,11 @@ import logging
 import math
 import re
 import secrets
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from ivr.clock import now_ms
 from ivr.errors import KinlineError
 from ivr.prompts import LANGUAGES
 
@@ -48,9 +48,6 @@ FAILED = "failed"  # nobody answered: not reached, declined, or never started at
 
 log = logging.getLogger(__name__)
 
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 class TestCallError(KinlineError):

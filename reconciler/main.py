@@ -17,7 +17,6 @@ import hashlib
 import logging
 import os
 import signal
-import time
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,6 +24,7 @@ from pathlib import Path
 from ami.client import AmiClient
 from ami.protocol import AmiError
 from ivr.call_plan import CallPlan, plan_from_json
+from ivr.clock import now_ms
 from ivr.model import Evidence, OpenAttempt
 from ivr.recordings import recording_name, switch_path
 from ivr.relatives import INACTIVE_REFUND_DAYS
@@ -47,9 +47,6 @@ MAX_READ = 4 * 1024 * 1024
 REFUND_EVERY_S = 3600.0  # refunds after inactivity (store/relatives.py refund_inactive)
 BRIDGED_KEEP_MS = 7200 * 1000  # the dial plan's TIMEOUT(absolute): no call is bridged longer
 
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 class LogTail:

@@ -25,7 +25,8 @@ The attempt records are in store/wake_records.py."""
 from __future__ import annotations
 
 import json
-import time
+
+from ivr.clock import now_ms
 
 WAKE_STREAM = "kl:wake"
 WAKE_GROUP = "pushbridge"
@@ -41,7 +42,7 @@ UNWAKEABLE_KEY = "kl:unwakeable:{call_id}"
 def wake_fields(call_id: str, phone: str, caller: str, window_s: float, kind: str = WAKE,
                 ts_ms: int | None = None) -> dict[str, str]:
     """A stream entry (the producer's side: XADD kl:wake MAXLEN ~ STREAM_MAXLEN * fields)."""
-    ts = time.time_ns() // 1_000_000 if ts_ms is None else ts_ms
+    ts = now_ms() if ts_ms is None else ts_ms
     return {"call_id": call_id, "phone": phone, "caller": caller, "window_s": f"{window_s:g}",
             "kind": str(kind), "ts": str(ts)}
 

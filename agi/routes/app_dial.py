@@ -35,6 +35,7 @@ from agi.server import Route
 from ivr import prompts as p
 from ivr.app_call import WINDOW_S, AppDevices, Contacts, Reach, reach, ring_leg
 from ivr.call_plan import CallPlan
+from ivr.clock import now_ms
 from ivr.devices import device_of_endpoint, endpoint_id, is_device_id
 from ivr.inmate_call import RING_S
 from ivr.tariffs import RouteKind
@@ -223,9 +224,6 @@ class LegWait:
             return None
         return cls(parts[0], parts[1], int(parts[2]))
 
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 class AppRouting:

@@ -14,7 +14,6 @@ Never billed: no call plan, no hold, no call record."""
 from __future__ import annotations
 
 import re
-import time
 
 from agi import variables as v
 from agi.caller import AgiCaller
@@ -23,6 +22,7 @@ from agi.protocol import AgiEnvironment
 from agi.routes.app_dial import AppRouting, cancel_wake
 from agi.server import Route
 from ivr.app_test import CALLER_NAME, RING_S, is_call_id
+from ivr.clock import now_ms
 from ivr.devices import device_of_endpoint, is_device_id
 from store import wake_records as records
 from store.app_test import RedisTestCalls, TestCallRecord
@@ -70,7 +70,7 @@ def make_app_test_routes(app: AppRouting, tests: RedisTestCalls) -> dict[str, Ro
             return
         device_id = answering_device(await channel.get_variable(v.ENDPOINT) or "", env.channel)
         await records.record(app.redis, call.call_id, records.AttemptEvent(
-            records.ANSWERED, time.time_ns() // 1_000_000, device_id=device_id or ""))
+            records.ANSWERED, now_ms(), device_id=device_id or ""))
         await cancel_wake(app.redis, call.call_id, call.phone, "", app.window_s)
         channel.log.info("test call %s: the app answered (device %s)", call.call_id, device_id or "unknown")
 

@@ -6,7 +6,6 @@ asked over AMI (api/originate.py). Never billed."""
 from __future__ import annotations
 
 import logging
-import time
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Body, Depends, Header, HTTPException, Path
@@ -17,6 +16,7 @@ from api.deps import ApiDeps, current_phone, get_deps
 from api.idempotency import once
 from api.models import Problem
 from ivr.app_test import WINDOW_S, NoAppDevice, SwitchUnavailable, TestCalls, TooManyTestCalls
+from ivr.clock import now_ms
 from store import wake_records as records
 from store.devices import DeviceStore
 
@@ -77,7 +77,7 @@ def _service(deps: ApiDeps) -> TestCalls:
 
 async def _start(deps: ApiDeps, phone: str, body: TestCallBody) -> tuple[int, dict[str, object]]:
     try:
-        call = await _service(deps).start(phone, body.language, time.time_ns() // 1_000_000)
+        call = await _service(deps).start(phone, body.language, now_ms())
     except NoAppDevice as err:
         raise HTTPException(409, f"{err}: the test call needs the app installed and registered") from err
     except TooManyTestCalls as err:
@@ -127,7 +127,7 @@ def router() -> APIRouter:
             raise HTTPException(404, "no such test call")
         steps = await deps.test_records.steps(call_id)
         if not steps and deps.app_tests is not None:  # its end may have been lost: settle it now
-            await deps.app_tests.sweep(phone, time.time_ns() // 1_000_000)
+            await deps.app_tests.sweep(phone, now_ms())
             steps = await deps.test_records.steps(call_id)
         seen = {s.event for s in steps}
         status = next((name for event, name in _STATUS if event in seen), "requested")
