@@ -5,7 +5,7 @@ JSON lines (events) on stdout and reads commands on stdin:
 
     dtmf <digits> <rfc2833|info>    send digits on the current call
     play <file.wav>                 say a WAV file once on the current call
-    hangup                          end the current call
+    hangup [cause]                  end the current call (a BYE carrying Reason: Q.850;cause=N)
     quit                            end everything and exit
 
 Caller:  sipagent.py call --target sip:100@127.0.0.1:15060 --user U --password P
@@ -217,7 +217,12 @@ class Agent:
             emit("error", message=f"no call for {words[0]}")
             return True
         if words[0] == "hangup":
-            self.call.hangup(pj.CallOpParam())
+            op = pj.CallOpParam()
+            if len(words) == 2 and words[1].isdigit():  # a failure's cause in the BYE (RFC 3326)
+                reason = pj.SipHeader()
+                reason.hName, reason.hValue = "Reason", f"Q.850;cause={words[1]}"
+                op.txOption.headers.append(reason)
+            self.call.hangup(op)
         elif words[0] == "play" and len(words) == 2:
             if self.call.audio is None:
                 emit("error", message="no audio yet")

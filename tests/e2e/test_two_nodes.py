@@ -325,10 +325,12 @@ async def test_each_node_s_guard_blocks_an_app_door_attacker_but_never_kamailio(
 
 
 async def _app_call_on_node_2(cluster: Cluster, store: RedisStore, terminal: Terminal, watches: list[AmiWatch],
-                              fakes: FakePushServices, *, registered: bool, relative_pays: bool = False) -> None:
+                              fakes: FakePushServices, *, registered: bool, relative_pays: bool = False,
+                              app_cause: str = "") -> None:
     """A card's "00" call that Kamailio gave node 2, to an app registered with node 1 before
     the call (``registered``) or only once its push came; it answers, talks, hangs up.
-    ``relative_pays``: "01" + "00", the relative accepts in the app's menu (key 1) and pays."""
+    ``relative_pays``: "01" + "00", the relative accepts in the app's menu (key 1) and pays.
+    ``app_cause``: the app's BYE carries this failure cause (Reason: Q.850): the call dropped."""
     card = await new_card(store, "open", BALANCE)
     registry = DeviceStore(cluster.config.postgres_url)
     token = f"e2e-fcm-{secrets.token_hex(8)}"
@@ -387,7 +389,7 @@ async def _app_call_on_node_2(cluster: Cluster, store: RedisStore, terminal: Ter
         await watches[0].wait_for("Newchannel", lambda m: m.get("Channel").startswith("PJSIP/kinline-node2-"),
                                   timeout=5)
         await asyncio.sleep(3.5)
-        await app.send("hangup")
+        await app.send(f"hangup {app_cause}".strip())
         await call.ami.wait_for("Hangup", lambda m: m.get("Uniqueid") == call.uid, timeout=20)
     finally:
         for agent in apps:
@@ -407,7 +409,11 @@ async def _app_call_on_node_2(cluster: Cluster, store: RedisStore, terminal: Ter
         cdr = await _billed_once(store, card)
     assert cdr.call_id.startswith("kinline-n2-"), "billed by the node that took the call"
     assert (cdr.dial_status, cdr.number, cdr.route_kind) == ("ANSWER", phone, "app_audio")
-    assert cdr.amount == APP_FEE + APP_RATE  # one started minute at the app's rate
+    if app_cause:  # node 1 hung the relay up with the app's cause: on node 2 the call dropped
+        assert cdr.credit_reason == f"dropped: network cause {app_cause}, last increment credited"
+        assert cdr.amount == 0
+    else:
+        assert cdr.amount == APP_FEE + APP_RATE  # one started minute at the app's rate
     assert 2 <= cdr.answered_s <= 6
     client = aioredis.from_url(cluster.config.redis_url, decode_responses=True)
     try:
@@ -447,12 +453,72 @@ async def test_an_app_woken_for_a_call_on_node_2_registers_on_node_1_and_is_rung
     await _app_call_on_node_2(cluster, store, terminal, watches, fakes, registered=False)
 
 
+async def test_an_app_s_failure_cause_crosses_node_1_s_relay_and_the_call_counts_as_dropped(
+    cluster: Cluster, store: RedisStore, terminal: Terminal, watches: list[AmiWatch], fakes: FakePushServices
+) -> None:
+    """The app's leg ends in a failure (its BYE: Reason Q.850 cause 41): node 1 hangs the relay
+    up with that cause, node 2 reads it as the far leg's and settles the call as dropped."""
+    await _app_call_on_node_2(cluster, store, terminal, watches, fakes, registered=True, app_cause="41")
+
+
 async def test_01_00_on_node_2_the_relative_accepts_in_the_app_through_node_1_and_pays(
     cluster: Cluster, store: RedisStore, terminal: Terminal, watches: list[AmiWatch], fakes: FakePushServices
 ) -> None:
     """The relative pays ("01" + "00"): node 2 plays the accept menu over its relay to node 1;
     the app's key (RFC 4733) crosses node 1 back; accepted, the relative's account is charged."""
     await _app_call_on_node_2(cluster, store, terminal, watches, fakes, registered=True, relative_pays=True)
+
+
+async def test_node_1_killed_under_an_app_call_of_node_2_drops_it_and_node_2_settles_it_as_dropped(
+    cluster: Cluster, store: RedisStore, terminal: Terminal, watches: list[AmiWatch]
+) -> None:
+    """The app's media crosses node 1: node 1's Asterisk killed mid-call, node 2's relay gets
+    no more RTP and is hung up (44) after the nodes' rtp_timeout; node 2 settles the call as
+    dropped (the last increment credited), once, and the card is free. Node 1 restarted."""
+    card = await new_card(store, "open", BALANCE)
+    registry = DeviceStore(cluster.config.postgres_url)
+    phone = f"+7916{secrets.randbelow(10**7):07d}"
+    try:
+        await store.allow_number(card, AllowedNumber(phone, "Daughter"))
+        device, password = await registry.register(phone, "fcm", f"e2e-fcm-{secrets.token_hex(8)}",
+                                                   "org.kinline.app")
+    finally:
+        await registry.aclose()
+    one = cluster.nodes[0]
+    app = await SipAgent.start("register", "--registrar", f"sip:{one.app_sip_host}:{one.app_sip_port}",
+                               "--user", endpoint_id(device.device_id), "--password", password,
+                               "--rtp-port", "20900", "--ring", "0.3")
+    try:
+        await app.wait_for("reg", lambda e: e["code"] == 200, timeout=20)
+        for _ in range(3):
+            call = await terminal.call()
+            if call.node == 2:
+                break
+            await call.agent.close()
+        assert call.node == 2, "no call on node 2"
+        for prompt, digits in (("enter-card", card), ("enter-pin", PIN), ("enter-number", "00" + phone[1:])):
+            await call.prompt(prompt)
+            await call.agent.send(f"dtmf {digits}# info")
+        await app.wait_for("state", lambda e: e["state"] == "CONFIRMED", timeout=30)
+        await call.ami.wait_for("BridgeEnter", lambda m: m.get("Uniqueid") == call.uid, timeout=30)
+        await asyncio.sleep(3)
+        pid = stack._pid(one, "asterisk")
+        assert pid is not None
+        os.kill(pid, signal.SIGKILL)
+        await call.ami.wait_for("Hangup", lambda m: m.get("Uniqueid") == call.uid, timeout=30)
+    finally:
+        await app.close()
+
+        async def gone() -> bool:
+            stack.service_state(one, "asterisk")  # reaps it
+            return stack._pid(one, "asterisk") is None
+
+        await _eventually(gone, 15, "the killed Asterisk to be reaped")
+        await asyncio.to_thread(stack.start_service, one, "asterisk")
+    cdr = await _billed_once(store, card)
+    assert cdr.call_id.startswith("kinline-n2-") and cdr.dial_status == "ANSWER"
+    assert cdr.credit_reason == "dropped: network cause 44, last increment credited"
+    assert cdr.amount == 0
 
 
 async def test_a_killed_node_gets_no_new_calls_and_its_call_is_settled_by_its_reconciler(
