@@ -34,7 +34,6 @@ MAX_BACKOFF_S = 30.0
 CONNECT_TIMEOUT_S = 5.0
 
 
-
 def _problem(err: BaseException) -> str:
     """Which side failed, for logging once per change."""
     return "Redis" if isinstance(err, RedisError) else "the history database (PostgreSQL)"

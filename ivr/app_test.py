@@ -49,7 +49,6 @@ FAILED = "failed"  # nobody answered: not reached, declined, or never started at
 log = logging.getLogger(__name__)
 
 
-
 class TestCallError(KinlineError):
     """A test call that cannot be started."""
 

@@ -48,7 +48,6 @@ REFUND_EVERY_S = 3600.0  # refunds after inactivity (store/relatives.py refund_i
 BRIDGED_KEEP_MS = 7200 * 1000  # the dial plan's TIMEOUT(absolute): no call is bridged longer
 
 
-
 class LogTail:
     """Whole new lines of a growing file, from a byte offset."""
 

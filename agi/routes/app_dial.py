@@ -225,7 +225,6 @@ class LegWait:
         return cls(parts[0], parts[1], int(parts[2]))
 
 
-
 class AppRouting:
     """What plan_and_dial and after_dial need for app calls (wired in agi/main.py)."""
 
