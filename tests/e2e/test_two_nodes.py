@@ -186,14 +186,19 @@ async def terminal(cluster: Cluster, watches: list[AmiWatch]) -> AsyncIterator[T
         await term.close()
 
 
+async def _key_in(call: Call, card: str, number: str) -> None:
+    """The card, its PIN and the number, each after its prompt."""
+    for prompt, digits in (("enter-card", card), ("enter-pin", PIN), ("enter-number", number)):
+        await call.prompt(prompt)
+        await call.agent.send(f"dtmf {digits}# info")
+
+
 async def _bridged_call(store: RedisStore, terminal: Terminal, relative: SipAgent) -> tuple[str, Call]:
     """A new card logs in and dials the relative, who answers and hears the introduction."""
     card = await new_card(store, "open", BALANCE)
     call = await terminal.call()
     before = {e["call_id"] for e in relative.events if e["event"] == "incoming"}
-    for prompt, digits in (("enter-card", card), ("enter-pin", PIN), ("enter-number", MOBILE[1:])):
-        await call.prompt(prompt)
-        await call.agent.send(f"dtmf {digits}# info")
+    await _key_in(call, card, MOBILE[1:])
     await relative.wait_for("incoming", lambda e: e["call_id"] not in before, timeout=30)
     await call.ami.wait_for("BridgeEnter", lambda m: m.get("Uniqueid") == call.uid, timeout=30)
     return card, call
@@ -211,9 +216,8 @@ async def _eventually(probe: Callable[[], Awaitable[T | None]], timeout: float, 
         await asyncio.sleep(0.25)
 
 
-async def _billed_once(store: RedisStore, card: str, timeout: float = 30) -> CallRecord:
-    """The card's one record, one charge of exactly its amount, the ledger adding up, no
-    hold left and the card free again."""
+async def _one_record(store: RedisStore, card: str, timeout: float = 30) -> CallRecord:
+    """The card's call record, once it is there and the card is free again: exactly one."""
     async def record() -> CallRecord | None:
         records = await store.call_records(card)
         return records[0] if records else None
@@ -222,6 +226,13 @@ async def _billed_once(store: RedisStore, card: str, timeout: float = 30) -> Cal
     await _eventually(lambda: _free(store, card), 30, f"card {card} to be free")
     records = await store.call_records(card)
     assert [r.call_id for r in records] == [cdr.call_id], "exactly one call record"
+    return cdr
+
+
+async def _billed_once(store: RedisStore, card: str, timeout: float = 30) -> CallRecord:
+    """The card's one record, one charge of exactly its amount, the ledger adding up, no
+    hold left and the card free again."""
+    cdr = await _one_record(store, card, timeout)
     ledger = list(reversed(await store.ledger(card, limit=100)))
     charges = [e for e in ledger if e.kind == "charge"]
     assert [(e.ref, e.amount) for e in charges] == [(cdr.call_id, cdr.amount)], "exactly one charge"
@@ -324,13 +335,18 @@ async def test_each_node_s_guard_blocks_an_app_door_attacker_but_never_kamailio(
         assert kamailio not in guard_blocked(each)
 
 
-async def _app_call_on_node_2(cluster: Cluster, store: RedisStore, terminal: Terminal, watches: list[AmiWatch],
-                              fakes: FakePushServices, *, registered: bool, relative_pays: bool = False,
-                              app_cause: str = "") -> None:
-    """A card's "00" call that Kamailio gave node 2, to an app registered with node 1 before
-    the call (``registered``) or only once its push came; it answers, talks, hangs up.
-    ``relative_pays``: "01" + "00", the relative accepts in the app's menu (key 1) and pays.
-    ``app_cause``: the app's BYE carries this failure cause (Reason: Q.850): the call dropped."""
+@dataclass(frozen=True)
+class AppRelative:
+    """A new card and the relative on its list, with one app device."""
+
+    card: str
+    phone: str
+    device_id: str
+    password: str
+    token: str
+
+
+async def _app_relative(cluster: Cluster, store: RedisStore) -> AppRelative:
     card = await new_card(store, "open", BALANCE)
     registry = DeviceStore(cluster.config.postgres_url)
     token = f"e2e-fcm-{secrets.token_hex(8)}"
@@ -340,6 +356,52 @@ async def _app_call_on_node_2(cluster: Cluster, store: RedisStore, terminal: Ter
         device, password = await registry.register(phone, "fcm", token, "org.kinline.app")
     finally:
         await registry.aclose()
+    return AppRelative(card, phone, device.device_id, password, token)
+
+
+async def _app_registers(cluster: Cluster, relative: AppRelative) -> SipAgent:
+    """The relative's app, registered with node 1's apps' door (the caller closes it)."""
+    door = cluster.nodes[0]
+    agent = await SipAgent.start("register", "--registrar", f"sip:{door.app_sip_host}:{door.app_sip_port}",
+                                 "--user", endpoint_id(relative.device_id), "--password", relative.password,
+                                 "--rtp-port", "20900", "--ring", "0.3")
+    try:
+        await agent.wait_for("reg", lambda e: e["code"] == 200, timeout=20)
+    except BaseException:
+        await agent.close()
+        raise
+    return agent
+
+
+async def _call_on_node_2(terminal: Terminal) -> Call:
+    """A terminal's call that Kamailio gave node 2 (round robin: within two calls)."""
+    for _ in range(3):
+        call = await terminal.call()
+        if call.node == 2:
+            return call
+        await call.agent.close()
+    raise AssertionError("no call on node 2")
+
+
+async def _restart_killed_asterisk(node: StackConfig) -> None:
+    """Once its killed Asterisk is reaped, the node's Asterisk started again."""
+    async def gone() -> bool:
+        stack.service_state(node, "asterisk")  # reaps it
+        return stack._pid(node, "asterisk") is None
+
+    await _eventually(gone, 15, "the killed Asterisk to be reaped")
+    await asyncio.to_thread(stack.start_service, node, "asterisk")
+
+
+async def _app_call_on_node_2(cluster: Cluster, store: RedisStore, terminal: Terminal, watches: list[AmiWatch],
+                              fakes: FakePushServices, *, registered: bool, relative_pays: bool = False,
+                              app_cause: str = "") -> None:
+    """A card's "00" call that Kamailio gave node 2, to an app registered with node 1 before
+    the call (``registered``) or only once its push came; it answers, talks, hangs up.
+    ``relative_pays``: "01" + "00", the relative accepts in the app's menu (key 1) and pays.
+    ``app_cause``: the app's BYE carries this failure cause (Reason: Q.850): the call dropped."""
+    relative = await _app_relative(cluster, store)
+    card, phone, token = relative.card, relative.phone, relative.token
     relatives = RelativeStore(store.redis)
     if relative_pays:  # a relative's account, with money, that takes the card's calls
         assert await relatives.issue_code(phone, code_hash(phone, "123456"), datetime.now(UTC))
@@ -347,36 +409,18 @@ async def _app_call_on_node_2(cluster: Cluster, store: RedisStore, terminal: Ter
         await relatives.create_payment(f"pay-{phone}", phone, BALANCE)
         assert await relatives.credit_payment(f"pay-{phone}", BALANCE) == (True, BALANCE)
         await relatives.put_card_settings(phone, card, CardSettings(always_in_touch=True))
-    apps_door = cluster.nodes[0]
     apps: list[SipAgent] = []
-
-    async def app_registers() -> SipAgent:
-        registrar = f"sip:{apps_door.app_sip_host}:{apps_door.app_sip_port}"
-        agent = await SipAgent.start("register", "--registrar", registrar,
-                                     "--user", endpoint_id(device.device_id), "--password", password,
-                                     "--rtp-port", "20900", "--ring", "0.3")
-        apps.append(agent)
-        await agent.wait_for("reg", lambda e: e["code"] == 200, timeout=20)
-        return agent
-
     try:
         if registered:
-            app = await app_registers()
-        for _ in range(3):  # round robin: node 2 within two calls
-            call = await terminal.call()
-            if call.node == 2:
-                break
-            await call.agent.close()
-        assert call.node == 2, "no call on node 2"
-        number = ("0100" if relative_pays else "00") + phone[1:]
-        for prompt, digits in (("enter-card", card), ("enter-pin", PIN), ("enter-number", number)):
-            await call.prompt(prompt)
-            await call.agent.send(f"dtmf {digits}# info")
+            apps.append(await _app_registers(cluster, relative))
+        call = await _call_on_node_2(terminal)
+        await _key_in(call, card, ("0100" if relative_pays else "00") + phone[1:])
         if not registered:
             await call.prompt("app-connecting")
             await _eventually(lambda: asyncio.sleep(0, bool(fakes.fcm.pushes_to(token))), 20,
                               "the push at the fake FCM")
-            app = await app_registers()
+            apps.append(await _app_registers(cluster, relative))
+        [app] = apps
         await app.wait_for("incoming", timeout=30)
         await app.wait_for("state", lambda e: e["state"] == "CONFIRMED", timeout=30)
         if relative_pays:  # the menu runs on node 2's relay; the app's key crosses node 1
@@ -395,13 +439,7 @@ async def _app_call_on_node_2(cluster: Cluster, store: RedisStore, terminal: Ter
         for agent in apps:
             await agent.close()
     if relative_pays:
-        async def record() -> CallRecord | None:
-            found = await store.call_records(card)
-            return found[0] if found else None
-
-        cdr = await _eventually(record, 30, f"card {card}'s call record")
-        await _eventually(lambda: _free(store, card), 30, f"card {card} to be free")
-        assert [r.call_id for r in await store.call_records(card)] == [cdr.call_id], "exactly one call record"
+        cdr = await _one_record(store, card)
         assert cdr.payer == "callee"
         assert await relatives.balance(phone) == BALANCE - cdr.amount  # the relative paid
         assert (await store.card(card)).balance == BALANCE  # type: ignore[union-attr]
@@ -421,7 +459,7 @@ async def _app_call_on_node_2(cluster: Cluster, store: RedisStore, terminal: Ter
         wakes = [f["kind"] for _, f in await client.xrange(WAKE_STREAM) if f.get("call_id") == cdr.call_id]
     finally:
         await client.aclose()
-    assert attempt.device_id == device.device_id
+    assert attempt.device_id == relative.device_id
     assert attempt.invite_ms is not None and attempt.answered_ms is not None  # recorded by node 1
     assert attempt.invite_ms <= attempt.answered_ms
     if registered:
@@ -475,30 +513,13 @@ async def test_node_1_killed_under_an_app_call_of_node_2_drops_it_and_node_2_set
     """The app's media crosses node 1: node 1's Asterisk killed mid-call, node 2's relay gets
     no more RTP and is hung up (44) after the nodes' rtp_timeout; node 2 settles the call as
     dropped (the last increment credited), once, and the card is free. Node 1 restarted."""
-    card = await new_card(store, "open", BALANCE)
-    registry = DeviceStore(cluster.config.postgres_url)
-    phone = f"+7916{secrets.randbelow(10**7):07d}"
-    try:
-        await store.allow_number(card, AllowedNumber(phone, "Daughter"))
-        device, password = await registry.register(phone, "fcm", f"e2e-fcm-{secrets.token_hex(8)}",
-                                                   "org.kinline.app")
-    finally:
-        await registry.aclose()
+    relative = await _app_relative(cluster, store)
+    card = relative.card
     one = cluster.nodes[0]
-    app = await SipAgent.start("register", "--registrar", f"sip:{one.app_sip_host}:{one.app_sip_port}",
-                               "--user", endpoint_id(device.device_id), "--password", password,
-                               "--rtp-port", "20900", "--ring", "0.3")
+    app = await _app_registers(cluster, relative)
     try:
-        await app.wait_for("reg", lambda e: e["code"] == 200, timeout=20)
-        for _ in range(3):
-            call = await terminal.call()
-            if call.node == 2:
-                break
-            await call.agent.close()
-        assert call.node == 2, "no call on node 2"
-        for prompt, digits in (("enter-card", card), ("enter-pin", PIN), ("enter-number", "00" + phone[1:])):
-            await call.prompt(prompt)
-            await call.agent.send(f"dtmf {digits}# info")
+        call = await _call_on_node_2(terminal)
+        await _key_in(call, card, "00" + relative.phone[1:])
         await app.wait_for("state", lambda e: e["state"] == "CONFIRMED", timeout=30)
         await call.ami.wait_for("BridgeEnter", lambda m: m.get("Uniqueid") == call.uid, timeout=30)
         await asyncio.sleep(3)
@@ -508,13 +529,7 @@ async def test_node_1_killed_under_an_app_call_of_node_2_drops_it_and_node_2_set
         await call.ami.wait_for("Hangup", lambda m: m.get("Uniqueid") == call.uid, timeout=30)
     finally:
         await app.close()
-
-        async def gone() -> bool:
-            stack.service_state(one, "asterisk")  # reaps it
-            return stack._pid(one, "asterisk") is None
-
-        await _eventually(gone, 15, "the killed Asterisk to be reaped")
-        await asyncio.to_thread(stack.start_service, one, "asterisk")
+        await _restart_killed_asterisk(one)
     cdr = await _billed_once(store, card)
     assert cdr.call_id.startswith("kinline-n2-") and cdr.dial_status == "ANSWER"
     assert cdr.credit_reason == "dropped: network cause 44, last increment credited"
@@ -546,12 +561,7 @@ async def test_a_killed_node_gets_no_new_calls_and_its_call_is_settled_by_its_re
     # The relative's leg is left with no media: hang it up as the phone network would.
     await relative.send("hangup")
 
-    async def gone() -> bool:
-        stack.service_state(dead, "asterisk")  # reaps it
-        return stack._pid(dead, "asterisk") is None
-
-    await _eventually(gone, 15, "the killed Asterisk to be reaped")
-    await asyncio.to_thread(stack.start_service, dead, "asterisk")
+    await _restart_killed_asterisk(dead)
     cdr = await _billed_once(store, card, timeout=45)
     talked = killed - bridged
     # settled by the dead node's reconciler, up to its last heartbeat: never more than was
