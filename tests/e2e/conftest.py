@@ -85,10 +85,49 @@ def give_name(inmate_id: str, config: StackConfig | None = None) -> Path:
     return path
 
 
+# On a failed e2e test, what the session stack's services logged during it (the last lines of
+# each log that grew) and the machine's load: a CI run keeps no stack logs, only this report.
+LOG_TAIL_LINES = 40
+_LOG_SIZES = pytest.StashKey[dict[Path, int]]()
+
+
+def _stack_logs() -> dict[Path, int]:
+    """The session stack's log files and their sizes now (none before it is up)."""
+    state = os.environ.get("KINLINE_STATE")
+    logs = Path(state, "logs") if state else None
+    if logs is None or not logs.is_dir():
+        return {}
+    return {path: path.stat().st_size for path in logs.rglob("*.log") if path.is_file()}
+
+
+def _grown(before: dict[Path, int]) -> Iterator[tuple[str, str]]:
+    for path, size in _stack_logs().items():
+        start = before.get(path, 0)
+        if size <= start:
+            continue
+        with path.open("rb") as fh:
+            fh.seek(start)
+            lines = fh.read().decode(errors="replace").splitlines()
+        yield path.name, "\n".join(lines[-LOG_TAIL_LINES:])
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_call(item: pytest.Item) -> None:
+    item.stash[_LOG_SIZES] = _stack_logs()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    report = yield
+    if report.when == "call" and report.failed and _LOG_SIZES in item.stash:
+        report.sections.append(("load", f"load average {os.getloadavg()}"))
+        for name, text in _grown(item.stash[_LOG_SIZES]):
+            report.sections.append((f"stack log {name} (during the test, last {LOG_TAIL_LINES} lines)", text))
+    return report
+
+
 @pytest.fixture(scope="session")
 def e2e(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2E]:
-    import os
-
     state = tmp_path_factory.mktemp("stack")
     os.environ["KINLINE_STATE"] = str(state)
     config = load_config("config/test.toml")
