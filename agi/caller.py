@@ -25,7 +25,7 @@ from contextlib import contextmanager
 
 from agi.channel import AgiChannel
 from agi.prompts import sound_file
-from ivr.inmate_call import Entry
+from ivr.inmate_call import Ask, Entry
 from ivr.recordings import NAME_FORMAT
 
 SAMPLES_PER_MS = 8  # Asterisk's wav: 8 kHz
@@ -79,6 +79,15 @@ class AgiCaller:
         else:
             digits, timed_out = await self.channel.get_data(prompt, timeout_ms, max_digits)
         return Entry(digits, timed_out)
+
+    async def ask_each(self, asks: Sequence[Ask]) -> list[Entry]:
+        """One GOSUB for all (``AgiChannel.read_entries``): the lead-in before the first
+        prompt, each entry's prompt right after the one before it ends."""
+        lead_in = self._files([])
+        read = await self.channel.read_entries(
+            [([*(lead_in if i == 0 else []), sound_file(self.language, ask.item)], ask.timeout_ms, ask.max_digits)
+             for i, ask in enumerate(asks)])
+        return [Entry(digits, timed_out) for digits, timed_out in read]
 
     async def record(self, sound: str, max_ms: int, silence_s: int) -> int:
         await self.play([])

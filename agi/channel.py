@@ -34,6 +34,9 @@ VALUES_SEPARATOR = "\x1f"
 ENTRY = "KINLINE_ENTRY"
 READ_UNSAFE = frozenset(',&|"\\$\n ')
 READ_MAX_DIGITS = 255
+# read_entries: the dial plan's gosub of entries back to back, and its count of entries done.
+ENTRIES_GOSUB = ("kinline-entries", "s", "1")
+ENTRIES_DONE = "KINLINE_ENTRIES_DONE"
 # Commands Asterisk answers at once (nothing waits on the caller): their round trips
 # measure the AGI backlog for overload control (agi/overload.py).
 QUICK_COMMANDS = frozenset({"SET VARIABLE", "GET VARIABLE", "GET FULL VARIABLE", "VERBOSE", "NOOP",
@@ -272,10 +275,7 @@ class AgiChannel:
         Returns the digits and whether the entry timed out (READSTATUS TIMEOUT: a gap, with
         or without digits). A key typed during a file that is not the last is followed by
         gaps of the channel's TIMEOUT(digit) (the dial plan sets it), not ``timeout_ms``."""
-        if not files or any(not f or set(f) & READ_UNSAFE for f in files):
-            raise ValueError(f"not a list of sound files for Read: {files!r}")
-        if not 0 < max_digits <= READ_MAX_DIGITS:
-            raise ValueError(f"Read takes 1 to {READ_MAX_DIGITS} digits, not {max_digits}")
+        _check_read(files, max_digits)
         options = f"{ENTRY},{'&'.join(files)},{max_digits},,1,{timeout_ms / 1000:g}"
         result = await self.command("EXEC", "Read", options, timeout=120 + len(files) * 60 + timeout_ms / 1000)
         if result.result != 0:
@@ -288,6 +288,35 @@ class AgiChannel:
         if status not in ("OK", "TIMEOUT"):
             raise AgiCommandError(200, f"Read ended with READSTATUS={status!r}")
         return seen[ENTRY], status == "TIMEOUT"
+
+    async def read_entries(self, entries: Sequence[tuple[Sequence[str], int, int]]) -> list[tuple[str, bool]]:
+        """Several entries back to back, each ``(files, timeout_ms, max_digits)`` as for
+        ``read_digits``, in one GOSUB of the dial plan's ``[kinline-entries]`` (a ``Read()``
+        each), then every entry's digits and READSTATUS in one read: two round trips, and
+        no key typed after one entry's ``#`` is lost before the next starts (between two
+        commands res_agi reads the channel and drops what it reads; a gosub's Reads keep
+        them queued for the next). Returns (digits, timed out) per entry."""
+        if not entries:
+            raise ValueError("no entry to read")
+        args = []
+        for files, timeout_ms, max_digits in entries:
+            _check_read(files, max_digits)
+            args += ["&".join(files), str(max_digits), f"{timeout_ms / 1000:g}"]
+        wait = 120 + sum(len(files) * 60 + timeout_ms / 1000 for files, timeout_ms, _ in entries)
+        await self.command("GOSUB", *ENTRIES_GOSUB, ",".join(args), timeout=wait)
+        count = range(1, len(entries) + 1)
+        seen = await self.get_variables((*(f"{ENTRY}{n}{part}" for n in count for part in ("", "_STATUS")),
+                                         ENTRIES_DONE))
+        if seen[ENTRIES_DONE] != str(len(entries)):
+            self.hung_up = True
+            raise AgiHangup(f"hung up during the entries ({seen[ENTRIES_DONE] or 0} of {len(entries)} done)")
+        read = []
+        for n in count:
+            status = seen[f"{ENTRY}{n}_STATUS"]
+            if status not in ("OK", "TIMEOUT"):
+                raise AgiCommandError(200, f"Read {n} ended with READSTATUS={status!r}")
+            read.append((seen[f"{ENTRY}{n}"], status == "TIMEOUT"))
+        return read
 
     async def record_file(self, name: str, fmt: str, max_ms: int, silence_s: int, escape_digits: str = "#") -> int:
         """A beep, then record the caller into ``name``.``fmt`` (Asterisk's path, no
@@ -322,3 +351,11 @@ class AgiChannel:
         if not self.hung_up:
             await self.command("HANGUP")
             self.hung_up = True
+
+
+def _check_read(files: Sequence[str], max_digits: int) -> None:
+    """What Read() takes: sound files with nothing its arguments split on, 1-255 digits."""
+    if not files or any(not f or set(f) & READ_UNSAFE for f in files):
+        raise ValueError(f"not a list of sound files for Read: {files!r}")
+    if not 0 < max_digits <= READ_MAX_DIGITS:
+        raise ValueError(f"Read takes 1 to {READ_MAX_DIGITS} digits, not {max_digits}")

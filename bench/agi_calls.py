@@ -149,6 +149,18 @@ class FakeChannel:
                 self.played = [*self.played, *files.split("&")][-2:]
                 self.variables.update({name: digits, "READSTATUS": "OK"})
                 return "200 result=0"
+        if verb == "GOSUB" and args[:3] == ["kinline-entries", "s", "1"] and len(args) == 4:
+            # Entries back to back (dialplan [kinline-entries]): triples of files, digits, timeout.
+            parts = args[3].split(",")
+            for n, files in enumerate(parts[0::3], start=1):
+                digits = self.entries.for_prompt(files.rsplit("&", 1)[-1])
+                if digits is None:
+                    break
+                self.played = [*self.played, *files.split("&")][-2:]
+                self.variables.update({f"KINLINE_ENTRY{n}": digits, f"KINLINE_ENTRY{n}_STATUS": "OK",
+                                       "KINLINE_ENTRIES_DONE": str(n)})
+            else:
+                return "100 result=0 Trying...\n200 result=0 Gosub complete"
         if verb == "SET VARIABLE" and len(args) == 2:
             self.variables[args[0]] = args[1]
             return "200 result=1"

@@ -117,13 +117,23 @@ class StepResult:
     seconds: float = 0.0
     load: float = field(default_factory=lambda: os.getloadavg()[0])  # the box's, at the step's end
     wrong: int = 0  # INVITEs for a number no call of the step typed
-    busy: int = 0  # calls overload control refused ("all lines are busy", heard before the hangup)
+    refused: Counter[str] = field(default_factory=Counter)  # the AGI server's refusals by reason (metrics label)
     peak_ivr: float = 0.0  # most calls in the IVR at once (the AGI server's gauge, read every WATCH_EVERY_S)
     peak_latency_ms: float = 0.0  # highest p90 of quick AGI round trips overload control saw
 
     @property
     def failed(self) -> int:
         return self.placed - self.good
+
+    @property
+    def busy(self) -> int:
+        """Calls overload control refused ("all lines are busy", heard before the hangup)."""
+        return self.refused[OVERLOAD]
+
+    def refused_text(self) -> str:
+        """``"126 busy; 11 no_valid_number"``: every refusal, overload's first."""
+        others = [f"{n} {reason}" for reason, n in sorted(self.refused.items()) if reason != OVERLOAD and n]
+        return "; ".join([f"{self.busy} busy", *others])
 
 
 @dataclass
@@ -241,7 +251,14 @@ def scrape(port: int) -> dict[str, float]:
     return values
 
 
-BUSY_SERIES = 'kinline_call_refusals_total{reason="overload"}'
+REFUSALS = 'kinline_call_refusals_total{reason="'
+OVERLOAD = "overload"  # the refusal reason of overload control
+
+
+def refusals(values: dict[str, float]) -> Counter[str]:
+    """{reason: count} from a scrape's refusal series."""
+    return Counter({name[len(REFUSALS):-2]: round(v) for name, v in values.items()
+                    if name.startswith(REFUSALS) and name.endswith('"}')})
 
 
 # How often AgiWatch scrapes: each scrape costs the AGI server ~1.2 ms (measured: a filtered
@@ -252,12 +269,12 @@ WATCH_EVERY_S = 5.0
 
 class AgiWatch:
     """Reads the AGI server's gauges every WATCH_EVERY_S while a step runs: the peaks of
-    calls in the IVR and of overload control's latency, and how many calls it refused."""
+    calls in the IVR and of overload control's latency, and the calls it refused by reason."""
 
     def __init__(self, port: int) -> None:
         self.port = port
         self.peak_ivr = self.peak_latency_ms = 0.0
-        self._busy_before = scrape(port).get(BUSY_SERIES, 0.0)
+        self._refused_before = refusals(scrape(port))
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
@@ -268,11 +285,13 @@ class AgiWatch:
             self.peak_ivr = max(self.peak_ivr, now.get("kinline_calls_in_ivr", 0.0))
             self.peak_latency_ms = max(self.peak_latency_ms, now.get("kinline_agi_command_latency_seconds", 0.0) * 1000)
 
-    def stop(self) -> int:
-        """Stop; the calls refused as overload since the start."""
+    def stop(self) -> Counter[str]:
+        """Stop; the calls refused since the start, by reason."""
         self._stop.set()
         self._thread.join()
-        return round(scrape(self.port).get(BUSY_SERIES, 0.0) - self._busy_before)
+        refused = refusals(scrape(self.port))
+        refused.subtract(self._refused_before)
+        return +refused
 
 
 def copy_prompts(folder: Path) -> None:
@@ -456,7 +475,7 @@ def run_kinline(plan: Plan, work: Path) -> StackReport:
             watch = AgiWatch(config.agi_metrics_port)
             started = time.monotonic()
             logs = step.run(calls, rate, call_max_s=INTRO_ALLOWANCE_S + plan.talk_s + 3)
-            busy = watch.stop()
+            refused = watch.stop()
             verdicts = asyncio.run(judge_kinline(config, pairs, logs))
             cpu = meter.per_call_ms(count)
             with agi_log.open("rb") as fh:
@@ -465,7 +484,7 @@ def run_kinline(plan: Plan, work: Path) -> StackReport:
             result = StepResult("Kinline", rate, count, verdicts[""], Counter({k: v for k, v in verdicts.items() if k}),
                                 cpu, own, wall, pdd([number for _, number in pairs], logs),
                                 time.monotonic() - started, wrong=wrong_numbers([n for _, n in pairs], logs),
-                                busy=busy, peak_ivr=watch.peak_ivr, peak_latency_ms=watch.peak_latency_ms)
+                                refused=refused, peak_ivr=watch.peak_ivr, peak_latency_ms=watch.peak_latency_ms)
             report.steps.append(result)
             report.calls_served += count
             _progress(result)
@@ -603,8 +622,9 @@ def run_bare(plan: Plan, work: Path, shaped: bool = False) -> StackReport:
 
 def _progress(result: StepResult) -> None:
     reasons = ", ".join(f"{k}: {v}" for k, v in result.failures.items())
+    refused = f", refused {result.refused_text()}" if result.refused else ""
     sys.stderr.write(f"bench: {result.stack} {result.rate:g} calls/s: {result.good}/{result.placed} good"
-                     f"{f' ({reasons})' if reasons else ''} in {result.seconds:.0f} s\n")
+                     f"{f' ({reasons})' if reasons else ''}{refused} in {result.seconds:.0f} s\n")
 
 
 # -- the table --------------------------------------------------------------
@@ -690,7 +710,7 @@ def goals(kinline: StackReport, bare: StackReport, k_marginal: dict[str, float |
         line("at 1.5x the knee: no wrong number, every refused caller hears busy",
              None if over is None else over.wrong == 0 and over.placed - over.good == over.busy,
              f"{over.rate:g} calls/s: {over.wrong} wrong, {over.placed - over.good} not connected, "
-             f"{over.busy} refused with 'busy'" if over else "no such step"),
+             f"refused: {over.refused_text()}" if over else "no such step"),
         line("recorded calls held >= 0.8 of bare + MixMonitor",
              None if held_k is None or not held_b else held_k / held_b >= 0.8, _ratio(held_k, held_b)),
     ]
@@ -769,8 +789,8 @@ def table(plan: Plan, kinline: StackReport, bare: StackReport, load: tuple[float
             "-" if kinline.rss_kb is None else f"{kinline.rss_kb / 1024:.0f} MB", "-", "-"),
         row("AGI server alone (bench/agi_calls.py, a fake Asterisk): RSS before / after", alone_rss(alone), "-", "-"),
         "",
-        "| switch | calls/s | placed | good | failures | wrong numbers | refused busy | whole switch CPU ms/call "
-        "| post-dial p50 / p99 ms | peak in IVR / AGI p90 ms | load |",
+        "| switch | calls/s | placed | good | failures | wrong numbers | refused (by reason) "
+        "| whole switch CPU ms/call | post-dial p50 / p99 ms | peak in IVR / AGI p90 ms | load |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for report in (kinline, bare, *([shaped] if shaped else [])):
@@ -778,7 +798,7 @@ def table(plan: Plan, kinline: StackReport, bare: StackReport, load: tuple[float
             reasons = ", ".join(f"{k}: {v}" for k, v in s.failures.items()) or "0"
             peaks = f"{s.peak_ivr:.0f} / {s.peak_latency_ms:.0f}" if report is kinline else "-"
             lines.append(f"| {report.name} | {s.rate:g} | {s.placed} | {s.good} | {reasons} | {s.wrong} | "
-                         f"{s.busy if report is kinline else '-'} | {_ms(sum(s.cpu_ms.values()))} | "
+                         f"{s.refused_text() if report is kinline else '-'} | {_ms(sum(s.cpu_ms.values()))} | "
                          f"{_ms(pct(s.pdd_ms, 0.5))} / {_ms(pct(s.pdd_ms, 0.99))} | {peaks} | {s.load:.1f} |")
     lines += ["", *goals(kinline, bare, k_marginal, b_marginal)]
     if shaped:
@@ -858,7 +878,8 @@ def main(argv: list[str] | None = None) -> int:
             sys.stdout.write(f"{report.name} {s.rate:g}/s: {s.good}/{s.placed} good, CPU ms/call "
                              + ", ".join(f"{k} {v:.1f}" for k, v in s.cpu_ms.items())
                              + f", AGI own p50 {_ms(pct(s.agi_own_ms, 0.5))}, post-dial p50/p99 "
-                             f"{_ms(pct(s.pdd_ms, 0.5))}/{_ms(pct(s.pdd_ms, 0.99))}, wrong {s.wrong}, busy {s.busy}, "
+                             f"{_ms(pct(s.pdd_ms, 0.5))}/{_ms(pct(s.pdd_ms, 0.99))}, wrong {s.wrong}, "
+                             f"refused {s.refused_text()}, "
                              f"peak in IVR {s.peak_ivr:.0f}, peak AGI p90 {s.peak_latency_ms:.0f} ms, "
                              f"failures {dict(s.failures)}\n")
         sys.stdout.write(f"{report.name} CPU ms per call, marginal (bench.make_bench.marginal_ms): "

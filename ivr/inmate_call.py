@@ -65,6 +65,15 @@ class Entry:
     timed_out: bool
 
 
+@dataclass(frozen=True)
+class Ask:
+    """One entry to ask for: its prompt, the most digits, the timeout between keys."""
+
+    item: str
+    max_digits: int
+    timeout_ms: int
+
+
 class Caller(Protocol):
     """The person at the terminal, as the domain sees them."""
 
@@ -84,6 +93,12 @@ class Caller(Protocol):
         """Say the lead-in, ``preamble`` then ``item`` and collect digits (up to
         ``max_digits``, ``#`` ends, ``timeout_ms`` between keys). A key pressed
         during any of them cuts the speech short and is the entry's first digit."""
+        ...
+
+    async def ask_each(self, asks: Sequence[Ask]) -> list[Entry]:
+        """The ``asks`` back to back, each as ``ask`` with no preamble (the lead-in goes
+        before the first): the next one's prompt starts as soon as an entry ends, and keys
+        keyed after an entry's end are the next entry's, however fast they come."""
         ...
 
     async def record(self, sound: str, max_ms: int, silence_s: int) -> int:
@@ -166,8 +181,9 @@ class InmateCalls:
         wrong PIN sound the same; "card locked" is said only after the right
         PIN. Every failure counts against the terminal (ivr/throttle.py)."""
         for _ in range(LOGIN_TRIES):
-            number = await caller.ask(p.ENTER_CARD, CARD_DIGITS, DIGIT_TIMEOUT_MS)
-            pin = await caller.ask(p.ENTER_PIN, PIN_DIGITS, DIGIT_TIMEOUT_MS)
+            # One go: a PIN keyed right after the card's '#' is the PIN's, not lost between.
+            number, pin = await caller.ask_each([Ask(p.ENTER_CARD, CARD_DIGITS, DIGIT_TIMEOUT_MS),
+                                                 Ask(p.ENTER_PIN, PIN_DIGITS, DIGIT_TIMEOUT_MS)])
             card = await self.directory.card(number.digits) if number.digits.isdigit() else None
             if card is not None and card.facility_id != facility.id:
                 card = None

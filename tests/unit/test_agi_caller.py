@@ -34,6 +34,14 @@ class Channel:
 
     async def read_digits(self, files: list[str], timeout_ms: int, max_digits: int) -> tuple[str, bool]:
         self.commands.append(("read", "&".join(files), str(timeout_ms), str(max_digits)))
+        return self._read(files, max_digits)
+
+    async def read_entries(self, entries: list[tuple[list[str], int, int]]) -> list[tuple[str, bool]]:
+        """Back to back: the keys left after an entry's '#' go to the next one."""
+        self.commands.append(("entries", *(f"{'&'.join(f)},{t},{m}" for f, t, m in entries)))
+        return [self._read(files, max_digits) for files, _, max_digits in entries]
+
+    def _read(self, files: list[str], max_digits: int) -> tuple[str, bool]:
         key = next((self.interrupt[f] for f in files if f in self.interrupt), "")
         if not key:
             return self.data
@@ -145,8 +153,7 @@ async def test_a_whole_call_typed_ahead_through_the_agi_caller() -> None:
     assert plan.e164 == "+79161234567"
     words = "&".join(sound_file("ru", w) for w in p.money(50_000, "RUB", "ru"))
     assert channel.commands == [
-        ("read", "kinline/ru/welcome&kinline/ru/enter-card", "10000", "16"),
-        ("get", "kinline/ru/enter-pin", "10000", "8"),
+        ("entries", "kinline/ru/welcome&kinline/ru/enter-card,10000,16", "kinline/ru/enter-pin,10000,8"),
         ("read", f"kinline/ru/your-balance&{words}&kinline/ru/enter-number", "15000", "24")]
 
 

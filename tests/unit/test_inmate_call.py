@@ -12,7 +12,7 @@ import pytest
 from ivr import prompts as p
 from ivr.call_plan import CallPlan
 from ivr.errors import InsufficientFunds
-from ivr.inmate_call import Entry, InmateCalls, Refused, answered_seconds
+from ivr.inmate_call import Ask, Entry, InmateCalls, Refused, answered_seconds
 from ivr.model import (
     AllowedNumber,
     CallRecord,
@@ -55,6 +55,7 @@ class FakeCaller:
         self.uninterruptible: list[str] = []  # lead-in and prompts said where a key counts for nothing
         self.lost: list[str] = []  # keys pressed during a prompt no entry followed
         self.pending: list[str] = []
+        self.together: list[list[str]] = []  # asks made back to back (ask_each)
         self.language = "?"
 
     def set_language(self, language: str) -> None:
@@ -88,6 +89,10 @@ class FakeCaller:
             return Entry(entry.digits, False)
         self.lost.append(entry.digits)
         return Entry("", True)
+
+    async def ask_each(self, asks: Sequence[Ask]) -> list[Entry]:
+        self.together.append([a.item for a in asks])
+        return [await self.ask(a.item, a.max_digits, a.timeout_ms) for a in asks]
 
     async def record(self, sound: str, max_ms: int, silence_s: int) -> int:
         await self.play([])
