@@ -184,15 +184,21 @@ async def answer_to_dial(e2e: E2E, ami: AmiWatch, store: RedisStore, colony: Col
             await call.agent.send(f"dtmf {digits}# info")
             if not waiting:
                 await asyncio.sleep(GAP_S)
-        incoming = await relative.wait_for("incoming", lambda e: e["t"] > call.answered_at, timeout=30)
-        assert MOBILE in incoming["local"]
-        await call.agent.send("hangup")
-        await ami.wait_for("Hangup", lambda m: m.get("Uniqueid") == call.uid, timeout=30)
+        return await dialed_then_hung_up(call, ami, store, relative, card)
     finally:
         await call.agent.close()
+
+
+async def dialed_then_hung_up(call: Call, ami: AmiWatch, store: RedisStore, relative: SipAgent, card: str) -> float:
+    """The relative gets the INVITE for MOBILE, the inmate hangs up before the bridge: one
+    record, nothing charged. Returns seconds from the terminal's answer to the INVITE."""
+    incoming = await relative.wait_for("incoming", lambda e: e["t"] > call.answered_at, timeout=30)
+    assert MOBILE in incoming["local"]
+    await call.agent.send("hangup")
+    await ami.wait_for("Hangup", lambda m: m.get("Uniqueid") == call.uid, timeout=30)
     await ami.drain(0.5)
     records = await store.call_records(card)
-    assert [(r.number, r.amount) for r in records] == [(MOBILE, 0)]  # hung up before the bridge
+    assert [(r.number, r.amount) for r in records] == [(MOBILE, 0)]
     return float(incoming["t"] - call.answered_at)
 
 
@@ -227,13 +233,7 @@ async def test_the_card_and_the_pin_keyed_in_one_burst_log_in(
         await call.agent.send(f"dtmf {card}#{PIN}# info")
         await ami.wait_played(call.uid, f"kinline/{colony.language}/your-balance", timeout=30)
         await call.agent.send(f"dtmf {MOBILE[1:]}# info")
-        incoming = await relative.wait_for("incoming", lambda e: e["t"] > call.answered_at, timeout=30)
-        assert MOBILE in incoming["local"]
-        await call.agent.send("hangup")
-        await ami.wait_for("Hangup", lambda m: m.get("Uniqueid") == call.uid, timeout=30)
+        await dialed_then_hung_up(call, ami, store, relative, card)
     finally:
         await call.agent.close()
-    await ami.drain(0.5)
-    records = await store.call_records(card)
-    assert [(r.number, r.amount) for r in records] == [(MOBILE, 0)]  # hung up before the bridge
     assert not [f for f in ami.played(call.uid) if f.endswith("/login-failed")]
