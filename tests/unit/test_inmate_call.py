@@ -245,6 +245,13 @@ async def test_wrong_pin_three_times_same_prompt_as_wrong_card(store: Store) -> 
     assert len(store.login_fails[TERMINAL]) == 3  # but all three count against the terminal
 
 
+async def test_every_login_try_asks_the_card_and_the_pin_back_to_back(store: Store) -> None:
+    # One go per try (Caller.ask_each): a PIN keyed right after the card's '#' is the PIN's.
+    caller = FakeCaller("1001", "1111", "1001", "2468")
+    await service(store).login(caller, "f1", "u1", TERMINAL)
+    assert caller.together == [[p.ENTER_CARD, p.ENTER_PIN], [p.ENTER_CARD, p.ENTER_PIN]]
+
+
 async def test_no_digits_at_all_is_not_a_failed_login(store: Store) -> None:
     caller = FakeCaller()
     with pytest.raises(Refused) as refused:
