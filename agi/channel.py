@@ -285,9 +285,7 @@ class AgiChannel:
         if status == "HANGUP":
             self.hung_up = True
             raise AgiHangup("hung up during the entry")
-        if status not in ("OK", "TIMEOUT"):
-            raise AgiCommandError(200, f"Read ended with READSTATUS={status!r}")
-        return seen[ENTRY], status == "TIMEOUT"
+        return _entry(seen[ENTRY], status, "Read")
 
     async def read_entries(self, entries: Sequence[tuple[Sequence[str], int, int]]) -> list[tuple[str, bool]]:
         """Several entries back to back, each ``(files, timeout_ms, max_digits)`` as for
@@ -310,13 +308,7 @@ class AgiChannel:
         if seen[ENTRIES_DONE] != str(len(entries)):
             self.hung_up = True
             raise AgiHangup(f"hung up during the entries ({seen[ENTRIES_DONE] or 0} of {len(entries)} done)")
-        read = []
-        for n in count:
-            status = seen[f"{ENTRY}{n}_STATUS"]
-            if status not in ("OK", "TIMEOUT"):
-                raise AgiCommandError(200, f"Read {n} ended with READSTATUS={status!r}")
-            read.append((seen[f"{ENTRY}{n}"], status == "TIMEOUT"))
-        return read
+        return [_entry(seen[f"{ENTRY}{n}"], seen[f"{ENTRY}{n}_STATUS"], f"Read {n}") for n in count]
 
     async def record_file(self, name: str, fmt: str, max_ms: int, silence_s: int, escape_digits: str = "#") -> int:
         """A beep, then record the caller into ``name``.``fmt`` (Asterisk's path, no
@@ -351,6 +343,14 @@ class AgiChannel:
         if not self.hung_up:
             await self.command("HANGUP")
             self.hung_up = True
+
+
+def _entry(digits: str, status: str, what: str) -> tuple[str, bool]:
+    """A Read's digits and whether it timed out (READSTATUS TIMEOUT: a gap, with or without
+    digits); any status but OK and TIMEOUT is an error (a hangup is told apart before)."""
+    if status not in ("OK", "TIMEOUT"):
+        raise AgiCommandError(200, f"{what} ended with READSTATUS={status!r}")
+    return digits, status == "TIMEOUT"
 
 
 def _check_read(files: Sequence[str], max_digits: int) -> None:

@@ -6,11 +6,11 @@ The demo terminal logs in with the bench's own card (made once in the demo facil
 card 900100, PIN 2468, an inmate "bench-inmate" whose recorded name is a short tone)
 and dials 01 + the bench relative (+79169990001, an account topped up for the run,
 always in touch with that card). A pjsua2 agent on the trunk answers, waits for the
-menu (AMI AGIExecStart of GET DATA accept-menu on its leg), keys 1 (RFC 4733, 160 ms)
-and hangs up a second after the bridge. Measured per call, on this machine's clock:
-the agent sending the digit -> Asterisk taking it (AMI AGIExecEnd of the menu's GET
-DATA: the digit's 160 ms included, it is taken when it ends) -> AMI BridgeEnter of the
-inmate's channel.
+menu (the start of accept-menu on its leg: the TestEvent PLAYBACK), keys 1 (RFC 4733,
+160 ms) and hangs up a second after the bridge. Measured per call, on this machine's
+clock: the agent sending the digit -> Asterisk taking it (AMI AGIExecEnd of the AGI
+command playing the menu: the digit's 160 ms included, it is taken when it ends) -> AMI
+BridgeEnter of the inmate's channel.
 """
 
 from __future__ import annotations
@@ -24,12 +24,14 @@ import struct
 import sys
 import uuid
 import wave
+from dataclasses import replace
 from datetime import UTC, datetime
 
 from ami.client import AmiClient
 from ivr.errors import StoreConflict
 from ivr.model import AllowedNumber, Inmate, InmateStatus
 from ivr.pin import PinHasher
+from ivr.prompts import ACCEPT_MENU
 from ivr.relatives import CardSettings, code_hash, token_hash
 from store.redis_store import RedisStore
 from store.relatives import RelativeStore
@@ -38,19 +40,20 @@ from tools.config import StackConfig, load_config, load_secrets
 from tools.demo_data import FACILITY, PIN, TERMINAL, demo_sip_password
 
 CARD = "900100"
+LANGUAGE = "en"  # the bench card's
 INMATE = Inmate(id="bench-inmate", name="Bench Inmate", facility_id=FACILITY.id, status=InmateStatus.CONVICTED)
 PHONE = "+79169990001"
 CALL_TIMEOUT_S = 90  # login, dial, the menu's first round: every wait is bounded
 
 
-async def provision(config: StackConfig, calls: int) -> None:
-    """The bench's card, inmate (with a recorded name) and paying relative; idempotent,
-    except one top-up per run (enough for every call)."""
+async def provision(config: StackConfig, calls: int, facility: str = FACILITY.id) -> None:
+    """The bench's card, inmate (with a recorded name) and paying relative, in ``facility``;
+    idempotent, except one top-up per run (enough for every call)."""
     store = RedisStore.from_url(config.redis_url, PinHasher.from_hex(load_secrets(config).pin_key))
     try:
-        await store.put_inmate(INMATE)
+        await store.put_inmate(replace(INMATE, facility_id=facility))
         with contextlib.suppress(StoreConflict):  # made by an earlier run
-            await store.create_card(CARD, INMATE.id, FACILITY.id, PIN, "en")
+            await store.create_card(CARD, INMATE.id, facility, PIN, LANGUAGE)
         name = config.path("names", f"{INMATE.id}.wav")
         if not name.exists():  # else the inmate is asked to record it at login
             with wave.open(str(name), "wb") as wav:
@@ -73,30 +76,37 @@ async def provision(config: StackConfig, calls: int) -> None:
         await store.aclose()
 
 
-async def one_call(config: StackConfig, password: str, ami: AmiWatch, relative: SipAgent) -> tuple[float, float]:
+async def one_call(config: StackConfig, password: str, ami: AmiWatch, relative: SipAgent,
+                   terminal: str = TERMINAL, facility_language: str = FACILITY.language) -> tuple[float, float]:
+    """One "01" call from ``terminal`` (whose facility speaks ``facility_language``) with the
+    bench's card, accepted by ``relative`` with a 1. Returns, in seconds from the 1 sent, the
+    digit taken and the bridge."""
     agent = await SipAgent.start("call", "--target", f"sip:100@{config.host}:{config.sip_port}",
-                                 "--user", TERMINAL, "--password", password, "--rtp-port", "21600")
+                                 "--user", terminal, "--password", password, "--rtp-port", "21600")
     try:
-        channel = await ami.wait_new("Newchannel", lambda m: m.get("Channel").startswith(f"PJSIP/{TERMINAL}-"))
+        channel = await ami.wait_new("Newchannel", lambda m: m.get("Channel").startswith(f"PJSIP/{terminal}-"))
         uid = channel.get("Uniqueid")
 
-        async def answer(prompt: str, digits: str) -> None:
-            await ami.wait_new("AGIExecStart", lambda m: m.get("Uniqueid") == uid
-                               and f'/{prompt}"' in m.get("Command"), timeout=30)
+        async def answer(language: str, prompt: str, digits: str) -> None:
+            # The prompt's start on the channel, whichever AGI command plays it (the card and
+            # the PIN are one GOSUB, each entry a Read).
+            await ami.wait_played(uid, f"kinline/{language}/{prompt}", timeout=30)
             await agent.send(f"dtmf {digits}# info")
 
-        await answer("enter-card", CARD)
-        await answer("enter-pin", PIN)
-        await answer("enter-number", "01" + PHONE[1:])
+        # Until the card is known the terminal's facility speaks; then the card's language.
+        await answer(facility_language, "enter-card", CARD)
+        await answer(facility_language, "enter-pin", PIN)
+        await answer(LANGUAGE, "enter-number", "01" + PHONE[1:])
         dial = await ami.wait_new("DialBegin", lambda m: m.get("Uniqueid") == uid, timeout=30)
         leg = dial.get("DestUniqueid")
-        await ami.wait_new("AGIExecStart", lambda m: m.get("Uniqueid") == leg
-                           and '/accept-menu"' in m.get("Command"), timeout=60)
+        await ami.wait_new("TestEvent", lambda m: m.get("State") == "PLAYBACK"
+                           and m.get("Channel") == dial.get("DestChannel")
+                           and m.get("Message", "").endswith(f"/{ACCEPT_MENU}"), timeout=60)
         relative.events.clear()
         await relative.send("dtmf 1 rfc2833")
         sent = await relative.wait_for("dtmf_sent", timeout=5)
         got = await ami.wait_new("AGIExecEnd", lambda m: m.get("Uniqueid") == leg
-                                 and '/accept-menu"' in m.get("Command"), timeout=10)
+                                 and f"/{ACCEPT_MENU}" in m.get("Command"), timeout=10)
         bridged = await ami.wait_new("BridgeEnter", lambda m: m.get("Uniqueid") == uid, timeout=10)
         await asyncio.sleep(1)
         await relative.send("hangup")

@@ -127,6 +127,14 @@ class FakeChannel:
     played: list[str] = field(default_factory=list)  # the last prompts (a refusal's diagnosis)
     said: list[str] = field(default_factory=list)  # VERBOSE messages (a route failing says so)
 
+    def _read(self, files: str) -> str | None:
+        """A Read of ``files`` ('&'-joined): the entry its last file asks for (None: not an
+        entry this fake answers); the files are then the last played."""
+        digits = self.entries.for_prompt(files.rsplit("&", 1)[-1])
+        if digits is not None:
+            self.played = [*self.played, *files.split("&")][-2:]
+        return digits
+
     def reply(self, route: str, line: str) -> str:
         """res_agi's reply to one command line."""
         self.commands[route] += 1
@@ -144,19 +152,17 @@ class FakeChannel:
         if verb == "EXEC" and len(args) > 1 and args[0] == "Read":
             # Read(variable,file1&file2...,maxdigits,,attempts,timeout): the entry after the last file.
             name, files = args[1].split(",")[:2]
-            digits = self.entries.for_prompt(files.rsplit("&", 1)[-1])
+            digits = self._read(files)
             if digits is not None:
-                self.played = [*self.played, *files.split("&")][-2:]
                 self.variables.update({name: digits, "READSTATUS": "OK"})
                 return "200 result=0"
         if verb == "GOSUB" and args[:3] == ["kinline-entries", "s", "1"] and len(args) == 4:
             # Entries back to back (dialplan [kinline-entries]): triples of files, digits, timeout.
             parts = args[3].split(",")
             for n, files in enumerate(parts[0::3], start=1):
-                digits = self.entries.for_prompt(files.rsplit("&", 1)[-1])
+                digits = self._read(files)
                 if digits is None:
                     break
-                self.played = [*self.played, *files.split("&")][-2:]
                 self.variables.update({f"KINLINE_ENTRY{n}": digits, f"KINLINE_ENTRY{n}_STATUS": "OK",
                                        "KINLINE_ENTRIES_DONE": str(n)})
             else:

@@ -6,9 +6,9 @@ For each call the demo terminal logs in with the demo card and dials the demo mo
 number; a pjsua2 agent on the trunk answers and hangs up after a second. Reported:
 - '#' to decision: to the route's next move (a prompt, or telling the dial plan
   to dial), i.e. number checks, tariff and reservation done;
-- '#' to INVITE: from Asterisk finishing the GET DATA of the number (AMI AGIExecEnd,
-  i.e. the '#' arrived) to the INVITE leaving on the trunk (AMI DialBegin), and to
-  the relative's agent receiving it;
+- '#' to INVITE: from Asterisk finishing the Read of the number (AMI AGIExecEnd of the
+  AGI command that played its prompt, i.e. the '#' arrived) to the INVITE leaving on
+  the trunk (AMI DialBegin), and to the relative's agent receiving it;
 - AGI own time: time spent in Kinline's routes (decisions, Redis, PIN hash) for the
   whole call, not counting time waiting for Asterisk (prompts), from the AGI log.
 """
@@ -24,13 +24,18 @@ import sys
 from ami.client import AmiClient
 from tests.e2e.harness import AmiWatch, SipAgent
 from tools.config import load_config, load_secrets
-from tools.demo_data import CARD, PIN, TERMINAL, demo_sip_password
+from tools.demo_data import CARD, FACILITY, PIN, TERMINAL, demo_sip_password
 
 NUMBER = "79161234567"
 
 
 async def one_call(cfg_target: str, user: str, password: str, ami: AmiWatch, relative: SipAgent,
-                   rtp_port: int) -> tuple[str, float, float, float]:
+                   rtp_port: int, language: str, card: str = CARD, pin: str = PIN,
+                   number: str = NUMBER) -> tuple[str, float, float, float]:
+    """One call: the terminal ``user`` logs in with ``card`` and ``pin`` (its prompts in
+    ``language``) and dials ``number``; ``relative`` (on the trunk) answers. Returns the
+    channel's uniqueid and, in seconds from the number's '#', the INVITE sent, the INVITE
+    received and the decision made."""
     agent = await SipAgent.start("call", "--target", cfg_target, "--user", user, "--password", password,
                                  "--rtp-port", str(rtp_port))
     try:
@@ -38,19 +43,21 @@ async def one_call(cfg_target: str, user: str, password: str, ami: AmiWatch, rel
         uid = channel.get("Uniqueid")
 
         async def answer(prompt: str, digits: str) -> None:
-            await ami.wait_new("AGIExecStart", lambda m: m.get("Uniqueid") == uid and prompt in m.get("Command"),
-                               timeout=30)
+            # The prompt's start on the channel, whichever AGI command plays it (the card and
+            # the PIN are one GOSUB, each entry a Read).
+            await ami.wait_played(uid, f"kinline/{language}/{prompt}", timeout=30)
             await agent.send(f"dtmf {digits}# info")
 
-        await answer("enter-card", CARD)
-        await answer("enter-pin", PIN)
-        await answer("enter-number", NUMBER)
+        await answer("enter-card", card)
+        await answer("enter-pin", pin)
+        await answer("enter-number", number)
         got = await ami.wait_new("AGIExecEnd", lambda m: m.get("Uniqueid") == uid
-                                 and "enter-number" in m.get("Command"), timeout=30)
-        decided = ("STREAM FILE", 'SET VARIABLE "KINLINE_ACTION"')  # a prompt, or "dial"
+                                 and f"kinline/{language}/enter-number" in m.get("Command"), timeout=30)
+        # The route's next move after reading the entry (GET FULL VARIABLE): the MSet telling
+        # the dial plan to dial (or a refusal's prompt), i.e. the decision is made.
         spoken = await ami.wait_new("AGIExecStart", lambda m: m.get("Uniqueid") == uid
                                     and float(m.get("Timestamp")) >= float(got.get("Timestamp"))
-                                    and m.get("Command").startswith(decided), timeout=30)
+                                    and not m.get("Command").startswith("GET "), timeout=30)
         dial = await ami.wait_new("DialBegin", lambda m: m.get("Uniqueid") == uid, timeout=60)
         incoming = await relative.wait_for("incoming", lambda e: e["t"] > float(got.get("Timestamp")), timeout=30)
         await asyncio.sleep(1)
@@ -89,7 +96,8 @@ async def main() -> None:
         for i in range(opts.calls):
             target = f"sip:100@{config.host}:{config.sip_port}"
             try:
-                results.append(await one_call(target, TERMINAL, password, ami, relative, 21600))
+                results.append(await one_call(target, TERMINAL, password, ami, relative, 21600,
+                                              FACILITY.language))
             except TimeoutError:
                 sys.stderr.write(f"call {i + 1} timed out; the relative's last events: {relative.events[-4:]}\n")
                 raise
